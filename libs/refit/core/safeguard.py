@@ -1,0 +1,85 @@
+"""The safeguard: may a candidate replace the champion?
+
+For a metric where higher is better, with champion value ``c`` and candidate
+value ``n``, the tolerated floor is ``c - max(rel * |c|, abs)`` where ``rel`` is
+the allowed relative degradation (default 1%) and ``abs`` the allowed absolute
+degradation (default 0). The candidate passes when ``n >= floor``; for a metric
+where lower is better the ceiling is ``c + max(rel * |c|, abs)`` and it passes
+when ``n <= ceiling``. Exactly on the boundary passes. Every metric must also
+lie within its absolute gates ``[min, max]``. With no champion only the gates
+apply. The candidate is promoted only when every check passes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from refit.specs import MetricRule, SafeguardSpec
+
+# Floating point noise must not turn an exact boundary into a failure.
+_EPS = 1e-12
+
+
+@dataclass(frozen=True)
+class Check:
+    metric: str
+    kind: str  # "gate" | "tolerance"
+    candidate: float | None
+    champion: float | None
+    difference: float | None
+    threshold: float | None
+    passed: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class Verdict:
+    promote: bool
+    checks: tuple[Check, ...]
+
+    @property
+    def reasons(self) -> tuple[str, ...]:
+        failed = [c.detail for c in self.checks if not c.passed]
+        return tuple(failed) if failed else ("every check passed",)
+
+
+def _gates(rule: MetricRule, value: float | None) -> list[Check]:
+    checks = []
+    for bound, threshold in (("min", rule.min), ("max", rule.max)):
+        if threshold is None:
+            continue
+        ok = value is not None and (value >= threshold - _EPS if bound == "min" else value <= threshold + _EPS)
+        op = ">=" if bound == "min" else "<="
+        checks.append(Check(rule.name, "gate", value, None, None, threshold, ok,
+                            f"{rule.name} {value} must be {op} {threshold}"))
+    return checks
+
+
+def _tolerance(rule: MetricRule, value: float | None, champion: float) -> Check:
+    slack = max(rule.max_relative_degradation * abs(champion), rule.max_absolute_degradation or 0.0)
+    if rule.higher_is_better:
+        threshold = champion - slack
+        ok = value is not None and value >= threshold - _EPS
+        op = ">="
+    else:
+        threshold = champion + slack
+        ok = value is not None and value <= threshold + _EPS
+        op = "<="
+    diff = None if value is None else value - champion
+    detail = (f"{rule.name} {value} vs champion {champion}: must be {op} {threshold:.6g} "
+              f"(tolerance {rule.max_relative_degradation:.2%} relative"
+              f"{'' if rule.max_absolute_degradation is None else f', {rule.max_absolute_degradation} absolute'})")
+    return Check(rule.name, "tolerance", value, champion, diff, threshold, ok, detail)
+
+
+def judge(candidate: Mapping[str, float], champion: Mapping[str, float] | None,
+          policy: SafeguardSpec) -> Verdict:
+    """Judge candidate scores against champion scores (both measured on the same holdout)."""
+    checks: list[Check] = []
+    for rule in policy.metrics:
+        value = candidate.get(rule.name)
+        checks.extend(_gates(rule, value))
+        if champion is not None and rule.name in champion:
+            checks.append(_tolerance(rule, value, champion[rule.name]))
+    return Verdict(promote=all(c.passed for c in checks), checks=tuple(checks))

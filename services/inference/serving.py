@@ -1,0 +1,89 @@
+"""The served champions and the hot swap: load, check, warm up, then swap; on failure keep the old one."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import structlog
+
+from refit import signing
+from refit.artifacts import ArtifactReader
+from refit.core.serving import should_swap
+from refit.errors import ArtifactError, EventDecodeError, ModelLoadError, SignatureError
+from refit.events import CandidateRejected, ModelPromoted, ModelRolledBack, parse_event
+from refit.onnx_model import OnnxModel
+from refit.specs import ModelSpec, ModelSpecs
+
+log = structlog.get_logger("inference")
+
+
+@dataclass(frozen=True)
+class Served:
+    """One champion, immutable: a request takes a reference once and keeps it to the end."""
+
+    name: str
+    version: int
+    digest: str
+    sequence: int
+    model: OnnxModel
+
+
+class Champions:
+    """The current champion per model. Swapping is one dict assignment, atomic on the event loop."""
+
+    def __init__(self, specs: ModelSpecs, store: ArtifactReader, key: bytes, threads: int = 1) -> None:
+        self.specs = specs
+        self.store = store
+        self.key = key
+        self.threads = threads
+        self.served: dict[str, Served] = {}
+        self.swaps = 0
+        self.refused: dict[str, int] = {"signature": 0, "load": 0, "decode": 0}
+        self._locks = {name: asyncio.Lock() for name in specs.names()}
+
+    def ready(self) -> bool:
+        return all(name in self.served for name in self.specs.names())
+
+    async def apply(self, payload: bytes, signature: str | None, source: str) -> bool:
+        """Follow one decision (from the topic or the monitor); True when it swapped."""
+        try:
+            signing.verify(self.key, payload, signature)
+            event = parse_event(payload, (ModelPromoted, CandidateRejected, ModelRolledBack))
+        except SignatureError as exc:
+            self.refused["signature"] += 1
+            log.warning("decision refused", source=source, reason=str(exc))
+            return False
+        except EventDecodeError as exc:
+            self.refused["decode"] += 1
+            log.warning("decision refused", source=source, reason=str(exc))
+            return False
+        assert isinstance(event, (ModelPromoted, CandidateRejected, ModelRolledBack))
+        lock = self._locks.get(event.model)
+        if lock is None:
+            return False  # a model this replica does not serve
+        async with lock:
+            current = self.served.get(event.model)
+            if not should_swap(current.sequence if current else None, event.event_type, event.sequence):
+                return False
+            bound = log.bind(model=event.model, version=event.version, digest=event.digest, source=source)
+            try:
+                model = await asyncio.to_thread(self._load, self.specs.get(event.model), event.digest)
+            except (ArtifactError, ModelLoadError) as exc:
+                self.refused["load"] += 1
+                bound.error("swap refused, still serving the previous model", reason=str(exc),
+                            serving=current.version if current else None)
+                return False
+            self.served[event.model] = Served(event.model, event.version, event.digest, event.sequence, model)
+            self.swaps += 1
+            bound.info("serving", previous=current.version if current else None)
+            return True
+
+    def _load(self, spec: ModelSpec, digest: str) -> OnnxModel:
+        model = OnnxModel(self.store.get(digest), threads=self.threads)
+        if model.task != spec.task or model.input_kind != spec.input.kind or \
+                tuple(model.features) != spec.input.features:
+            raise ModelLoadError(f"artifact signature ({model.task}, {model.input_kind}, "
+                                 f"{len(model.features)} features) does not match the spec of {spec.name}")
+        model.warm_up()
+        return model

@@ -1,0 +1,127 @@
+"""monitor: the judge and the control plane (status, history, triggers, artifacts)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, Field
+
+from refit import topics
+from refit.artifacts import LocalArtifactStore, check_digest
+from refit.errors import ArtifactError, UnknownModelError
+from refit.events import CandidateTrained, SampleIngested
+from refit.kafka import Publisher, consume
+from refit.settings import MonitorSettings
+from refit.specs import ModelSpecs, load_specs
+from refit.web import add_error_handlers, require_token
+from services.monitor.registry import Registry
+from services.monitor.service import Monitor, decision_json
+
+
+class RetrainIn(BaseModel):
+    reason: str = Field("manual request", min_length=1, max_length=500)
+
+
+def get_monitor(request: Request) -> Monitor:
+    return request.state.monitor  # type: ignore[no-any-return]
+
+
+MonitorDep = Annotated[Monitor, Depends(get_monitor)]
+
+
+def known_model(name: str, monitor: MonitorDep) -> str:
+    try:
+        monitor.specs.get(name)
+    except UnknownModelError as exc:
+        raise HTTPException(404, str(exc)) from None
+    return name
+
+
+ModelName = Annotated[str, Depends(known_model)]
+
+
+def create_app(settings: MonitorSettings, specs: ModelSpecs | None = None) -> FastAPI:
+    specs = specs or load_specs(settings.specs_path)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        registry = Registry(settings.state_dir / "monitor.sqlite")
+        publisher = Publisher(settings, client_id="refit-monitor")
+        monitor = Monitor(settings, specs, registry, LocalArtifactStore(settings.artifact_dir), publisher)
+        stop = asyncio.Event()
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(consume(
+                    settings, name="monitor", subscribe=[topics.SAMPLES, topics.CANDIDATES],
+                    group_id="refit-monitor", expected=(SampleIngested, CandidateTrained),
+                    handler=monitor.handle, publisher=publisher, stop=stop))
+                tasks.create_task(monitor.run(stop))
+                yield {"monitor": monitor}
+                stop.set()
+                monitor.wake.set()
+        finally:
+            await publisher.close()
+            registry.close()
+
+    app = FastAPI(title="refit monitor", version="1", lifespan=lifespan)
+    add_error_handlers(app)
+    authorized = Depends(require_token(settings.api_token.get_secret_value()))
+
+    @app.get("/v1/models")
+    async def list_models(monitor: MonitorDep) -> list[dict[str, Any]]:
+        """Every configured model with its champion."""
+        return [monitor.summary(name) for name in specs.names()]
+
+    @app.get("/v1/models/{name}")
+    async def get_model(name: ModelName, monitor: MonitorDep) -> dict[str, Any]:
+        return monitor.summary(name)
+
+    @app.get("/v1/models/{name}/decisions")
+    async def decisions(name: ModelName, monitor: MonitorDep,
+                        limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[dict[str, Any]]:
+        """The decision history, newest first, each with every number and reason."""
+        return [decision_json(d) for d in monitor.registry.decisions(name, limit)]
+
+    @app.get("/v1/models/{name}/champion")
+    async def champion(name: ModelName, monitor: MonitorDep) -> dict[str, str]:
+        """The signed decision that made the current champion, exactly as published."""
+        serving = monitor.registry.serving(name)
+        if serving is None:
+            raise HTTPException(404, f"model {name!r} has no champion yet")
+        return {"decision": serving.payload.decode(), "signature": serving.signature}
+
+    @app.post("/v1/models/{name}/retrain", status_code=202, dependencies=[authorized])
+    async def retrain(name: ModelName, body: RetrainIn, monitor: MonitorDep) -> dict[str, str]:
+        """Ask the trainer for a new candidate now."""
+        event = await monitor.request_retrain(name, body.reason, requested_by="api")
+        return {"request_id": str(event.event_id), "model": name}
+
+    @app.get("/v1/artifacts/{digest}")
+    async def artifact(digest: str, monitor: MonitorDep) -> Response:
+        """The ONNX bytes of an artifact, by SHA-256 digest."""
+        try:
+            check_digest(digest)
+        except ArtifactError as exc:
+            raise HTTPException(400, str(exc)) from None
+        try:
+            data = await asyncio.to_thread(monitor.artifacts.get, digest)
+        except ArtifactError as exc:
+            raise HTTPException(404, str(exc)) from None
+        return Response(data, media_type="application/onnx", headers={"ETag": f'"{digest}"'})
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz(monitor: MonitorDep) -> dict[str, str]:
+        if not await monitor.publisher.ready():
+            raise HTTPException(503, "broker unreachable")
+        return {"status": "ready"}
+
+    return app

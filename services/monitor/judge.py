@@ -1,0 +1,63 @@
+"""Scoring a candidate and the champion on the same holdout, and turning the verdict into checks.
+
+Synchronous and CPU-bound: the service calls :func:`assess` from a worker thread.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from refit.core.metrics import scores
+from refit.core.safeguard import judge
+from refit.core.split import fingerprint
+from refit.events import CandidateTrained, Check, HoldoutInfo
+from refit.onnx_model import OnnxModel
+from refit.specs import ModelSpec
+from services.monitor.registry import Holdout
+
+
+@dataclass(frozen=True)
+class Outcome:
+    promote: bool
+    checks: list[Check]
+    reasons: list[str]
+    candidate_scores: dict[str, float]
+    champion_scores: dict[str, float] | None
+    holdout: HoldoutInfo
+
+
+def score(model: OnnxModel, task: str, holdout: Holdout) -> dict[str, float]:
+    predicted = model.run(model.matrix(holdout.rows))
+    if task == "classification":
+        return scores(task, holdout.labels, predicted.labels or [])
+    return scores(task, [float(v) for v in holdout.labels], predicted.values or [])
+
+
+def _reject(reason: Check, info: HoldoutInfo) -> Outcome:
+    return Outcome(False, [reason], [reason.detail], {}, None, info)
+
+
+def assess(spec: ModelSpec, candidate: CandidateTrained, candidate_model: OnnxModel | Exception,
+           champion_model: OnnxModel | None, holdout: Holdout) -> Outcome:
+    """Judge ``candidate`` against ``champion_model`` (None for the first model) on ``holdout``."""
+    info = HoldoutInfo(size=len(holdout.ids), fingerprint=fingerprint(holdout.ids))
+    conv = candidate.conversion
+    if not conv.passed:
+        return _reject(Check(
+            metric="onnx_vs_sklearn", kind="conversion", candidate=conv.max_abs_diff, threshold=conv.tolerance,
+            passed=False, detail=(f"ONNX output disagrees with scikit-learn on {conv.rows} rows: max difference "
+                                  f"{conv.max_abs_diff:.3g} (tolerance {conv.tolerance:.3g}), label agreement "
+                                  f"{conv.label_agreement}")), info)
+    if isinstance(candidate_model, Exception):
+        return _reject(Check(metric="artifact", kind="conversion", candidate=None, passed=False,
+                             detail=f"candidate artifact unusable: {candidate_model}"), info)
+    cand = score(candidate_model, spec.task, holdout)
+    champ = score(champion_model, spec.task, holdout) if champion_model is not None else None
+    verdict = judge(cand, champ, spec.safeguard)
+    checks = [Check(metric=c.metric, kind=c.kind, candidate=c.candidate, champion=c.champion,  # type: ignore[arg-type]
+                    difference=c.difference, threshold=c.threshold, passed=c.passed, detail=c.detail)
+              for c in verdict.checks]
+    reasons = list(verdict.reasons)
+    if champ is None:
+        reasons.insert(0, "first model: judged on the absolute quality gates only")
+    return Outcome(verdict.promote, checks, reasons, cand, champ, info)

@@ -1,0 +1,167 @@
+"""The monitor's work: keep the holdout, register candidates, judge them, publish signed decisions.
+
+Decisions go through an outbox: written to SQLite first, then published, then
+marked published, so a crash between the two publishes it at the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import structlog
+
+from refit import signing, topics
+from refit.artifacts import LocalArtifactStore
+from refit.core.schema import validate_features, validate_label, validate_text
+from refit.core.split import is_holdout
+from refit.errors import ArtifactError, BrokerUnavailableError, ModelLoadError, SchemaError, UnknownModelError
+from refit.events import (CandidateRejected, CandidateTrained, ModelPromoted, RetrainRequested, SampleIngested,
+                          parse_event)
+from refit.kafka import Incoming, Publisher
+from refit.onnx_model import OnnxModel
+from refit.settings import MonitorSettings
+from refit.specs import ModelSpecs
+from services.monitor.judge import assess
+from services.monitor.registry import Registry, StoredDecision, Version
+
+log = structlog.get_logger("monitor")
+
+
+class Monitor:
+    def __init__(self, settings: MonitorSettings, specs: ModelSpecs, registry: Registry,
+                 artifacts: LocalArtifactStore, publisher: Publisher) -> None:
+        self.settings, self.specs, self.registry = settings, specs, registry
+        self.artifacts, self.publisher = artifacts, publisher
+        self.key = settings.decision_signing_key.get_secret_value().encode()
+        self.wake = asyncio.Event()
+        self._decide = asyncio.Lock()
+        self._models: dict[str, OnnxModel] = {}
+        self._deferred: set[str] = set()
+
+    # consuming ------------------------------------------------------------------------------
+    async def handle(self, items: list[Incoming]) -> dict[int, str]:
+        rejected: dict[int, str] = {}
+        holdout: list[SampleIngested] = []
+        for i, item in enumerate(items):
+            event = item.event
+            try:
+                spec = self.specs.get(event.model)
+                if isinstance(event, CandidateTrained):
+                    self.registry.add_candidate(event)
+                    continue
+                assert isinstance(event, SampleIngested)
+                if spec.input.kind == "text":
+                    validate_text(spec, event.text)
+                else:
+                    validate_features(spec, event.features)
+                validate_label(spec, event.label)
+            except (UnknownModelError, SchemaError) as exc:
+                rejected[i] = str(exc)
+                continue
+            if is_holdout(event.sample_id, spec.training.holdout_fraction, spec.name):
+                holdout.append(event)
+        self.registry.add_holdout(holdout)
+        self.wake.set()
+        return rejected
+
+    # judging --------------------------------------------------------------------------------
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            self.wake.clear()
+            try:
+                await self.publish_outbox()
+                for version in self.registry.pending():
+                    await self.judge(version)
+            except BrokerUnavailableError as exc:
+                log.warning("decision not yet published", error=str(exc))
+            try:
+                await asyncio.wait_for(self.wake.wait(), timeout=self.settings.judge_interval_s)
+            except TimeoutError:
+                pass
+
+    def _load(self, digest: str) -> OnnxModel:
+        model = self._models.get(digest)
+        if model is None:
+            model = OnnxModel(self.artifacts.get(digest))
+            if len(self._models) >= 16:
+                self._models.pop(next(iter(self._models)))
+            self._models[digest] = model
+        return model
+
+    def _load_or_error(self, digest: str) -> OnnxModel | Exception:
+        try:
+            return self._load(digest)
+        except (ArtifactError, ModelLoadError) as exc:
+            return exc
+
+    async def judge(self, version: Version) -> None:
+        spec = self.specs.get(version.model)
+        holdout = self.registry.holdout(spec.name, spec.training.holdout_max_rows)
+        if len(holdout.ids) < spec.safeguard.min_holdout:
+            if version.candidate_id not in self._deferred:
+                self._deferred.add(version.candidate_id)
+                log.info("decision deferred: holdout too small", model=spec.name, version=version.version,
+                         holdout=len(holdout.ids), minimum=spec.safeguard.min_holdout)
+            return
+        async with self._decide:
+            champion = self.registry.serving(spec.name)
+            champion_digest = orjson.loads(champion.payload)["digest"] if champion else None
+            candidate_model = await asyncio.to_thread(self._load_or_error, version.digest)
+            champion_model = await asyncio.to_thread(self._load, champion_digest) if champion_digest else None
+            outcome = await asyncio.to_thread(assess, spec, version.candidate, candidate_model, champion_model,
+                                              holdout)
+            cls = ModelPromoted if outcome.promote else CandidateRejected
+            event = cls(
+                model=spec.name, sequence=self.registry.next_sequence(spec.name),
+                candidate_id=version.candidate_id, version=version.version, digest=version.digest,
+                artifact_uri=f"{self.settings.public_url}/v1/artifacts/{version.digest}", task=spec.task,
+                champion_version=champion.version if champion else None, holdout=outcome.holdout,
+                candidate_scores=outcome.candidate_scores, champion_scores=outcome.champion_scores,
+                checks=outcome.checks, reasons=outcome.reasons,
+            )
+            payload = event.to_bytes()
+            self.registry.record_decision(event, version.version, "promoted" if outcome.promote else "rejected",
+                                          outcome.candidate_scores, payload, signing.sign(self.key, payload))
+            log.info("decided", model=spec.name, version=version.version, decision=event.event_type,
+                     event_id=str(event.event_id), scores=outcome.candidate_scores, reasons=outcome.reasons)
+        await self.publish_outbox()
+
+    async def publish_outbox(self) -> None:
+        for stored in self.registry.unpublished():
+            await self.publisher.publish_raw(
+                topics.DECISIONS, stored.model.encode(), stored.payload,
+                [(signing.HEADER, stored.signature.encode())])
+            self.registry.mark_published(stored.model, stored.sequence)
+
+    # control plane --------------------------------------------------------------------------
+    async def request_retrain(self, model: str, reason: str, requested_by: str | None) -> RetrainRequested:
+        self.specs.get(model)
+        event = RetrainRequested(model=model, kind="manual", reason=reason, requested_by=requested_by)
+        await self.publisher.publish(event)
+        log.info("retrain requested", model=model, event_id=str(event.event_id), reason=reason)
+        return event
+
+    def summary(self, model: str) -> dict[str, Any]:
+        spec = self.specs.get(model)
+        serving = self.registry.serving(model)
+        champion = None
+        if serving is not None:
+            event = parse_event(serving.payload)
+            version = self.registry.version(model, serving.version)
+            champion = {"version": serving.version, "digest": getattr(event, "digest"),
+                        "since": event.occurred_at.isoformat(), "decision": serving.event_type,
+                        "scores": version.scores if version else None}
+        versions = self.registry.versions(model)
+        return {
+            "name": model, "task": spec.task, "input": spec.input.kind, "champion": champion,
+            "holdout_size": self.registry.holdout_size(model),
+            "versions": len(versions), "pending": sum(v.status == "pending" for v in versions),
+            "checked_at": datetime.now(UTC).isoformat(),
+        }
+
+
+def decision_json(stored: StoredDecision) -> dict[str, Any]:
+    return {**orjson.loads(stored.payload), "published": stored.published}

@@ -1,0 +1,182 @@
+"""trainer: keeps the training dataset, fits candidates when asked or when enough new data arrived."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+
+import refit
+from refit import topics
+from refit.artifacts import LocalArtifactStore
+from refit.core.schema import validate_features, validate_label, validate_text
+from refit.core.split import is_holdout
+from refit.errors import BrokerUnavailableError, RefitError, SchemaError, UnknownModelError
+from refit.events import (ArtifactRef, CandidateTrained, InputSignature, RetrainRequested, SampleIngested,
+                          TrainingStats)
+from refit.kafka import Incoming, Publisher, consume
+from refit.settings import TrainerSettings
+from refit.specs import ModelSpec, ModelSpecs, load_specs
+from services.trainer.fit import fit
+from services.trainer.store import DatasetStore
+
+log = structlog.get_logger("trainer")
+
+
+def check_sample(spec: ModelSpec, event: SampleIngested) -> None:
+    """A sample event must match the model's input schema as the trainer knows it."""
+    if spec.input.kind == "text":
+        validate_text(spec, event.text)
+    else:
+        validate_features(spec, event.features)
+    validate_label(spec, event.label)
+
+
+class Trainer:
+    """Consumes samples and retrain requests; runs at most one training per model at a time."""
+
+    def __init__(self, settings: TrainerSettings, specs: ModelSpecs, store: DatasetStore,
+                 artifacts: LocalArtifactStore, publisher: Publisher) -> None:
+        self.settings, self.specs, self.store = settings, specs, store
+        self.artifacts, self.publisher = artifacts, publisher
+        self.wake = asyncio.Event()
+        self.trainings = 0
+
+    async def handle(self, items: list[Incoming]) -> dict[int, str]:
+        rejected: dict[int, str] = {}
+        training: list[SampleIngested] = []
+        holdout: list[SampleIngested] = []
+        for i, item in enumerate(items):
+            event = item.event
+            try:
+                spec = self.specs.get(event.model)
+                if isinstance(event, RetrainRequested):
+                    self.store.add_request(event)
+                    continue
+                assert isinstance(event, SampleIngested)
+                check_sample(spec, event)
+            except (UnknownModelError, SchemaError) as exc:
+                rejected[i] = str(exc)
+                continue
+            in_holdout = is_holdout(event.sample_id, spec.training.holdout_fraction, spec.name)
+            (holdout if in_holdout else training).append(event)
+        self.store.add_samples(training, holdout)
+        self.wake.set()
+        return rejected
+
+    def due(self, spec: ModelSpec) -> tuple[str, str | None] | None:
+        """Why this model should train now, if it should: (trigger kind, request id)."""
+        pending = self.store.pending_request(spec.name)
+        if pending is not None:
+            return pending[1], pending[0]
+        total, new = self.store.counts(spec.name)
+        threshold = spec.training.min_new_samples
+        if threshold is not None and new >= threshold and total >= spec.training.min_samples:
+            return "sample_count", None
+        return None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            self.wake.clear()
+            for spec in self.specs.models:
+                reason = self.due(spec)
+                if reason is not None and not stop.is_set():
+                    await self.train(spec, *reason, stop=stop)
+            try:
+                await asyncio.wait_for(self.wake.wait(), timeout=self.settings.poll_interval_s)
+            except TimeoutError:
+                pass
+
+    async def train(self, spec: ModelSpec, trigger: str, request_id: str | None, stop: asyncio.Event) -> None:
+        bound = log.bind(model=spec.name, trigger=trigger, request_id=request_id)
+        rows, top = self.store.window(spec.name, spec.training.window_max_rows)
+        now = datetime.now(UTC)
+        classes = {r.label for r in rows}
+        if len(rows) < spec.training.min_samples or (spec.task == "classification" and len(classes) < 2):
+            bound.info("not enough data to train", rows=len(rows), classes=len(classes))
+            self.store.finish_requests(spec.name, "insufficient data", now)
+            self.store.mark_trained(spec.name, top, now)
+            return
+        bound.info("training", rows=len(rows))
+        try:
+            fitted = await asyncio.to_thread(fit, spec, rows)
+        except (RefitError, ValueError) as exc:
+            bound.error("training failed", error=str(exc))
+            self.store.finish_requests(spec.name, f"failed: {exc}", now)
+            self.store.mark_trained(spec.name, top, now)
+            return
+        digest = await asyncio.to_thread(self.artifacts.put, fitted.onnx_bytes)
+        event = CandidateTrained(
+            model=spec.name, candidate_id=str(uuid.uuid4()), task=spec.task,
+            artifact=ArtifactRef(digest=digest, size_bytes=len(fitted.onnx_bytes), uri=self.artifacts.uri(digest)),
+            signature=InputSignature(kind=spec.input.kind, features=list(spec.input.features)),
+            classes=fitted.classes,
+            training=TrainingStats(
+                rows_seen=len(rows), rows_trained=fitted.rows_trained, rows_held_back=fitted.rows_held_back,
+                last_sample_at=max((datetime.fromisoformat(r.occurred_at) for r in rows), default=None),
+                duration_s=round(fitted.duration_s, 4), estimator=spec.estimator.class_path,
+                spec_hash=spec.spec_hash(), code_version=refit.__version__),
+            conversion=fitted.conversion, retrain_request_id=request_id, trigger=trigger,
+        )
+        await self._publish_until_done(event, stop)
+        self.store.mark_trained(spec.name, top, now)
+        self.store.finish_requests(spec.name, f"candidate {event.candidate_id}", now)
+        self.trainings += 1
+        bound.info("candidate published", candidate_id=event.candidate_id, digest=digest,
+                   seconds=round(fitted.duration_s, 3), conversion_passed=fitted.conversion.passed)
+
+    async def _publish_until_done(self, event: CandidateTrained, stop: asyncio.Event) -> None:
+        delay = 0.5
+        while True:
+            try:
+                await self.publisher.publish(event)
+                return
+            except BrokerUnavailableError as exc:
+                if stop.is_set():
+                    raise
+                log.warning("candidate not yet published", model=event.model, error=str(exc), retry_in_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+
+def create_app(settings: TrainerSettings, specs: ModelSpecs | None = None) -> FastAPI:
+    specs = specs or load_specs(settings.specs_path)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        store = DatasetStore(settings.state_dir / "trainer.sqlite")
+        publisher = Publisher(settings, client_id="refit-trainer")
+        trainer = Trainer(settings, specs, store, LocalArtifactStore(settings.artifact_dir), publisher)
+        stop = asyncio.Event()
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(consume(
+                    settings, name="trainer", subscribe=[topics.SAMPLES, topics.RETRAIN_REQUESTS],
+                    group_id="refit-trainer", expected=(SampleIngested, RetrainRequested),
+                    handler=trainer.handle, publisher=publisher, stop=stop))
+                tasks.create_task(trainer.run(stop))
+                yield {"trainer": trainer, "store": store}
+                stop.set()
+                trainer.wake.set()
+        finally:
+            await publisher.close()
+            store.close()
+
+    app = FastAPI(title="refit trainer", version="1", lifespan=lifespan)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/v1/stats")
+    async def stats(request: Request) -> dict[str, Any]:
+        trainer: Trainer = request.state.trainer
+        return {**trainer.store.stats(), "trainings": trainer.trainings}
+
+    return app

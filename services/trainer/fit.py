@@ -1,0 +1,119 @@
+"""Fit a model spec's scikit-learn pipeline, convert it to ONNX, and check the conversion.
+
+CPU-bound and synchronous: the service runs it in a worker thread.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import onnx
+import orjson
+from skl2onnx import to_onnx
+from skl2onnx.common.data_types import FloatTensorType, StringTensorType
+from sklearn.base import is_classifier
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+
+from refit.core.split import holdout_score
+from refit.errors import ConfigError
+from refit.events import ConversionCheck
+from refit.onnx_model import META_CLASSES, META_FEATURES, META_INPUT_KIND, META_TASK, OnnxModel
+from refit.specs import ModelSpec
+from services.trainer.store import Row
+
+
+@dataclass(frozen=True)
+class Fitted:
+    onnx_bytes: bytes
+    classes: list[str] | None
+    conversion: ConversionCheck
+    rows_trained: int
+    rows_held_back: int
+    duration_s: float
+
+
+def build_pipeline(spec: ModelSpec) -> Pipeline:
+    module_name, _, class_name = spec.estimator.class_path.rpartition(".")
+    try:
+        estimator_cls = getattr(importlib.import_module(module_name), class_name)
+        estimator = estimator_cls(**spec.estimator.params)
+    except (ImportError, AttributeError, TypeError) as exc:
+        raise ConfigError(f"model {spec.name}: cannot build {spec.estimator.class_path}: {exc}") from None
+    if spec.input.kind == "text":
+        return Pipeline([("tfidf", TfidfVectorizer(**spec.estimator.vectorizer)), ("model", estimator)])
+    steps: list[tuple[str, Any]] = [("scale", StandardScaler())] if spec.estimator.scale else []
+    return Pipeline([*steps, ("model", estimator)])
+
+
+def _inputs(spec: ModelSpec, rows: list[Row]) -> np.ndarray:
+    if spec.input.kind == "text":
+        return np.array([[r.text or ""] for r in rows], dtype=object)
+    return np.array([[r.features[f] for f in spec.input.features] for r in rows],  # type: ignore[index]
+                    dtype=np.float32)
+
+
+def _labels(spec: ModelSpec, rows: list[Row]) -> np.ndarray:
+    if spec.task == "classification":
+        return np.array([r.label for r in rows], dtype=object)
+    return np.array([float(r.label) for r in rows], dtype=np.float64)
+
+
+def _convert(spec: ModelSpec, pipeline: Pipeline, classes: list[str] | None) -> bytes:
+    if spec.input.kind == "text":
+        initial = [("input", StringTensorType([None, 1]))]
+        options: dict[Any, Any] = {TfidfVectorizer: {"tokenexp": r"\b\w\w+\b"}}
+    else:
+        initial = [("input", FloatTensorType([None, len(spec.input.features)]))]
+        options = {}
+    model = pipeline.steps[-1][1]
+    if is_classifier(model):
+        options[type(model)] = {"zipmap": False}
+    proto = to_onnx(pipeline, initial_types=initial, options=options or None)
+    meta = {META_TASK: spec.task, META_INPUT_KIND: spec.input.kind,
+            META_FEATURES: orjson.dumps(list(spec.input.features)).decode()}
+    if classes is not None:
+        meta[META_CLASSES] = orjson.dumps(classes).decode()
+    onnx.helper.set_model_props(proto, meta)
+    return proto.SerializeToString()
+
+
+def check_conversion(spec: ModelSpec, pipeline: Pipeline, onnx_bytes: bytes, x: np.ndarray) -> ConversionCheck:
+    """Compare ONNX with scikit-learn on the same rows: labels, and probabilities or values."""
+    tolerance = spec.safeguard.conversion_tolerance
+    got = OnnxModel(onnx_bytes).run(x)
+    if spec.task == "classification":
+        want_proba = pipeline.predict_proba(x[:, 0] if spec.input.kind == "text" else x)
+        classes = [str(c) for c in pipeline.classes_]
+        want_labels = [classes[i] for i in want_proba.argmax(axis=1)]
+        diff = float(np.abs(got.probabilities - want_proba).max()) if len(x) else 0.0
+        ordered = np.sort(want_proba, axis=1)
+        near_tie = (ordered[:, -1] - ordered[:, -2]) < 10 * tolerance if want_proba.shape[1] > 1 else np.zeros(len(x), bool)
+        same = [a == b or tie for a, b, tie in zip(got.labels or [], want_labels, near_tie, strict=True)]
+        agreement = float(np.mean(same)) if same else 1.0
+        return ConversionCheck(rows=len(x), label_agreement=agreement, max_abs_diff=diff, tolerance=tolerance,
+                               passed=agreement == 1.0 and diff <= tolerance)
+    want = pipeline.predict(x)
+    scale = np.maximum(1.0, np.abs(want))
+    diff = float((np.abs(np.asarray(got.values) - want) / scale).max()) if len(x) else 0.0
+    return ConversionCheck(rows=len(x), max_abs_diff=diff, tolerance=tolerance, passed=diff <= tolerance)
+
+
+def fit(spec: ModelSpec, rows: list[Row]) -> Fitted:
+    """Fit on the rows not held back, convert, and check the conversion on the held-back rows."""
+    started = time.perf_counter()
+    held = [holdout_score(r.sample_id, f"held-back\x00{spec.name}") < spec.training.held_back_fraction for r in rows]
+    train = [r for r, h in zip(rows, held, strict=True) if not h]
+    back = [r for r, h in zip(rows, held, strict=True) if h] or train[-min(len(train), 50):]
+    pipeline = build_pipeline(spec)
+    x = _inputs(spec, train)
+    pipeline.fit(x[:, 0] if spec.input.kind == "text" else x, _labels(spec, train))
+    classes = [str(c) for c in pipeline.classes_] if spec.task == "classification" else None
+    onnx_bytes = _convert(spec, pipeline, classes)
+    conversion = check_conversion(spec, pipeline, onnx_bytes, _inputs(spec, back))
+    return Fitted(onnx_bytes, classes, conversion, len(train), len(back), time.perf_counter() - started)

@@ -1,0 +1,145 @@
+"""The trainer's durable training dataset (SQLite, WAL), idempotent by sample id.
+
+Holdout rows never enter it: the split is decided before a row is written.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from refit.events import RetrainRequested, SampleIngested
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS samples (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    model TEXT NOT NULL,
+    sample_id TEXT NOT NULL,
+    features BLOB,
+    text TEXT,
+    label TEXT NOT NULL,
+    confidence REAL,
+    source TEXT,
+    occurred_at TEXT NOT NULL,
+    UNIQUE (model, sample_id)
+);
+CREATE TABLE IF NOT EXISTS holdout_seen (
+    model TEXT NOT NULL, sample_id TEXT NOT NULL, PRIMARY KEY (model, sample_id)
+);
+CREATE TABLE IF NOT EXISTS requests (
+    request_id TEXT PRIMARY KEY,
+    model TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    received_at TEXT NOT NULL,
+    done_at TEXT,
+    outcome TEXT
+);
+CREATE TABLE IF NOT EXISTS trainings (
+    model TEXT PRIMARY KEY,
+    last_seq INTEGER NOT NULL,
+    trained_at TEXT NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class Row:
+    sample_id: str
+    features: dict[str, float] | None
+    text: str | None
+    label: str
+    confidence: float | None
+    occurred_at: str
+
+
+class DatasetStore:
+    """One SQLite connection guarded by a lock: written from the event loop, read by training threads."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self._db.close()
+
+    def add_samples(self, training: list[SampleIngested], holdout: list[SampleIngested]) -> int:
+        """Store a batch in one transaction; returns how many rows were new."""
+        with self._lock:
+            before = self._db.total_changes
+            self._db.execute("BEGIN")
+            self._db.executemany(
+                "INSERT OR IGNORE INTO samples (model, sample_id, features, text, label, confidence, source,"
+                " occurred_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [(s.model, s.sample_id, orjson.dumps(s.features) if s.features is not None else None, s.text,
+                  str(s.label), s.confidence, s.source, s.occurred_at.isoformat()) for s in training])
+            self._db.executemany("INSERT OR IGNORE INTO holdout_seen (model, sample_id) VALUES (?, ?)",
+                                 [(s.model, s.sample_id) for s in holdout])
+            self._db.execute("COMMIT")
+            return self._db.total_changes - before
+
+    def add_request(self, event: RetrainRequested) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR IGNORE INTO requests (request_id, model, kind, reason, received_at) VALUES (?, ?, ?, ?, ?)",
+                (str(event.event_id), event.model, event.kind, event.reason, event.occurred_at.isoformat()))
+
+    def pending_request(self, model: str) -> tuple[str, str] | None:
+        """The oldest unfinished retrain request of a model: (request id, kind)."""
+        with self._lock:
+            row = self._db.execute("SELECT request_id, kind FROM requests WHERE model = ? AND done_at IS NULL"
+                                   " ORDER BY received_at LIMIT 1", (model,)).fetchone()
+        return (row[0], row[1]) if row else None
+
+    def finish_requests(self, model: str, outcome: str, now: datetime) -> None:
+        """Mark every pending request of the model as answered by one training run."""
+        with self._lock:
+            self._db.execute("UPDATE requests SET done_at = ?, outcome = ? WHERE model = ? AND done_at IS NULL",
+                             (now.isoformat(), outcome, model))
+
+    def counts(self, model: str) -> tuple[int, int]:
+        """(rows in the dataset, rows newer than the last training)."""
+        with self._lock:
+            total, newest = self._db.execute("SELECT COUNT(*), COALESCE(MAX(seq), 0) FROM samples WHERE model = ?",
+                                             (model,)).fetchone()
+            row = self._db.execute("SELECT last_seq FROM trainings WHERE model = ?", (model,)).fetchone()
+            last = row[0] if row else 0
+            new = self._db.execute("SELECT COUNT(*) FROM samples WHERE model = ? AND seq > ?", (model, last)).fetchone()[0]
+        return int(total), int(new)
+
+    def window(self, model: str, max_rows: int) -> tuple[list[Row], int]:
+        """The newest ``max_rows`` rows (oldest first) and the highest seq among them."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT seq, sample_id, features, text, label, confidence, occurred_at FROM samples"
+                " WHERE model = ? ORDER BY seq DESC LIMIT ?", (model, max_rows)).fetchall()
+        rows.reverse()
+        top = rows[-1][0] if rows else 0
+        return [Row(r[1], orjson.loads(r[2]) if r[2] is not None else None, r[3], r[4], r[5], r[6])
+                for r in rows], top
+
+    def mark_trained(self, model: str, seq: int, now: datetime) -> None:
+        with self._lock:
+            self._db.execute("INSERT INTO trainings (model, last_seq, trained_at) VALUES (?, ?, ?)"
+                             " ON CONFLICT(model) DO UPDATE SET last_seq = excluded.last_seq,"
+                             " trained_at = excluded.trained_at", (model, seq, now.isoformat()))
+
+    def sample_ids(self, model: str) -> set[str]:
+        with self._lock:
+            return {r[0] for r in self._db.execute("SELECT sample_id FROM samples WHERE model = ?", (model,))}
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            rows = self._db.execute("SELECT model, COUNT(*) FROM samples GROUP BY model").fetchall()
+            held = self._db.execute("SELECT model, COUNT(*) FROM holdout_seen GROUP BY model").fetchall()
+        return {"samples": dict(rows), "holdout_skipped": dict(held)}
