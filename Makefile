@@ -1,0 +1,25 @@
+# Two entry points, both self-installing: `make run` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+STAMP  := $(VENV)/.install-stamp
+
+.PHONY: install run test clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# The embedded broker, the four services and the digits demo; Ctrl-C stops everything.
+run: install
+	$(VENV)/bin/refit up --demo
+
+# The whole suite: unit, service, integration and end-to-end tests on the real embedded broker.
+test: install
+	$(VENV)/bin/pytest
+
+clean:
+	rm -rf $(VENV) .refit test-artifacts

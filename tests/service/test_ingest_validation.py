@@ -1,0 +1,77 @@
+"""ingest's HTTP contract without a broker: every bad input is a 4xx naming the field; nothing is a 500."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+from refit.settings import IngestSettings
+from refit.stack import free_port
+from services.ingest.app import create_app
+from tests.conftest import SPECS
+
+
+@pytest.fixture
+def client():
+    # Nothing listens on this port: any request that passes validation must get a 503, never a 2xx.
+    settings = IngestSettings(bootstrap_servers=f"127.0.0.1:{free_port()}", specs_path=SPECS,
+                              publish_timeout_s=2, max_body_bytes=64 * 1024, max_batch_rows=10)
+    with TestClient(create_app(settings), raise_server_exceptions=False) as c:
+        yield c
+
+
+def digits(**extra: object) -> dict[str, object]:
+    return {"model": "digits", "features": {f"p{i}": 0.0 for i in range(64)}, "label": "3", **extra}
+
+
+@pytest.mark.parametrize(("body", "loc"), [
+    ({**digits(), "model": "nope"}, ["body", "model"]),
+    ({**digits(), "features": {"p0": 1.0}}, ["body", "features"]),
+    ({**digits(), "features": [1.0, 2.0]}, ["body", "features"]),
+    ({**digits(), "features": {**digits()["features"], "p3": "x"}}, ["body", "features", "p3"]),
+    ({**digits(), "features": {**digits()["features"], "zz": 1.0}}, ["body", "features"]),
+    ({**digits(), "label": "11"}, ["body", "label"]),
+    ({**digits(), "label": ""}, ["body", "label"]),
+    ({**digits(), "label": True}, ["body", "label"]),
+    (digits(confidence=1.5), ["body", "confidence"]),
+    (digits(unexpected=1), ["body", "unexpected"]),
+    ({**digits(), "text": "hello"}, ["body", "text"]),
+    ({"model": "diabetes", "features": [0.0] * 10, "label": "high"}, ["body", "label"]),
+])
+def test_bad_samples_are_422_naming_the_field(client, body, loc) -> None:
+    response = client.post("/v1/samples", json=body)
+    assert response.status_code == 422, response.text
+    assert any(err["loc"][: len(loc)] == loc for err in response.json()["detail"]), response.json()
+
+
+def test_non_finite_numbers_are_refused(client) -> None:
+    raw = '{"model": "digits", "features": [NaN' + ", 0" * 63 + '], "label": "1"}'
+    response = client.post("/v1/samples", content=raw, headers={"content-type": "application/json"})
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body", "features", "p0"]
+
+
+def test_batch_is_all_or_nothing_with_every_row_error(client) -> None:
+    rows = [{"features": [0.0] * 64, "label": "1"}, {"features": [0.0] * 3, "label": "1"},
+            {"features": [0.0] * 64, "label": "x"}]
+    response = client.post("/v1/samples:batch", json={"model": "digits", "samples": rows})
+    assert response.status_code == 422
+    assert [e["loc"][:3] for e in response.json()["detail"]] == [["body", "samples", 1], ["body", "samples", 2]]
+
+
+def test_batch_length_and_body_size_are_bounded(client) -> None:
+    rows = [{"features": [0.0] * 64, "label": "1"}] * 11
+    too_many = client.post("/v1/samples:batch", json={"model": "digits", "samples": rows})
+    assert too_many.status_code == 422
+    assert "at most 10" in too_many.json()["detail"][0]["msg"]
+    huge = client.post("/v1/samples", content=b"{" + b" " * (70 * 1024) + b"}",
+                       headers={"content-type": "application/json"})
+    assert huge.status_code == 413
+
+
+def test_valid_sample_without_a_broker_is_503_never_accepted(client) -> None:
+    response = client.post("/v1/samples", json=digits())
+    assert response.status_code == 503
+    assert response.json()["detail"].startswith("broker unavailable, nothing was accepted")
+    assert client.get("/healthz").status_code == 200
+    assert client.get("/readyz").status_code == 503
