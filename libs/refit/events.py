@@ -132,7 +132,7 @@ class Check(_Value):
     """One safeguard check with every number that went into it."""
 
     metric: str
-    kind: Literal["gate", "tolerance", "conversion", "holdout"]
+    kind: Literal["gate", "tolerance", "significance", "conversion"]
     candidate: float | None
     champion: float | None = None
     difference: float | None = None
@@ -144,6 +144,16 @@ class Check(_Value):
 class HoldoutInfo(_Value):
     size: int
     fingerprint: str
+
+
+class DifferenceInterval(_Value):
+    """Paired-bootstrap interval of (candidate − champion) on the shared holdout."""
+
+    observed: float
+    low: float
+    high: float
+    confidence: float
+    resamples: int
 
 
 class _Decision(Event):
@@ -158,6 +168,7 @@ class _Decision(Event):
     holdout: HoldoutInfo | None = None
     candidate_scores: dict[str, float] = Field(default_factory=dict)
     champion_scores: dict[str, float] | None = None
+    intervals: dict[str, DifferenceInterval] | None = None
     checks: list[Check] = Field(default_factory=list)
     reasons: list[str] = Field(default_factory=list)
 

@@ -98,6 +98,11 @@ class SafeguardSpec(_Spec):
     metrics: tuple[MetricRule, ...] = ()
     min_holdout: int = Field(30, ge=1)
     conversion_tolerance: float = Field(1e-4, gt=0)
+    # Paired bootstrap of (candidate - champion) on the shared holdout; always reported, and
+    # with require_not_significantly_worse also a check: the interval must reach "no worse".
+    bootstrap_resamples: int = Field(1000, ge=100, le=20_000)
+    confidence: float = Field(0.95, gt=0.5, lt=1)
+    require_not_significantly_worse: bool = False
 
 
 class TrainingSpec(_Spec):

@@ -20,11 +20,16 @@ from refit.settings import MonitorSettings
 from refit.specs import ModelSpecs, load_specs
 from refit.web import add_error_handlers, require_token
 from services.monitor.registry import Registry
-from services.monitor.service import Monitor, decision_json
+from services.monitor.service import Monitor, RollbackError, decision_json
 
 
 class RetrainIn(BaseModel):
     reason: str = Field("manual request", min_length=1, max_length=500)
+
+
+class RollbackIn(BaseModel):
+    to_version: int | None = Field(None, ge=1, description="default: the champion before the current one")
+    reason: str = Field("manual rollback", min_length=1, max_length=500)
 
 
 def get_monitor(request: Request) -> Monitor:
@@ -100,6 +105,20 @@ def create_app(settings: MonitorSettings, specs: ModelSpecs | None = None) -> Fa
         """Ask the trainer for a new candidate now."""
         event = await monitor.request_retrain(name, body.reason, requested_by="api")
         return {"request_id": str(event.event_id), "model": name}
+
+    @app.post("/v1/models/{name}/rollback", dependencies=[authorized])
+    async def rollback(name: ModelName, body: RollbackIn, monitor: MonitorDep) -> dict[str, Any]:
+        """Put the previous champion (or a named earlier champion) back; inference follows the decision."""
+        try:
+            event = await monitor.rollback(name, body.to_version, body.reason, requested_by="api")
+        except RollbackError as exc:
+            raise HTTPException(409, str(exc)) from None
+        return event.model_dump(mode="json")
+
+    @app.get("/v1/models/{name}/versions")
+    async def versions(name: ModelName, monitor: MonitorDep) -> list[dict[str, Any]]:
+        """Every version, newest first, with lineage and scores."""
+        return monitor.versions(name)
 
     @app.get("/v1/artifacts/{digest}")
     async def artifact(digest: str, monitor: MonitorDep) -> Response:

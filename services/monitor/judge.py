@@ -5,12 +5,13 @@ Synchronous and CPU-bound: the service calls :func:`assess` from a worker thread
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
+from refit.core.bootstrap import paired_bootstrap
 from refit.core.metrics import scores
 from refit.core.safeguard import judge
 from refit.core.split import fingerprint
-from refit.events import CandidateTrained, Check, HoldoutInfo
+from refit.events import CandidateTrained, Check, DifferenceInterval, HoldoutInfo
 from refit.onnx_model import OnnxModel
 from refit.specs import ModelSpec
 from services.monitor.registry import Holdout
@@ -23,18 +24,21 @@ class Outcome:
     reasons: list[str]
     candidate_scores: dict[str, float]
     champion_scores: dict[str, float] | None
+    intervals: dict[str, DifferenceInterval] | None
     holdout: HoldoutInfo
 
 
-def score(model: OnnxModel, task: str, holdout: Holdout) -> dict[str, float]:
+def predict(model: OnnxModel, holdout: Holdout) -> list[str] | list[float]:
     predicted = model.run(model.matrix(holdout.rows))
-    if task == "classification":
-        return scores(task, holdout.labels, predicted.labels or [])
-    return scores(task, [float(v) for v in holdout.labels], predicted.values or [])
+    return predicted.labels if predicted.labels is not None else (predicted.values or [])
+
+
+def truth(task: str, holdout: Holdout) -> list[str] | list[float]:
+    return holdout.labels if task == "classification" else [float(v) for v in holdout.labels]
 
 
 def _reject(reason: Check, info: HoldoutInfo) -> Outcome:
-    return Outcome(False, [reason], [reason.detail], {}, None, info)
+    return Outcome(False, [reason], [reason.detail], {}, None, None, info)
 
 
 def assess(spec: ModelSpec, candidate: CandidateTrained, candidate_model: OnnxModel | Exception,
@@ -51,13 +55,21 @@ def assess(spec: ModelSpec, candidate: CandidateTrained, candidate_model: OnnxMo
     if isinstance(candidate_model, Exception):
         return _reject(Check(metric="artifact", kind="conversion", candidate=None, passed=False,
                              detail=f"candidate artifact unusable: {candidate_model}"), info)
-    cand = score(candidate_model, spec.task, holdout)
-    champ = score(champion_model, spec.task, holdout) if champion_model is not None else None
-    verdict = judge(cand, champ, spec.safeguard)
+    y = truth(spec.task, holdout)
+    cand_pred = predict(candidate_model, holdout)
+    cand = scores(spec.task, y, cand_pred)
+    champ, intervals = None, None
+    if champion_model is not None:
+        champ_pred = predict(champion_model, holdout)
+        champ = scores(spec.task, y, champ_pred)
+        raw = paired_bootstrap(spec.task, y, cand_pred, champ_pred, spec.safeguard.bootstrap_resamples,
+                               spec.safeguard.confidence, seed=int(info.fingerprint[:8], 16))
+        intervals = {m: DifferenceInterval(**asdict(i)) for m, i in raw.items()}
+    verdict = judge(cand, champ, spec.safeguard, raw if champion_model is not None else None)
     checks = [Check(metric=c.metric, kind=c.kind, candidate=c.candidate, champion=c.champion,  # type: ignore[arg-type]
                     difference=c.difference, threshold=c.threshold, passed=c.passed, detail=c.detail)
               for c in verdict.checks]
     reasons = list(verdict.reasons)
     if champ is None:
         reasons.insert(0, "first model: judged on the absolute quality gates only")
-    return Outcome(verdict.promote, checks, reasons, cand, champ, info)
+    return Outcome(verdict.promote, checks, reasons, cand, champ, intervals, info)

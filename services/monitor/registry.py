@@ -203,5 +203,10 @@ class Registry:
 
     def serving(self, model: str) -> StoredDecision | None:
         """The latest promotion or rollback of a model: it names the champion."""
-        found = self._decisions(f"model = ? AND event_type IN {SERVING} ORDER BY sequence DESC LIMIT 1", (model,))
+        found = self.serving_history(model, limit=1)
         return found[0] if found else None
+
+    def serving_history(self, model: str, limit: int = 1000) -> list[StoredDecision]:
+        """Promotions and rollbacks of a model, newest first: the champions it had."""
+        return self._decisions(f"model = ? AND event_type IN {SERVING} ORDER BY sequence DESC LIMIT ?",
+                               (model, limit))

@@ -17,9 +17,9 @@ from refit import signing, topics
 from refit.artifacts import LocalArtifactStore
 from refit.core.schema import validate_features, validate_label, validate_text
 from refit.core.split import is_holdout
-from refit.errors import ArtifactError, BrokerUnavailableError, ModelLoadError, SchemaError, UnknownModelError
-from refit.events import (CandidateRejected, CandidateTrained, ModelPromoted, RetrainRequested, SampleIngested,
-                          parse_event)
+from refit.errors import RefitError, ArtifactError, BrokerUnavailableError, ModelLoadError, SchemaError, UnknownModelError
+from refit.events import (CandidateRejected, CandidateTrained, ModelPromoted, ModelRolledBack, RetrainRequested,
+                          SampleIngested, parse_event)
 from refit.kafka import Incoming, Publisher
 from refit.onnx_model import OnnxModel
 from refit.settings import MonitorSettings
@@ -28,6 +28,10 @@ from services.monitor.judge import assess
 from services.monitor.registry import Registry, StoredDecision, Version
 
 log = structlog.get_logger("monitor")
+
+
+class RollbackError(RefitError, ValueError):
+    """A rollback that cannot be done: no champion, no earlier one, or a version never promoted."""
 
 
 class Monitor:
@@ -120,7 +124,7 @@ class Monitor:
                 artifact_uri=f"{self.settings.public_url}/v1/artifacts/{version.digest}", task=spec.task,
                 champion_version=champion.version if champion else None, holdout=outcome.holdout,
                 candidate_scores=outcome.candidate_scores, champion_scores=outcome.champion_scores,
-                checks=outcome.checks, reasons=outcome.reasons,
+                intervals=outcome.intervals, checks=outcome.checks, reasons=outcome.reasons,
             )
             payload = event.to_bytes()
             self.registry.record_decision(event, version.version, "promoted" if outcome.promote else "rejected",
@@ -128,6 +132,51 @@ class Monitor:
             log.info("decided", model=spec.name, version=version.version, decision=event.event_type,
                      event_id=str(event.event_id), scores=outcome.candidate_scores, reasons=outcome.reasons)
         await self.publish_outbox()
+
+    async def rollback(self, model: str, to_version: int | None, reason: str,
+                       requested_by: str | None) -> ModelRolledBack:
+        """Make an earlier champion (the previous one, or ``to_version``) the champion again."""
+        spec = self.specs.get(model)
+        async with self._decide:
+            history = self.registry.serving_history(model)
+            if not history:
+                raise RollbackError(f"model {model!r} has no champion to roll back from")
+            current = history[0].version
+            if to_version is None:
+                earlier = [d.version for d in history if d.version != current]
+                if not earlier:
+                    raise RollbackError(f"model {model!r} has had no champion before v{current}")
+                to_version = earlier[0]
+            if to_version == current:
+                raise RollbackError(f"v{to_version} is already the champion of {model!r}")
+            if to_version not in {d.version for d in history}:
+                raise RollbackError(f"v{to_version} of {model!r} was never a champion; only champions can return")
+            target = self.registry.version(model, to_version)
+            assert target is not None
+            event = ModelRolledBack(
+                model=model, sequence=self.registry.next_sequence(model), candidate_id=target.candidate_id,
+                version=target.version, digest=target.digest, task=spec.task,
+                artifact_uri=f"{self.settings.public_url}/v1/artifacts/{target.digest}",
+                champion_version=current, candidate_scores=target.scores or {}, requested_by=requested_by,
+                reasons=[f"rollback from v{current} to v{target.version}: {reason}"],
+            )
+            payload = event.to_bytes()
+            self.registry.record_decision(event, target.version, None, None, payload, signing.sign(self.key, payload))
+            log.info("rolled back", model=model, version=target.version, previous=current,
+                     event_id=str(event.event_id), reason=reason)
+        await self.publish_outbox()
+        return event
+
+    def versions(self, model: str) -> list[dict[str, Any]]:
+        """Every version with its lineage: data window, filters, spec hash, code version, scores."""
+        serving = self.registry.serving(model)
+        return [{
+            "version": v.version, "status": v.status, "champion": serving is not None and serving.version == v.version,
+            "digest": v.digest, "created_at": v.created_at, "candidate_id": v.candidate_id, "scores": v.scores,
+            "trigger": v.candidate.trigger, "retrain_request_id": v.candidate.retrain_request_id,
+            "training": v.candidate.training.model_dump(mode="json"),
+            "conversion": v.candidate.conversion.model_dump(mode="json"),
+        } for v in self.registry.versions(model)]
 
     async def publish_outbox(self) -> None:
         for stored in self.registry.unpublished():

@@ -7,7 +7,10 @@ degradation (default 0). The candidate passes when ``n >= floor``; for a metric
 where lower is better the ceiling is ``c + max(rel * |c|, abs)`` and it passes
 when ``n <= ceiling``. Exactly on the boundary passes. Every metric must also
 lie within its absolute gates ``[min, max]``. With no champion only the gates
-apply. The candidate is promoted only when every check passes.
+apply. With ``require_not_significantly_worse``, each metric's paired-bootstrap
+interval of (candidate − champion) must also reach the "no worse" side: its
+upper bound ≥ 0 where higher is better, its lower bound ≤ 0 where lower is
+better. The candidate is promoted only when every check passes.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from refit.core.bootstrap import Interval
 from refit.specs import MetricRule, SafeguardSpec
 
 # Floating point noise must not turn an exact boundary into a failure.
@@ -24,7 +28,7 @@ _EPS = 1e-12
 @dataclass(frozen=True)
 class Check:
     metric: str
-    kind: str  # "gate" | "tolerance"
+    kind: str  # "gate" | "tolerance" | "significance"
     candidate: float | None
     champion: float | None
     difference: float | None
@@ -73,13 +77,32 @@ def _tolerance(rule: MetricRule, value: float | None, champion: float) -> Check:
     return Check(rule.name, "tolerance", value, champion, diff, threshold, ok, detail)
 
 
+def _significance(rule: MetricRule, interval: Interval) -> Check:
+    if rule.higher_is_better:
+        ok, bound, side = interval.high >= -_EPS, interval.high, "upper"
+    else:
+        ok, bound, side = interval.low <= _EPS, interval.low, "lower"
+    detail = (f"{rule.name} difference {interval.observed:+.4g}, {interval.confidence:.0%} interval "
+              f"[{interval.low:+.4g}, {interval.high:+.4g}]: {'not ' if ok else ''}significantly worse "
+              f"({side} bound must reach 0)")
+    return Check(rule.name, "significance", interval.observed, None, interval.observed, 0.0, ok, detail)
+
+
 def judge(candidate: Mapping[str, float], champion: Mapping[str, float] | None,
-          policy: SafeguardSpec) -> Verdict:
+          policy: SafeguardSpec, intervals: Mapping[str, Interval] | None = None) -> Verdict:
     """Judge candidate scores against champion scores (both measured on the same holdout)."""
     checks: list[Check] = []
     for rule in policy.metrics:
         value = candidate.get(rule.name)
-        checks.extend(_gates(rule, value))
-        if champion is not None and rule.name in champion:
+        gates = _gates(rule, value)
+        compared = champion is not None and rule.name in champion
+        if value is None and not gates and not compared:
+            gates = [Check(rule.name, "gate", None, None, None, None, False,
+                           f"{rule.name} was not measured for the candidate")]
+        checks.extend(gates)
+        if compared:
+            assert champion is not None
             checks.append(_tolerance(rule, value, champion[rule.name]))
+            if policy.require_not_significantly_worse and intervals and rule.name in intervals:
+                checks.append(_significance(rule, intervals[rule.name]))
     return Verdict(promote=all(c.passed for c in checks), checks=tuple(checks))
