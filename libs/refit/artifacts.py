@@ -57,8 +57,8 @@ class LocalArtifactStore:
     def put(self, data: bytes) -> str:
         digest = digest_of(data)
         target = self.path(digest)
-        if target.exists():
-            return digest
+        if target.exists() and digest_of(target.read_bytes()) == digest:
+            return digest  # a corrupted copy is replaced below
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
         try:

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from refit import topics
 from refit.errors import EventDecodeError
@@ -37,7 +37,7 @@ class Event(_Value):
     event_id: uuid.UUID = Field(default_factory=uuid.uuid4)
     event_type: str
     schema_version: int
-    occurred_at: datetime = Field(default_factory=utcnow)
+    occurred_at: AwareDatetime = Field(default_factory=utcnow)
     model: str
 
     def key(self) -> bytes:
@@ -132,7 +132,7 @@ class Check(_Value):
     """One safeguard check with every number that went into it."""
 
     metric: str
-    kind: Literal["gate", "tolerance", "significance", "conversion"]
+    kind: Literal["gate", "tolerance", "significance", "conversion", "holdout"]
     candidate: float | None
     champion: float | None = None
     difference: float | None = None

@@ -24,7 +24,7 @@ DEFAULT_METRICS: dict[str, tuple[str, ...]] = {
     "classification": ("accuracy", "f1_macro", "f1_weighted"),
     "regression": ("rmse", "mae", "r2"),
 }
-_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+_NAME = re.compile(r"[a-z][a-z0-9_-]{0,62}")
 
 
 class _Spec(BaseModel):
@@ -42,7 +42,11 @@ class InputSpec(_Spec):
     def _expand(cls, value: Any) -> Any:
         # {"prefix": "p", "count": 64} is shorthand for p0..p63.
         if isinstance(value, dict):
-            return tuple(f"{value['prefix']}{i}" for i in range(int(value["count"])))
+            prefix, count = value.get("prefix"), value.get("count")
+            if set(value) != {"prefix", "count"} or not isinstance(prefix, str) or not isinstance(count, int) \
+                    or isinstance(count, bool) or count < 1:
+                raise ValueError("the feature shorthand is {prefix: <text>, count: <positive integer>}")
+            return tuple(f"{prefix}{i}" for i in range(count))
         return value
 
     @model_validator(mode="after")
@@ -126,7 +130,7 @@ class ModelSpec(_Spec):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not _NAME.match(value):
+        if not _NAME.fullmatch(value):
             raise ValueError("model names are lowercase letters, digits, '-' and '_'")
         return value
 
@@ -173,7 +177,7 @@ def load_specs(path: str | Path) -> ModelSpecs:
     """Read and validate a spec file; every problem becomes a :class:`ConfigError`."""
     try:
         raw = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError) as exc:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise ConfigError(f"cannot read model specs at {path}: {exc}") from None
     try:
         return ModelSpecs.model_validate(raw)

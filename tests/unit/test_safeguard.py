@@ -6,8 +6,9 @@ import random
 
 import pytest
 
+from refit.core.bootstrap import Interval
 from refit.core.safeguard import Check, judge
-from refit.specs import HIGHER_IS_BETTER
+from refit.specs import HIGHER_IS_BETTER, SafeguardSpec
 
 
 # --- the relative tolerance (1% by default), both directions -------------------------------------
@@ -337,3 +338,76 @@ def test_verdict_and_checks_are_frozen(make_policy):
         verdict.promote = False  # type: ignore[misc]
     with pytest.raises(AttributeError):
         verdict.checks[0].passed = False  # type: ignore[misc]
+
+
+# --- the optional "not significantly worse" check on paired-bootstrap intervals ------------------------------
+
+
+def _interval(low: float, high: float, observed: float | None = None) -> Interval:
+    return Interval(observed=(low + high) / 2 if observed is None else observed, low=low, high=high,
+                    confidence=0.95, resamples=1000)
+
+
+@pytest.fixture
+def significance_policy(make_policy):
+    def make(**rules: dict) -> SafeguardSpec:
+        return make_policy(**rules).model_copy(update={"require_not_significantly_worse": True})
+
+    return make
+
+
+@pytest.mark.parametrize(
+    ("metric", "low", "high", "passed"),
+    [
+        ("accuracy", -0.02, 0.01, True),  # interval straddles 0: not significantly worse
+        ("accuracy", -0.02, 0.0, True),  # upper bound exactly 0 reaches "no worse"
+        ("accuracy", -0.02, -0.001, False),  # entirely below 0: significantly worse
+        ("r2", 0.01, 0.05, True),  # significantly better
+        ("rmse", -0.5, 0.3, True),
+        ("rmse", 0.0, 0.3, True),  # lower bound exactly 0
+        ("rmse", 0.001, 0.3, False),  # entirely above 0: significantly worse
+        ("mae", -0.3, -0.1, True),
+    ],
+)
+def test_significance_check_direction(significance_policy, metric, low, high, passed):
+    verdict = judge({metric: 1.0}, {metric: 1.0}, significance_policy(**{metric: {}}),
+                    {metric: _interval(low, high)})
+
+    assert verdict.promote is passed
+    significance = [c for c in verdict.checks if c.kind == "significance"]
+    assert [(c.metric, c.threshold, c.passed) for c in significance] == [(metric, 0.0, passed)]
+
+
+def test_significance_failure_explains_the_interval(significance_policy):
+    verdict = judge({"accuracy": 0.9}, {"accuracy": 0.9}, significance_policy(accuracy={}),
+                    {"accuracy": _interval(-0.03, -0.01, observed=-0.02)})
+
+    assert verdict.reasons == ("accuracy difference -0.02, 95% interval [-0.03, -0.01]: significantly worse "
+                               "(upper bound must reach 0)",)
+
+
+def test_significance_is_reported_only_when_required(make_policy):
+    intervals = {"accuracy": _interval(-0.03, -0.01)}
+
+    verdict = judge({"accuracy": 0.9}, {"accuracy": 0.9}, make_policy(accuracy={}), intervals)
+
+    assert verdict.promote is True
+    assert [c.kind for c in verdict.checks] == ["tolerance"]
+
+
+def test_first_model_has_no_significance_check(significance_policy):
+    verdict = judge({"accuracy": 0.9}, None, significance_policy(accuracy={}), {"accuracy": _interval(-0.3, -0.1)})
+
+    assert verdict.promote is True
+    assert all(c.kind != "significance" for c in verdict.checks)
+
+
+@pytest.mark.parametrize("intervals", [None, {}, {"f1_macro": _interval(-0.01, 0.01)}],
+                         ids=["none", "empty", "other-metric"])
+def test_a_required_significance_check_without_its_interval_fails(significance_policy, intervals):
+    """Evidence the policy requires but nobody supplied must not count as a pass."""
+    verdict = judge({"accuracy": 0.9, "f1_macro": 0.9}, {"accuracy": 0.9, "f1_macro": 0.9},
+                    significance_policy(accuracy={}, f1_macro={}), intervals)
+
+    assert verdict.promote is False
+    assert any(c.metric == "accuracy" and not c.passed for c in verdict.checks)

@@ -85,7 +85,8 @@ def _significance(rule: MetricRule, interval: Interval) -> Check:
     detail = (f"{rule.name} difference {interval.observed:+.4g}, {interval.confidence:.0%} interval "
               f"[{interval.low:+.4g}, {interval.high:+.4g}]: {'not ' if ok else ''}significantly worse "
               f"({side} bound must reach 0)")
-    return Check(rule.name, "significance", interval.observed, None, interval.observed, 0.0, ok, detail)
+    # candidate/champion stay empty: this check is about the difference, not about either value.
+    return Check(rule.name, "significance", None, None, interval.observed, 0.0, ok, detail)
 
 
 def judge(candidate: Mapping[str, float], champion: Mapping[str, float] | None,
@@ -103,6 +104,9 @@ def judge(candidate: Mapping[str, float], champion: Mapping[str, float] | None,
         if compared:
             assert champion is not None
             checks.append(_tolerance(rule, value, champion[rule.name]))
-            if policy.require_not_significantly_worse and intervals and rule.name in intervals:
-                checks.append(_significance(rule, intervals[rule.name]))
+            if policy.require_not_significantly_worse:
+                interval = (intervals or {}).get(rule.name)
+                checks.append(_significance(rule, interval) if interval is not None else Check(
+                    rule.name, "significance", None, None, None, 0.0, False,
+                    f"{rule.name}: no confidence interval, so 'not significantly worse' cannot be shown"))
     return Verdict(promote=all(c.passed for c in checks), checks=tuple(checks))

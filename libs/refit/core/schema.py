@@ -31,18 +31,26 @@ def validate_features(spec: ModelSpec, features: Any) -> dict[str, float]:
     for name, value in zip(names, values, strict=True):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise SchemaError(f"features.{name}: expected a number, got {type(value).__name__}")
-        if not math.isfinite(value):
-            raise SchemaError(f"features.{name}: must be finite")
-        out[name] = float(value)
+        out[name] = _finite(value, f"features.{name}: must be finite")
     return out
+
+
+def _finite(value: int | float, message: str) -> float:
+    try:
+        number = float(value)  # a huge JSON integer overflows here
+    except OverflowError:
+        raise SchemaError(message) from None
+    if not math.isfinite(number):
+        raise SchemaError(message)
+    return number
 
 
 def validate_label(spec: ModelSpec, label: Any) -> str | float:
     """Classification labels become strings (from a closed set if the spec has one)."""
     if spec.task == "regression":
-        if isinstance(label, bool) or not isinstance(label, (int, float)) or not math.isfinite(label):
+        if isinstance(label, bool) or not isinstance(label, (int, float)):
             raise SchemaError("label: a regression label must be a finite number")
-        return float(label)
+        return _finite(label, "label: a regression label must be a finite number")
     if isinstance(label, bool) or not isinstance(label, (str, int)) or label == "":
         raise SchemaError("label: a classification label must be a non-empty string or an integer")
     text = str(label)

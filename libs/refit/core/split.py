@@ -11,12 +11,14 @@ import hashlib
 from collections.abc import Iterable
 
 _SCALE = float(1 << 64)
+_BELOW_ONE = 1.0 - 2.0**-53
 
 
 def holdout_score(sample_id: str, salt: str) -> float:
     """A uniform number in [0, 1) derived from the id alone (SHA-256, first 8 bytes)."""
     digest = hashlib.sha256(f"{salt}\x00{sample_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / _SCALE
+    # Float division rounds the top 2**10 prefixes up to 1.0; clamp to keep the promise [0, 1).
+    return min(int.from_bytes(digest[:8], "big") / _SCALE, _BELOW_ONE)
 
 
 def is_holdout(sample_id: str, fraction: float, salt: str) -> bool:
