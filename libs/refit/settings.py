@@ -7,6 +7,7 @@ secrets are refused at start.
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Literal
 
@@ -83,6 +84,7 @@ class InferenceSettings(_SignedDecisions):
     model_config = SettingsConfigDict(env_prefix="REFIT_INFERENCE_", extra="ignore", frozen=True)
     port: int = 8004
     monitor_url: str = "http://127.0.0.1:8003"
-    replica_id: str = "inference-0"
+    # Names the replica in logs and as its Kafka client id; scaled replicas get their host names.
+    replica_id: str = Field(default_factory=socket.gethostname)
     session_threads: int = Field(1, ge=1)
     max_batch_rows: int = Field(1024, ge=1)

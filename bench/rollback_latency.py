@@ -1,0 +1,81 @@
+"""Rollback latency: from the API call to the last inference replica answering with the target version.
+
+Starts a real local stack (embedded broker, four services, two inference replicas),
+makes two champions from the digits demo data, then alternates rollbacks. The
+baseline, measured in the same run, is the rollback API call itself (decision
+recorded, signed and acknowledged by the broker); the ratio says how much the
+propagation to every replica (consume, verify, fetch, load, warm up, swap) adds.
+
+    .venv/bin/python bench/rollback_latency.py --rollbacks 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import yaml
+
+from refit.demo import digits_waves, post_rows, wait_for_decisions
+from refit.stack import Stack
+
+REPO = Path(__file__).resolve().parent.parent
+TOKEN = {"authorization": "Bearer refit-local-token"}
+
+
+def served(client: httpx.Client, url: str, row: dict[str, float]) -> int:
+    return int(client.post(f"{url}/v1/models/digits/predict", json={"features": row}).json()["version"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rollbacks", type=int, default=20)
+    parser.add_argument("--replicas", type=int, default=2)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        specs = yaml.safe_load((REPO / "config" / "models.yaml").read_text())
+        specs["models"] = [m for m in specs["models"] if m["name"] == "digits"]
+        (Path(tmp) / "models.yaml").write_text(yaml.safe_dump(specs))
+        stack = Stack(Path(tmp) / "state", Path(tmp) / "models.yaml", inference_replicas=args.replicas).start()
+        try:
+            run(stack, args.rollbacks)
+        finally:
+            stack.stop()
+
+
+def run(stack: Stack, rollbacks: int) -> None:
+    monitor, replicas = stack.url("monitor"), [stack.url(r) for r in stack.replicas]
+    waves = digits_waves(3)
+    row = waves[0][0]["features"]
+    with httpx.Client(timeout=30) as client:
+        post_rows(client, stack.url("ingest"), "digits", waves[0])
+        wait_for_decisions(client, monitor, "digits", 1)
+        post_rows(client, stack.url("ingest"), "digits", waves[1])
+        decisions = wait_for_decisions(client, monitor, "digits", 2)
+        while sum(d["event_type"] == "ModelPromoted" for d in decisions) < 2:
+            client.post(f"{monitor}/v1/models/digits/retrain", json={"reason": "bench"}, headers=TOKEN)
+            decisions = wait_for_decisions(client, monitor, "digits", len(decisions) + 1)
+        api_s, propagate_s = [], []
+        for _ in range(rollbacks):
+            started = time.perf_counter()
+            response = client.post(f"{monitor}/v1/models/digits/rollback", json={"reason": "bench"}, headers=TOKEN)
+            api_s.append(time.perf_counter() - started)
+            target = response.json()["version"]
+            pending = set(replicas)
+            while pending:
+                pending = {u for u in pending if served(client, u, row) != target}
+            propagate_s.append(time.perf_counter() - started)
+    ms = lambda xs, q: 1000 * statistics.quantiles(xs, n=100)[q - 1] if len(xs) > 1 else 1000 * xs[0]  # noqa: E731
+    print(f"rollbacks: {rollbacks}, replicas: {len(replicas)}")
+    print(f"baseline  API call (decision recorded+published): p50 {ms(api_s, 50):.1f} ms  p95 {ms(api_s, 95):.1f} ms")
+    print(f"API call -> last replica serving:                 p50 {ms(propagate_s, 50):.1f} ms  "
+          f"p95 {ms(propagate_s, 95):.1f} ms  max {1000 * max(propagate_s):.1f} ms")
+    print(f"ratio (p50 last replica / p50 API call): {statistics.median(propagate_s) / statistics.median(api_s):.2f}")
+
+
+if __name__ == "__main__":
+    main()
