@@ -11,17 +11,13 @@ from collections.abc import Callable
 
 import httpx
 import numpy as np
-from sklearn.datasets import load_digits
 
-FEATURES = [f"p{i}" for i in range(64)]
+from refit.datasets import sample_rows
 
 
 def digits_waves(waves: int = 3, seed: int = 7) -> list[list[dict[str, object]]]:
     """The 1,797 digits as sample rows, shuffled with a fixed seed and cut into ``waves`` parts."""
-    x, y = load_digits(return_X_y=True)
-    order = np.random.default_rng(seed).permutation(len(y))
-    rows = [{"features": dict(zip(FEATURES, map(float, x[i]), strict=True)), "label": str(int(y[i])),
-             "idempotency_key": f"digits-{i}", "source": "demo"} for i in order]
+    rows = [{**row, "source": "demo"} for row in sample_rows("digits", seed)]
     return [list(part) for part in np.array_split(np.array(rows, dtype=object), waves)]
 
 

@@ -94,9 +94,10 @@ class ConversionCheck(_Value):
 
     rows: int
     label_agreement: float | None = None
-    max_abs_diff: float
+    max_abs_diff: float | None = Field(description="null when the ONNX model could not run at all")
     tolerance: float
     passed: bool
+    error: str | None = None
 
 
 class TrainingStats(_Value):
@@ -104,6 +105,7 @@ class TrainingStats(_Value):
     rows_trained: int
     rows_held_back: int
     filters: dict[str, int] = Field(default_factory=dict)
+    first_sample_at: datetime | None = None
     last_sample_at: datetime | None = None
     duration_s: float
     estimator: str

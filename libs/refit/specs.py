@@ -69,6 +69,15 @@ class EstimatorSpec(_Spec):
     scale: bool = True
     vectorizer: dict[str, Any] = Field(default_factory=dict)
 
+    @field_validator("vectorizer")
+    @classmethod
+    def _convertible(cls, value: dict[str, Any]) -> dict[str, Any]:
+        # skl2onnx computes log(1 + tf) where scikit-learn computes 1 + log(tf): the ONNX model
+        # would silently disagree whenever a word repeats in one text.
+        if value.get("sublinear_tf"):
+            raise ValueError("sublinear_tf is not converted faithfully to ONNX; leave it off")
+        return value
+
     @field_validator("class_path")
     @classmethod
     def _sklearn_only(cls, value: str) -> str:

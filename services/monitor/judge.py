@@ -49,7 +49,8 @@ def assess(spec: ModelSpec, candidate: CandidateTrained, candidate_model: OnnxMo
     if not conv.passed:
         return _reject(Check(
             metric="onnx_vs_sklearn", kind="conversion", candidate=conv.max_abs_diff, threshold=conv.tolerance,
-            passed=False, detail=(f"ONNX output disagrees with scikit-learn on {conv.rows} rows: max difference "
+            passed=False, detail=(f"ONNX model does not run: {conv.error}" if conv.error else
+                                  f"ONNX output disagrees with scikit-learn on {conv.rows} rows: max difference "
                                   f"{conv.max_abs_diff:.3g} (tolerance {conv.tolerance:.3g}), label agreement "
                                   f"{conv.label_agreement}")), info)
     if isinstance(candidate_model, Exception):

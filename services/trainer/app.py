@@ -112,6 +112,7 @@ class Trainer:
             self.store.mark_trained(spec.name, top, now)
             return
         digest = await asyncio.to_thread(self.artifacts.put, fitted.onnx_bytes)
+        times = [datetime.fromisoformat(r.occurred_at) for r in rows]
         event = CandidateTrained(
             model=spec.name, candidate_id=str(uuid.uuid4()), task=spec.task,
             artifact=ArtifactRef(digest=digest, size_bytes=len(fitted.onnx_bytes), uri=self.artifacts.uri(digest)),
@@ -119,7 +120,7 @@ class Trainer:
             classes=fitted.classes,
             training=TrainingStats(
                 rows_seen=len(rows), rows_trained=fitted.rows_trained, rows_held_back=fitted.rows_held_back,
-                last_sample_at=max((datetime.fromisoformat(r.occurred_at) for r in rows), default=None),
+                first_sample_at=min(times), last_sample_at=max(times),
                 duration_s=round(fitted.duration_s, 4), estimator=spec.estimator.class_path,
                 spec_hash=spec.spec_hash(), code_version=refit.__version__),
             conversion=fitted.conversion, retrain_request_id=request_id, trigger=trigger,

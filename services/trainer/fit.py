@@ -21,7 +21,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from refit.core.split import holdout_score
-from refit.errors import ConfigError
+from refit.errors import ConfigError, ModelLoadError
 from refit.events import ConversionCheck
 from refit.onnx_model import META_CLASSES, META_FEATURES, META_INPUT_KIND, META_TASK, OnnxModel
 from refit.specs import ModelSpec
@@ -46,7 +46,10 @@ def build_pipeline(spec: ModelSpec) -> Pipeline:
     except (ImportError, AttributeError, TypeError) as exc:
         raise ConfigError(f"model {spec.name}: cannot build {spec.estimator.class_path}: {exc}") from None
     if spec.input.kind == "text":
-        return Pipeline([("tfidf", TfidfVectorizer(**spec.estimator.vectorizer)), ("model", estimator)])
+        params = dict(spec.estimator.vectorizer)
+        if "ngram_range" in params:  # YAML gives a list; scikit-learn takes only a tuple
+            params["ngram_range"] = tuple(params["ngram_range"])
+        return Pipeline([("tfidf", TfidfVectorizer(**params)), ("model", estimator)])
     steps: list[tuple[str, Any]] = [("scale", StandardScaler())] if spec.estimator.scale else []
     return Pipeline([*steps, ("model", estimator)])
 
@@ -67,7 +70,9 @@ def _labels(spec: ModelSpec, rows: list[Row]) -> np.ndarray:
 def _convert(spec: ModelSpec, pipeline: Pipeline, classes: list[str] | None) -> bytes:
     if spec.input.kind == "text":
         initial = [("input", StringTensorType([None, 1]))]
-        options: dict[Any, Any] = {TfidfVectorizer: {"tokenexp": r"\b\w\w+\b"}}
+        # Lowercasing becomes an ONNX StringNormalizer that asks for a locale; C.UTF-8 exists in
+        # every image, en_US.UTF-8 (skl2onnx's default) often does not.
+        options: dict[Any, Any] = {TfidfVectorizer: {"tokenexp": r"\b\w\w+\b", "locale": "C.UTF-8"}}
     else:
         initial = [("input", FloatTensorType([None, len(spec.input.features)]))]
         options = {}
@@ -86,7 +91,10 @@ def _convert(spec: ModelSpec, pipeline: Pipeline, classes: list[str] | None) -> 
 def check_conversion(spec: ModelSpec, pipeline: Pipeline, onnx_bytes: bytes, x: np.ndarray) -> ConversionCheck:
     """Compare ONNX with scikit-learn on the same rows: labels, and probabilities or values."""
     tolerance = spec.safeguard.conversion_tolerance
-    got = OnnxModel(onnx_bytes).run(x)
+    try:
+        got = OnnxModel(onnx_bytes).run(x)
+    except ModelLoadError as exc:
+        return ConversionCheck(rows=len(x), max_abs_diff=None, tolerance=tolerance, passed=False, error=str(exc))
     if spec.task == "classification":
         want_proba = pipeline.predict_proba(x[:, 0] if spec.input.kind == "text" else x)
         classes = [str(c) for c in pipeline.classes_]

@@ -6,23 +6,13 @@ import sqlite3
 import time
 
 import httpx
-import numpy as np
 import pytest
-from sklearn.datasets import load_diabetes
 
 from refit.core.split import is_holdout
+from refit.datasets import sample_rows
 from refit.demo import digits_waves, post_rows, wait_for_decisions
 
 pytestmark = pytest.mark.integration
-
-DIABETES = ["age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6"]
-
-
-def diabetes_rows() -> list[dict[str, object]]:
-    x, y = load_diabetes(return_X_y=True)
-    order = np.random.default_rng(3).permutation(len(y))
-    return [{"features": dict(zip(DIABETES, map(float, x[i]), strict=True)), "label": float(y[i]),
-             "idempotency_key": f"diabetes-{i}"} for i in order]
 
 
 def ids(db_path, sql: str) -> set[str]:
@@ -35,7 +25,7 @@ def test_trainer_never_sees_a_holdout_row_and_both_tasks_promote(stack_factory) 
     with httpx.Client(timeout=30) as client:
         digits = digits_waves(3)[0]
         post_rows(client, stack.url("ingest"), "digits", digits)
-        post_rows(client, stack.url("ingest"), "diabetes", diabetes_rows())
+        post_rows(client, stack.url("ingest"), "diabetes", sample_rows("diabetes"))
         first_digits = wait_for_decisions(client, stack.url("monitor"), "digits", 1)[0]
         first_diabetes = wait_for_decisions(client, stack.url("monitor"), "diabetes", 1)[0]
 

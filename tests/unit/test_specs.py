@@ -279,7 +279,7 @@ def test_spec_hash_changes_with_the_spec(make_spec, change):
 def test_repository_specs_load():
     specs = load_specs(REPO / "config" / "models.yaml")
 
-    assert specs.names() == ["digits", "diabetes"]
+    assert specs.names() == ["digits", "diabetes", "breast-cancer", "food-mood"]
     digits, diabetes = specs.get("digits"), specs.get("diabetes")
     assert digits.input.features == tuple(f"p{i}" for i in range(64))
     assert digits.labels == tuple(str(i) for i in range(10))
