@@ -53,6 +53,8 @@ class _SignedDecisions(CommonSettings):
 class IngestSettings(CommonSettings):
     model_config = SettingsConfigDict(env_prefix="REFIT_INGEST_", extra="ignore", frozen=True)
     port: int = 8001
+    # Producers must send one of these as "Authorization: Bearer <key>" when any is set.
+    api_keys: tuple[SecretStr, ...] = ()
     max_batch_rows: int = Field(1000, ge=1)
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
     publish_timeout_s: float = Field(10.0, gt=0)

@@ -66,13 +66,18 @@ def add_error_handlers(app: FastAPI) -> None:
                             headers={"Retry-After": "1"})
 
 
-def require_token(expected: str) -> Callable[[Request], None]:
-    """A dependency refusing requests without ``Authorization: Bearer <expected>`` (constant time)."""
+def require_token(*accepted: str) -> Callable[[Request], None]:
+    """A dependency refusing requests without ``Authorization: Bearer <one of accepted>``.
+
+    Every accepted token is compared, each in constant time, so timing tells nothing.
+    """
+    encoded = [a.encode() for a in accepted]
 
     def check(request: Request) -> None:
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), expected.encode()):
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        given = token.encode()
+        matched = [hmac.compare_digest(given, a) for a in encoded]
+        if scheme.lower() != "bearer" or not any(matched):
             raise HTTPException(401, "a valid bearer token is required", headers={"WWW-Authenticate": "Bearer"})
 
     return check

@@ -17,7 +17,7 @@ from refit.events import SampleIngested
 from refit.kafka import Publisher
 from refit.specs import ModelSpec, ModelSpecs, load_specs
 from refit.settings import IngestSettings
-from refit.web import BodyLimit, add_error_handlers
+from refit.web import BodyLimit, add_error_handlers, require_token
 
 # Sample ids derived from an idempotency key are stable: posting the same key twice
 # yields the same id, which every consumer stores only once.
@@ -100,6 +100,8 @@ def create_app(settings: IngestSettings, specs: ModelSpecs | None = None) -> Fas
         finally:
             await publisher.close()
 
+    producers = [Depends(require_token(*(k.get_secret_value() for k in settings.api_keys)))] \
+        if settings.api_keys else []
     app = FastAPI(title="refit ingest", version="1", lifespan=lifespan)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     add_error_handlers(app)
@@ -110,7 +112,7 @@ def create_app(settings: IngestSettings, specs: ModelSpecs | None = None) -> Fas
         except UnknownModelError as exc:
             raise _unprocessable([{"loc": ["body", "model"], "msg": str(exc), "type": "value_error"}]) from None
 
-    @app.post("/v1/samples", status_code=202, response_model=Accepted)
+    @app.post("/v1/samples", status_code=202, response_model=Accepted, dependencies=producers)
     async def post_sample(sample: SampleIn, publisher: PublisherDep) -> Accepted:
         """Publish one labeled sample; answers after the broker acknowledged it."""
         spec = spec_for(sample.model)
@@ -121,7 +123,7 @@ def create_app(settings: IngestSettings, specs: ModelSpecs | None = None) -> Fas
         await publisher.publish(event)
         return Accepted(accepted=1, sample_ids=[event.sample_id])
 
-    @app.post("/v1/samples:batch", status_code=202, response_model=Accepted)
+    @app.post("/v1/samples:batch", status_code=202, response_model=Accepted, dependencies=producers)
     async def post_batch(batch: BatchIn, publisher: PublisherDep) -> Accepted:
         """Publish many samples, all or nothing: any invalid row rejects the request with every row's error."""
         if len(batch.samples) > settings.max_batch_rows:

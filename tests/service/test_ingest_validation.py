@@ -75,3 +75,14 @@ def test_valid_sample_without_a_broker_is_503_never_accepted(client) -> None:
     assert response.json()["detail"].startswith("broker unavailable, nothing was accepted")
     assert client.get("/healthz").status_code == 200
     assert client.get("/readyz").status_code == 503
+
+
+def test_api_keys_when_configured_are_required() -> None:
+    settings = IngestSettings(bootstrap_servers=f"127.0.0.1:{free_port()}", specs_path=SPECS, publish_timeout_s=1,
+                              api_keys=["k1", "k2"])
+    with TestClient(create_app(settings), raise_server_exceptions=False) as c:
+        assert c.post("/v1/samples", json=digits()).status_code == 401
+        assert c.post("/v1/samples", json=digits(), headers={"authorization": "Bearer nope"}).status_code == 401
+        # A known key passes authentication; without a broker the answer is then 503, never 2xx.
+        assert c.post("/v1/samples", json=digits(), headers={"authorization": "Bearer k2"}).status_code == 503
+        assert c.get("/healthz").status_code == 200
