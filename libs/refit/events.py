@@ -61,6 +61,7 @@ class SampleIngested(Event):
     source: str | None = None
     idempotency_key: str | None = None
     event_time: datetime | None = None
+    request_id: str | None = Field(None, description="joins this label to an earlier prediction (feedback)")
 
 
 class RetrainRequested(Event):

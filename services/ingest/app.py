@@ -33,6 +33,8 @@ class SampleRow(BaseModel):
     source: str | None = Field(None, max_length=64)
     idempotency_key: str | None = Field(None, min_length=1, max_length=200)
     event_time: datetime | None = None
+    request_id: str | None = Field(None, min_length=1, max_length=200,
+                                   description="the request id of an earlier prediction this label answers")
 
 
 class SampleIn(SampleRow):
@@ -67,7 +69,7 @@ def to_event(spec: ModelSpec, row: SampleRow) -> SampleIngested:
     return SampleIngested(
         model=spec.name, sample_id=_sample_id(spec.name, row.idempotency_key), features=features, text=text,
         label=validate_label(spec, row.label), confidence=row.confidence, source=row.source,
-        idempotency_key=row.idempotency_key, event_time=row.event_time,
+        idempotency_key=row.idempotency_key, event_time=row.event_time, request_id=row.request_id,
     )
 
 
