@@ -31,14 +31,17 @@ def _up(args: argparse.Namespace) -> int:
         print(f"broker     {stack.bootstrap}")
         for name in stack.ports:
             print(f"{name:<10} {stack.url(name)}   log: {stack.state_dir / 'logs' / (name + '.log')}")
-        print("dashboard-less for now: try  curl " + stack.url("monitor") + "/v1/models", flush=True)
+        print(f"try: curl {stack.url('monitor')}/v1/models   (Ctrl-C stops everything)", flush=True)
         if args.demo:
             demo.run(stack.url("ingest"), stack.url("monitor"), stack.url("inference-0"),
                      say=lambda line: print(line, flush=True))
             print("demo done; the stack keeps running. Ctrl-C stops everything.", flush=True)
         if args.exit_after_demo:
             return 0
-        stopping.wait()
+        # Ctrl-C (SIGINT) and SIGTERM both end the wait; a plain Event.wait() would not see SIGINT.
+        signal.signal(signal.SIGINT, lambda *_: stopping.set())
+        while not stopping.wait(0.5):
+            pass
     except KeyboardInterrupt:
         pass
     finally:
