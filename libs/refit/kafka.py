@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -134,10 +135,6 @@ class Publisher:
         await self._reset()
 
 
-class Reject(Exception):
-    """Raised by a handler for a record that can never be used: it goes to dead letters."""
-
-
 @dataclass(frozen=True)
 class Incoming:
     record: ConsumerRecord[bytes, bytes]
@@ -167,12 +164,15 @@ async def dead_letter(publisher: Publisher, consumer: str, record: ConsumerRecor
 
 async def consume(settings: CommonSettings, *, name: str, subscribe: Sequence[str], group_id: str | None,
                   expected: type[Event] | tuple[type[Event], ...], handler: BatchHandler,
-                  publisher: Publisher, stop: asyncio.Event, max_records: int = 500) -> None:
+                  publisher: Publisher, stop: asyncio.Event, max_records: int = 500,
+                  counts: Counter[str] | None = None) -> None:
     """Consume until ``stop`` is set; commit each batch after ``handler`` made it durable.
 
-    A handler exception that is not a :class:`Reject` is treated as transient: the
-    consumer is rebuilt and resumes from the last commit, so nothing is skipped.
+    A handler exception is treated as transient: the consumer is rebuilt and resumes
+    from the last commit, so nothing is skipped. ``counts`` (if given) counts records
+    consumed and dead-lettered.
     """
+    counts = counts if counts is not None else Counter()
     while not stop.is_set():
         consumer = AIOKafkaConsumer(
             *subscribe, bootstrap_servers=settings.bootstrap_servers, group_id=group_id,
@@ -189,7 +189,7 @@ async def consume(settings: CommonSettings, *, name: str, subscribe: Sequence[st
             while not stop.is_set():
                 batches = await consumer.getmany(timeout_ms=500, max_records=max_records)
                 for records in batches.values():
-                    await _handle(records, name, expected, handler, publisher)
+                    await _handle(records, name, expected, handler, publisher, counts)
                 if batches and group_id is not None:
                     await consumer.commit()
         except asyncio.CancelledError:
@@ -207,15 +207,17 @@ async def consume(settings: CommonSettings, *, name: str, subscribe: Sequence[st
 
 async def _handle(records: list[ConsumerRecord[bytes, bytes]], name: str,
                   expected: type[Event] | tuple[type[Event], ...], handler: BatchHandler,
-                  publisher: Publisher) -> None:
+                  publisher: Publisher, counts: Counter[str]) -> None:
     items: list[Incoming] = []
+    dead: list[tuple[ConsumerRecord[bytes, bytes], str]] = []
     for record in records:
         try:
             items.append(Incoming(record, parse_event(record.value or b"", expected)))
         except EventDecodeError as exc:
-            await dead_letter(publisher, name, record, str(exc))
-    if not items:
-        return
-    rejected = await handler(items)
-    for index, reason in rejected.items():
-        await dead_letter(publisher, name, items[index].record, reason)
+            dead.append((record, str(exc)))
+    rejected = await handler(items) if items else {}
+    dead.extend((items[i].record, reason) for i, reason in rejected.items())
+    for record, reason in dead:
+        await dead_letter(publisher, name, record, reason)
+    counts["consumed"] += len(records)
+    counts["dead_lettered"] += len(dead)

@@ -118,12 +118,22 @@ class SafeguardSpec(_Spec):
     require_not_significantly_worse: bool = False
 
 
+class QualitySpec(_Spec):
+    """The data-quality filters run before every training (see refit.core.filters)."""
+
+    min_confidence: float = Field(0.5, ge=0, le=1)
+    drop_duplicates: bool = True
+    conflicts: Literal["majority", "drop_all", "keep"] = "majority"
+    min_per_class: int = Field(1, ge=1)
+
+
 class TrainingSpec(_Spec):
     holdout_fraction: float = Field(0.2, gt=0, lt=1)
     holdout_max_rows: int = Field(5000, ge=1)
     min_new_samples: int | None = Field(100, ge=1)
     min_samples: int = Field(50, ge=2)
     window_max_rows: int = Field(200_000, ge=10)
+    window_max_age_days: float | None = Field(None, gt=0)
     held_back_fraction: float = Field(0.1, gt=0, lt=1)
 
 
@@ -135,6 +145,7 @@ class ModelSpec(_Spec):
     labels: tuple[str, ...] | None = None
     safeguard: SafeguardSpec = SafeguardSpec()
     training: TrainingSpec = TrainingSpec()
+    quality: QualitySpec = QualitySpec()
 
     @field_validator("name")
     @classmethod

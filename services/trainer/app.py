@@ -4,17 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+import csv
+from collections import Counter
+import io
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
+
+import orjson
 
 import structlog
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.responses import StreamingResponse
 
 import refit
 from refit import topics
 from refit.artifacts import LocalArtifactStore
+from refit.core.filters import apply_filters
 from refit.core.schema import validate_features, validate_label, validate_text
 from refit.core.split import is_holdout
 from refit.errors import BrokerUnavailableError, RefitError, SchemaError, UnknownModelError
@@ -24,7 +31,7 @@ from refit.kafka import Incoming, Publisher, consume
 from refit.settings import TrainerSettings
 from refit.specs import ModelSpec, ModelSpecs, load_specs
 from services.trainer.fit import fit
-from services.trainer.store import DatasetStore
+from services.trainer.store import EXPORT_COLUMNS, DatasetStore
 
 log = structlog.get_logger("trainer")
 
@@ -47,6 +54,7 @@ class Trainer:
         self.artifacts, self.publisher = artifacts, publisher
         self.wake = asyncio.Event()
         self.trainings = 0
+        self.consumer_counts: Counter[str] = Counter()
 
     async def handle(self, items: list[Incoming]) -> dict[int, str]:
         rejected: dict[int, str] = {}
@@ -95,15 +103,18 @@ class Trainer:
 
     async def train(self, spec: ModelSpec, trigger: str, request_id: str | None, stop: asyncio.Event) -> None:
         bound = log.bind(model=spec.name, trigger=trigger, request_id=request_id)
-        rows, top = self.store.window(spec.name, spec.training.window_max_rows)
         now = datetime.now(UTC)
+        age = spec.training.window_max_age_days
+        window, top = self.store.window(spec.name, spec.training.window_max_rows,
+                                        now - timedelta(days=age) if age else None)
+        rows, filtered = apply_filters(spec, window)
         classes = {r.label for r in rows}
         if len(rows) < spec.training.min_samples or (spec.task == "classification" and len(classes) < 2):
-            bound.info("not enough data to train", rows=len(rows), classes=len(classes))
+            bound.info("not enough data to train", rows=len(rows), classes=len(classes), filters=filtered.as_dict())
             self.store.finish_requests(spec.name, "insufficient data", now)
             self.store.mark_trained(spec.name, top, now)
             return
-        bound.info("training", rows=len(rows))
+        bound.info("training", rows=len(rows), filters=filtered.as_dict())
         try:
             fitted = await asyncio.to_thread(fit, spec, rows)
         except (RefitError, ValueError) as exc:
@@ -112,14 +123,15 @@ class Trainer:
             self.store.mark_trained(spec.name, top, now)
             return
         digest = await asyncio.to_thread(self.artifacts.put, fitted.onnx_bytes)
-        times = [datetime.fromisoformat(r.occurred_at) for r in rows]
+        times = [datetime.fromisoformat(r.occurred_at) for r in window]
         event = CandidateTrained(
             model=spec.name, candidate_id=str(uuid.uuid4()), task=spec.task,
             artifact=ArtifactRef(digest=digest, size_bytes=len(fitted.onnx_bytes), uri=self.artifacts.uri(digest)),
             signature=InputSignature(kind=spec.input.kind, features=list(spec.input.features)),
             classes=fitted.classes,
             training=TrainingStats(
-                rows_seen=len(rows), rows_trained=fitted.rows_trained, rows_held_back=fitted.rows_held_back,
+                rows_seen=len(window), rows_trained=fitted.rows_trained, rows_held_back=fitted.rows_held_back,
+                filters=filtered.as_dict(),
                 first_sample_at=min(times), last_sample_at=max(times),
                 duration_s=round(fitted.duration_s, 4), estimator=spec.estimator.class_path,
                 spec_hash=spec.spec_hash(), code_version=refit.__version__),
@@ -146,6 +158,36 @@ class Trainer:
                 delay = min(delay * 2, 10.0)
 
 
+def dataset_jsonl(pages: Iterator[list[tuple[Any, ...]]]) -> Iterator[bytes]:
+    for page in pages:
+        out = []
+        for row in page:
+            record = dict(zip(EXPORT_COLUMNS, row, strict=True))
+            record["features"] = orjson.Fragment(record["features"]) if record["features"] else None
+            out.append(orjson.dumps(record))
+        yield b"\n".join(out) + b"\n"
+
+
+def dataset_csv(spec: ModelSpec, pages: Iterator[list[tuple[Any, ...]]]) -> Iterator[bytes]:
+    """One column per feature (or ``text``), then the label and the sample's metadata."""
+    inputs = list(spec.input.features) if spec.input.kind == "numeric" else ["text"]
+    meta = [c for c in EXPORT_COLUMNS if c not in ("features", "text")]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow([*inputs, *meta])
+    for page in pages:
+        for row in page:
+            record = dict(zip(EXPORT_COLUMNS, row, strict=True))
+            values = ([orjson.loads(record["features"])[f] for f in inputs] if spec.input.kind == "numeric"
+                      else [record["text"]])
+            writer.writerow([*values, *(record[c] for c in meta)])
+        yield buffer.getvalue().encode()
+        buffer.seek(0)
+        buffer.truncate()
+    if buffer.tell():
+        yield buffer.getvalue().encode()
+
+
 def create_app(settings: TrainerSettings, specs: ModelSpecs | None = None) -> FastAPI:
     specs = specs or load_specs(settings.specs_path)
 
@@ -160,7 +202,7 @@ def create_app(settings: TrainerSettings, specs: ModelSpecs | None = None) -> Fa
                 tasks.create_task(consume(
                     settings, name="trainer", subscribe=[topics.SAMPLES, topics.RETRAIN_REQUESTS],
                     group_id="refit-trainer", expected=(SampleIngested, RetrainRequested),
-                    handler=trainer.handle, publisher=publisher, stop=stop))
+                    handler=trainer.handle, publisher=publisher, stop=stop, counts=trainer.consumer_counts))
                 tasks.create_task(trainer.run(stop))
                 yield {"trainer": trainer, "store": store}
                 stop.set()
@@ -175,9 +217,24 @@ def create_app(settings: TrainerSettings, specs: ModelSpecs | None = None) -> Fa
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
+    @app.get("/v1/models/{name}/dataset")
+    def export(name: str, request: Request,
+               format: Annotated[Literal["jsonl", "csv"], Query()] = "jsonl") -> StreamingResponse:
+        """Stream every stored training row of a model (holdout rows are never here), oldest first."""
+        try:
+            spec = specs.get(name)
+        except UnknownModelError as exc:
+            raise HTTPException(404, str(exc)) from None
+        store: DatasetStore = request.state.store
+        pages = store.export(name)
+        body = dataset_csv(spec, pages) if format == "csv" else dataset_jsonl(pages)
+        media = "text/csv" if format == "csv" else "application/x-ndjson"
+        return StreamingResponse(body, media_type=media, headers={
+            "content-disposition": f'attachment; filename="{name}-dataset.{format}"'})
+
     @app.get("/v1/stats")
     async def stats(request: Request) -> dict[str, Any]:
         trainer: Trainer = request.state.trainer
-        return {**trainer.store.stats(), "trainings": trainer.trainings}
+        return {**trainer.store.stats(), "trainings": trainer.trainings, "consumer": dict(trainer.consumer_counts)}
 
     return app

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -27,6 +28,9 @@ CREATE TABLE IF NOT EXISTS samples (
     confidence REAL,
     source TEXT,
     occurred_at TEXT NOT NULL,
+    idempotency_key TEXT,
+    event_time TEXT,
+    request_id TEXT,
     UNIQUE (model, sample_id)
 );
 CREATE TABLE IF NOT EXISTS holdout_seen (
@@ -47,6 +51,15 @@ CREATE TABLE IF NOT EXISTS trainings (
     trained_at TEXT NOT NULL
 );
 """
+# Columns added after the first release, for state directories created before them.
+_ADDED_COLUMNS = {"idempotency_key": "TEXT", "event_time": "TEXT", "request_id": "TEXT"}
+_INDEXES = """
+CREATE UNIQUE INDEX IF NOT EXISTS samples_idempotency ON samples (model, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS samples_occurred ON samples (model, occurred_at);
+"""
+EXPORT_COLUMNS = ("sample_id", "features", "text", "label", "confidence", "source", "occurred_at",
+                  "idempotency_key", "event_time", "request_id")
 
 
 @dataclass(frozen=True)
@@ -68,21 +81,27 @@ class DatasetStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+        present = {r[1] for r in self._db.execute("PRAGMA table_info(samples)")}
+        for column, kind in _ADDED_COLUMNS.items():
+            if column not in present:
+                self._db.execute(f"ALTER TABLE samples ADD COLUMN {column} {kind}")
+        self._db.executescript(_INDEXES)
         self._lock = threading.Lock()
 
     def close(self) -> None:
         self._db.close()
 
     def add_samples(self, training: list[SampleIngested], holdout: list[SampleIngested]) -> int:
-        """Store a batch in one transaction; returns how many rows were new."""
+        """Store a batch in one transaction, once per sample id and per idempotency key; returns new rows."""
         with self._lock:
             before = self._db.total_changes
             self._db.execute("BEGIN")
             self._db.executemany(
                 "INSERT OR IGNORE INTO samples (model, sample_id, features, text, label, confidence, source,"
-                " occurred_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                " occurred_at, idempotency_key, event_time, request_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(s.model, s.sample_id, orjson.dumps(s.features) if s.features is not None else None, s.text,
-                  str(s.label), s.confidence, s.source, s.occurred_at.isoformat()) for s in training])
+                  str(s.label), s.confidence, s.source, s.occurred_at.isoformat(), s.idempotency_key,
+                  s.event_time.isoformat() if s.event_time else None, s.request_id) for s in training])
             self._db.executemany("INSERT OR IGNORE INTO holdout_seen (model, sample_id) VALUES (?, ?)",
                                  [(s.model, s.sample_id) for s in holdout])
             self._db.execute("COMMIT")
@@ -117,12 +136,16 @@ class DatasetStore:
             new = self._db.execute("SELECT COUNT(*) FROM samples WHERE model = ? AND seq > ?", (model, last)).fetchone()[0]
         return int(total), int(new)
 
-    def window(self, model: str, max_rows: int) -> tuple[list[Row], int]:
-        """The newest ``max_rows`` rows (oldest first) and the highest seq among them."""
+    def window(self, model: str, max_rows: int, since: datetime | None = None) -> tuple[list[Row], int]:
+        """The newest ``max_rows`` rows received after ``since`` (oldest first) and the highest seq among them.
+
+        Only the window is ever read into memory, however large the dataset grows.
+        """
+        cutoff = since.isoformat() if since is not None else ""
         with self._lock:
             rows = self._db.execute(
                 "SELECT seq, sample_id, features, text, label, confidence, occurred_at FROM samples"
-                " WHERE model = ? ORDER BY seq DESC LIMIT ?", (model, max_rows)).fetchall()
+                " WHERE model = ? AND occurred_at >= ? ORDER BY seq DESC LIMIT ?", (model, cutoff, max_rows)).fetchall()
         rows.reverse()
         top = rows[-1][0] if rows else 0
         return [Row(r[1], orjson.loads(r[2]) if r[2] is not None else None, r[3], r[4], r[5], r[6])
@@ -133,6 +156,19 @@ class DatasetStore:
             self._db.execute("INSERT INTO trainings (model, last_seq, trained_at) VALUES (?, ?, ?)"
                              " ON CONFLICT(model) DO UPDATE SET last_seq = excluded.last_seq,"
                              " trained_at = excluded.trained_at", (model, seq, now.isoformat()))
+
+    def export(self, model: str, page: int = 1000) -> Iterator[list[tuple[Any, ...]]]:
+        """Every stored row of a model in arrival order, a page at a time (EXPORT_COLUMNS order)."""
+        last = 0
+        while True:
+            with self._lock:
+                rows = self._db.execute(
+                    f"SELECT seq, {', '.join(EXPORT_COLUMNS)} FROM samples WHERE model = ? AND seq > ?"
+                    " ORDER BY seq LIMIT ?", (model, last, page)).fetchall()
+            if not rows:
+                return
+            last = rows[-1][0]
+            yield [r[1:] for r in rows]
 
     def sample_ids(self, model: str) -> set[str]:
         with self._lock:

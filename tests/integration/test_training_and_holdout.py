@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 
@@ -72,3 +73,21 @@ def test_manual_retrain_needs_a_token_and_yields_a_judged_candidate(stack_factor
     assert second["event_type"] == "ModelPromoted", second["reasons"]
     assert second["candidate_scores"] == pytest.approx(second["champion_scores"], abs=0.02)
     assert candidates["champion"]["version"] == 2
+
+
+def test_the_training_dataset_exports_as_json_lines_and_csv(stack_factory, specs_file) -> None:
+    stack = stack_factory(specs_file(only=("digits",)))
+    with httpx.Client(timeout=30) as client:
+        rows = digits_waves(3)[0]
+        post_rows(client, stack.url("ingest"), "digits", rows)
+        wait_for_decisions(client, stack.url("monitor"), "digits", 1)
+        trainer = stack.url("trainer")
+        lines = client.get(f"{trainer}/v1/models/digits/dataset").text.splitlines()
+        table = client.get(f"{trainer}/v1/models/digits/dataset", params={"format": "csv"}).text.splitlines()
+        assert client.get(f"{trainer}/v1/models/nope/dataset").status_code == 404
+        assert client.get(f"{trainer}/v1/models/digits/dataset", params={"format": "xml"}).status_code == 422
+    stored = ids(stack.state_dir / "trainer" / "trainer.sqlite", "SELECT sample_id FROM samples")
+    records = [json.loads(line) for line in lines]
+    assert {r["sample_id"] for r in records} == stored
+    assert set(records[0]["features"]) == {f"p{i}" for i in range(64)} and records[0]["source"] == "demo"
+    assert table[0].split(",")[:2] == ["p0", "p1"] and len(table) == len(stored) + 1
