@@ -137,6 +137,45 @@ class TrainingSpec(_Spec):
     held_back_fraction: float = Field(0.1, gt=0, lt=1)
 
 
+class Schedule(_Spec):
+    """A cron-like schedule in a time zone (APScheduler 3 CronTrigger fields)."""
+
+    name: str
+    cron: dict[str, str | int]
+    timezone: str = "UTC"
+
+    @model_validator(mode="after")
+    def _valid(self) -> Schedule:
+        from refit.core.schedule import cron_trigger  # validation builds the real trigger
+
+        cron_trigger(self)
+        return self
+
+
+class TriggersSpec(_Spec):
+    """When the monitor asks for a retraining; every trigger can be switched off on its own."""
+
+    new_samples: int | None = Field(None, ge=1, description="fire when this many new samples arrived")
+    max_age_days: float | None = Field(7.0, gt=0, description="fire when the champion is older")
+    schedules: tuple[Schedule, ...] = ()
+    drift: bool = True
+    drift_window: int = Field(500, ge=50)
+    drift_alpha: float = Field(0.05, gt=0, lt=1)
+    drift_share: float = Field(0.3, gt=0, le=1)
+    performance: bool = True
+    performance_window: int = Field(200, ge=20)
+    accuracy_drop: float = Field(0.10, gt=0, lt=1, description="relative drop of live accuracy vs holdout")
+    rmse_increase: float = Field(0.15, gt=0, description="relative rise of live RMSE vs holdout")
+    min_new_samples: int = Field(50, ge=0, description="data sufficiency for automatic triggers")
+    cooldown_minutes: float = Field(30.0, ge=0)
+    timeout_minutes: float = Field(30.0, gt=0)
+    max_retries: int = Field(3, ge=0)
+    backoff_minutes: float = Field(1.0, gt=0)
+    adaptive: bool = True
+    adaptive_min_days: float = Field(3.0, gt=0)
+    adaptive_max_days: float = Field(30.0, gt=0)
+
+
 class ModelSpec(_Spec):
     name: str
     task: Task
@@ -146,6 +185,7 @@ class ModelSpec(_Spec):
     safeguard: SafeguardSpec = SafeguardSpec()
     training: TrainingSpec = TrainingSpec()
     quality: QualitySpec = QualitySpec()
+    triggers: TriggersSpec = TriggersSpec()
 
     @field_validator("name")
     @classmethod

@@ -1,0 +1,159 @@
+"""When to retrain: the monitor's trigger policy as a pure function of what it knows.
+
+Triggers, by priority: live performance drop, data drift, a schedule that came due,
+enough new samples, champion age (adaptive). The policy around them: one training
+in flight per model (a request without a candidate after ``timeout_minutes`` is
+retried with exponential backoff, at most ``max_retries`` times, then given up), a
+cooldown between automatic requests, and data sufficiency (at least
+``min_new_samples`` new samples). Manual requests bypass cooldown and sufficiency
+but not the in-flight rule's bookkeeping (they are recorded like any other).
+
+Adaptive age: with live performance known, the champion's allowed age shrinks
+linearly from ``max_age_days`` to ``adaptive_min_days`` as the degradation grows
+to its threshold, and grows towards ``adaptive_max_days`` while live performance
+is as good as on the holdout or better.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from refit.core.schedule import Due
+from refit.specs import TriggersSpec
+
+
+@dataclass(frozen=True)
+class InFlight:
+    request_id: str
+    kind: str
+    requested_at: datetime     # the latest attempt
+    attempts: int = 1
+
+
+@dataclass(frozen=True)
+class Live:
+    """Rolling live performance of the champion next to its holdout score."""
+
+    metric: str          # "accuracy" or "rmse"
+    live: float
+    reference: float
+    samples: int
+
+
+@dataclass(frozen=True)
+class Signals:
+    now: datetime
+    new_samples: int
+    champion_since: datetime | None
+    in_flight: InFlight | None = None
+    last_fired_at: datetime | None = None
+    due: tuple[Due, ...] = ()
+    drift: Mapping[str, Any] | None = None      # a drift report as a dict, with "drifted"
+    live: Live | None = None
+
+
+@dataclass(frozen=True)
+class Fire:
+    kind: str
+    reason: str
+    evidence: dict[str, Any] = field(default_factory=dict)
+    retry_of: str | None = None
+
+
+@dataclass(frozen=True)
+class Assessment:
+    fire: Fire | None
+    held: tuple[str, ...] = ()        # triggers that wanted to fire, and why they did not
+    gave_up: InFlight | None = None   # a request whose retries are exhausted
+
+
+def degradation(live: Live) -> float:
+    """Relative change for the worse: accuracy drop, or RMSE rise (negative when better)."""
+    if live.reference == 0:
+        return 0.0
+    if live.metric == "rmse":
+        return (live.live - live.reference) / abs(live.reference)
+    return (live.reference - live.live) / abs(live.reference)
+
+
+def _threshold(spec: TriggersSpec, live: Live) -> float:
+    return spec.rmse_increase if live.metric == "rmse" else spec.accuracy_drop
+
+
+def age_limit_days(spec: TriggersSpec, live: Live | None) -> float | None:
+    if spec.max_age_days is None:
+        return None
+    if not spec.adaptive or live is None or live.samples < spec.performance_window:
+        return spec.max_age_days
+    ratio = degradation(live) / _threshold(spec, live)
+    if ratio >= 0:
+        days = spec.max_age_days - (spec.max_age_days - spec.adaptive_min_days) * min(ratio, 1.0)
+    else:
+        days = spec.max_age_days + (spec.adaptive_max_days - spec.max_age_days) * min(-ratio, 1.0)
+    return max(spec.adaptive_min_days, min(spec.adaptive_max_days, days))
+
+
+def _wanted(spec: TriggersSpec, s: Signals) -> list[Fire]:
+    wanted = []
+    if spec.performance and s.live is not None and s.live.samples >= spec.performance_window:
+        change, limit = degradation(s.live), _threshold(spec, s.live)
+        if change > limit:
+            wanted.append(Fire("performance", f"live {s.live.metric} {s.live.live:.4g} vs holdout "
+                               f"{s.live.reference:.4g}: {change:+.1%} worse (limit {limit:.0%})",
+                               {"metric": s.live.metric, "live": s.live.live, "reference": s.live.reference,
+                                "relative_change": change, "threshold": limit, "window": s.live.samples}))
+    if spec.drift and s.drift is not None and s.drift.get("drifted"):
+        wanted.append(Fire("drift", f"data drift in {s.drift.get('share_drifted', 0):.0%} of the features",
+                           dict(s.drift)))
+    for run in s.due:
+        wanted.append(Fire("schedule", f"schedule {run.schedule} came due at {run.scheduled_for.isoformat()}",
+                           {"schedule": run.schedule, "scheduled_for": run.scheduled_for.isoformat(),
+                            "missed_runs": run.missed}))
+    if spec.new_samples is not None and s.new_samples >= spec.new_samples:
+        wanted.append(Fire("sample_count", f"{s.new_samples} new samples (threshold {spec.new_samples})",
+                           {"new_samples": s.new_samples, "threshold": spec.new_samples}))
+    limit_days = age_limit_days(spec, s.live)
+    if limit_days is not None and s.champion_since is not None:
+        age = (s.now - s.champion_since) / timedelta(days=1)
+        if age >= limit_days:
+            wanted.append(Fire("age", f"champion is {age:.1f} days old (limit {limit_days:.1f})",
+                               {"age_days": age, "limit_days": limit_days,
+                                "adaptive": limit_days != spec.max_age_days}))
+    return wanted
+
+
+def evaluate(spec: TriggersSpec, s: Signals) -> Assessment:
+    """Whether to request a retraining now, and why (or why not)."""
+    if s.in_flight is not None:
+        flight = s.in_flight
+        waited = s.now - flight.requested_at
+        timeout = timedelta(minutes=spec.timeout_minutes)
+        if waited < timeout:
+            return Assessment(None, (f"training in flight: request {flight.request_id} "
+                                     f"({waited.total_seconds():.0f}s of {timeout.total_seconds():.0f}s)",))
+        if flight.attempts > spec.max_retries:
+            return Assessment(None, (f"gave up on request {flight.request_id} after {flight.attempts} attempts",),
+                              gave_up=flight)
+        backoff = timedelta(minutes=spec.backoff_minutes * 2 ** (flight.attempts - 1))
+        if waited < timeout + backoff:
+            return Assessment(None, (f"no candidate for request {flight.request_id}; retry in "
+                                     f"{(timeout + backoff - waited).total_seconds():.0f}s",))
+        return Assessment(Fire(flight.kind, f"retry {flight.attempts} of {spec.max_retries}: no candidate "
+                               f"{waited.total_seconds() / 60:.1f} min after request {flight.request_id}",
+                               {"attempt": flight.attempts + 1, "waited_s": waited.total_seconds()},
+                               retry_of=flight.request_id))
+    wanted = _wanted(spec, s)
+    if not wanted:
+        return Assessment(None)
+    reasons = tuple(f"{w.kind}: {w.reason}" for w in wanted)
+    if s.last_fired_at is not None and s.now - s.last_fired_at < timedelta(minutes=spec.cooldown_minutes):
+        return Assessment(None, tuple(f"{r} — held: cooldown of {spec.cooldown_minutes:g} min" for r in reasons))
+    if s.new_samples < spec.min_new_samples:
+        return Assessment(None, tuple(f"{r} — held: only {s.new_samples} new samples "
+                                      f"(need {spec.min_new_samples})" for r in reasons))
+    first = wanted[0]
+    others = [w.kind for w in wanted[1:]]
+    return Assessment(Fire(first.kind, first.reason, {**first.evidence, "also": others} if others else first.evidence))

@@ -1,0 +1,129 @@
+"""The trigger policy: each trigger, their priority, and the policy around them, with exact outcomes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from refit.core.schedule import Due
+from refit.core.triggers import Assessment, InFlight, Live, Signals, age_limit_days, evaluate
+from refit.specs import TriggersSpec
+
+NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+
+
+def spec(**changes: object) -> TriggersSpec:
+    return TriggersSpec(**{"max_age_days": None, "drift": False, "performance": False, **changes})
+
+
+def signals(**changes: object) -> Signals:
+    return Signals(**{"now": NOW, "new_samples": 500, "champion_since": NOW - timedelta(days=1), **changes})
+
+
+def kind(a: Assessment) -> str | None:
+    return a.fire.kind if a.fire else None
+
+
+def test_nothing_wanted_nothing_fired() -> None:
+    assert evaluate(spec(), signals()) == Assessment(None)
+
+
+def test_new_sample_count() -> None:
+    assert kind(evaluate(spec(new_samples=500), signals(new_samples=500))) == "sample_count"
+    assert kind(evaluate(spec(new_samples=501), signals(new_samples=500))) is None
+
+
+@pytest.mark.parametrize(("age_days", "fires"), [(6.99, False), (7.0, True), (30, True)])
+def test_champion_age(age_days, fires) -> None:
+    a = evaluate(spec(max_age_days=7), signals(champion_since=NOW - timedelta(days=age_days)))
+    assert (kind(a) == "age") is fires
+    if fires:
+        assert a.fire.evidence["limit_days"] == 7 and a.fire.evidence["adaptive"] is False
+
+
+@pytest.mark.parametrize(("metric", "live", "reference", "fires"), [
+    ("accuracy", 0.81, 0.90, False),   # 10.0% drop: not over 10%
+    ("accuracy", 0.80, 0.90, True),    # 11.1% drop
+    ("rmse", 57.0, 50.0, False),       # 14% rise
+    ("rmse", 58.0, 50.0, True),        # 16% rise
+])
+def test_live_performance_drop(metric, live, reference, fires) -> None:
+    a = evaluate(spec(performance=True), signals(live=Live(metric, live, reference, samples=200)))
+    assert (kind(a) == "performance") is fires
+
+
+def test_live_performance_needs_a_full_window() -> None:
+    a = evaluate(spec(performance=True), signals(live=Live("accuracy", 0.5, 0.9, samples=199)))
+    assert a.fire is None
+
+
+def test_drift_fires_with_the_report_as_evidence() -> None:
+    report = {"drifted": True, "share_drifted": 0.4, "features": [{"name": "x"}]}
+    a = evaluate(spec(drift=True), signals(drift=report))
+    assert kind(a) == "drift" and a.fire.evidence == report
+    assert evaluate(spec(drift=False), signals(drift=report)).fire is None
+    assert evaluate(spec(drift=True), signals(drift={"drifted": False})).fire is None
+
+
+def test_a_due_schedule_fires_once_with_its_missed_runs() -> None:
+    run = Due("weekly", NOW - timedelta(hours=1), missed=3)
+    a = evaluate(spec(), signals(due=(run,)))
+    assert kind(a) == "schedule" and a.fire.evidence["missed_runs"] == 3
+
+
+def test_priority_and_the_others_are_named() -> None:
+    a = evaluate(spec(new_samples=10, drift=True, performance=True, max_age_days=1),
+                 signals(drift={"drifted": True}, live=Live("accuracy", 0.5, 0.9, 500),
+                         champion_since=NOW - timedelta(days=4)))  # over the adaptive minimum of 3 days
+    assert kind(a) == "performance"
+    assert a.fire.evidence["also"] == ["drift", "sample_count", "age"]
+
+
+def test_cooldown_holds_automatic_triggers() -> None:
+    s = spec(new_samples=10, cooldown_minutes=30)
+    held = evaluate(s, signals(last_fired_at=NOW - timedelta(minutes=29)))
+    assert held.fire is None and "cooldown" in held.held[0]
+    assert kind(evaluate(s, signals(last_fired_at=NOW - timedelta(minutes=30)))) == "sample_count"
+
+
+def test_data_sufficiency_holds_automatic_triggers() -> None:
+    s = spec(max_age_days=7, min_new_samples=50)
+    old = NOW - timedelta(days=8)
+    held = evaluate(s, signals(new_samples=49, champion_since=old))
+    assert held.fire is None and "only 49 new samples (need 50)" in held.held[0]
+    assert kind(evaluate(s, signals(new_samples=50, champion_since=old))) == "age"
+
+
+def test_one_training_in_flight_then_retries_with_backoff_then_gives_up() -> None:
+    s = spec(new_samples=10, timeout_minutes=30, backoff_minutes=1, max_retries=2)
+    flight = InFlight("r1", "sample_count", NOW - timedelta(minutes=10))
+    assert "training in flight" in evaluate(s, signals(in_flight=flight)).held[0]
+    # Timed out, but the first backoff (1 min) has not passed.
+    waiting = InFlight("r1", "sample_count", NOW - timedelta(minutes=30, seconds=30))
+    assert evaluate(s, signals(in_flight=waiting)).fire is None
+    retry = evaluate(s, signals(in_flight=InFlight("r1", "sample_count", NOW - timedelta(minutes=31))))
+    assert retry.fire.retry_of == "r1" and retry.fire.kind == "sample_count" and retry.fire.evidence["attempt"] == 2
+    # Second attempt waits timeout + 2 min; the third attempt is the last allowed (max_retries=2).
+    second = InFlight("r2", "sample_count", NOW - timedelta(minutes=31, seconds=59), attempts=2)
+    assert evaluate(s, signals(in_flight=second)).fire is None
+    assert evaluate(s, signals(in_flight=InFlight("r2", "x", NOW - timedelta(minutes=32), attempts=2))).fire
+    exhausted = InFlight("r3", "sample_count", NOW - timedelta(hours=5), attempts=3)
+    gave_up = evaluate(s, signals(in_flight=exhausted))
+    assert gave_up.fire is None and gave_up.gave_up == exhausted
+
+
+@pytest.mark.parametrize(("live", "limit"), [
+    (None, 7.0),                                   # unknown live performance: the configured age
+    (Live("accuracy", 0.90, 0.90, 500), 7.0),      # as good as on the holdout
+    (Live("accuracy", 0.855, 0.90, 500), 5.0),     # half-way to the 10% threshold: half-way to 3 days
+    (Live("accuracy", 0.70, 0.90, 500), 3.0),      # beyond the threshold: the minimum
+    (Live("accuracy", 0.945, 0.90, 500), 18.5),    # 5% better: half-way to 30 days
+    (Live("accuracy", 1.00, 0.90, 500), 30.0),
+    (Live("rmse", 53.75, 50.0, 500), 5.0),         # 7.5% worse of a 15% threshold
+    (Live("accuracy", 0.50, 0.90, 10), 7.0),       # too few live samples to adapt
+])
+def test_adaptive_age_limit(live, limit) -> None:
+    s = spec(max_age_days=7, adaptive=True, adaptive_min_days=3, adaptive_max_days=30)
+    assert age_limit_days(s, live) == pytest.approx(limit)
+    assert age_limit_days(spec(max_age_days=7, adaptive=False), live) == 7
