@@ -1,4 +1,4 @@
-"""``refit``: run the local stack and talk to the monitor."""
+"""``refit``: run the local stack, talk to the monitor, feed ingest from a directory of files."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 
 DEFAULT_MONITOR = os.environ.get("REFIT_MONITOR_URL", "http://127.0.0.1:8003")
+DEFAULT_INGEST = os.environ.get("REFIT_INGEST_URL", "http://127.0.0.1:8001")
 DEFAULT_SPECS = Path("config/models.yaml")
 
 
@@ -97,6 +98,47 @@ def _retrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ingest_watch(args: argparse.Namespace) -> int:
+    from refit.errors import ConfigError, UnknownModelError
+    from refit.logs import configure
+    from refit.specs import load_specs
+    from refit.watch import IngestSink, Watcher, WatchError, WatchOptions
+
+    configure("watch", args.log_level, args.log_json)
+    try:
+        spec = load_specs(args.specs).get(args.model)
+    except (ConfigError, UnknownModelError) as exc:
+        raise SystemExit(f"error: {exc}") from None
+    stopping = threading.Event()
+
+    def stop(*_: object) -> None:
+        if stopping.is_set():  # a second Ctrl-C stops at once; offsets are only ever saved after a 202
+            raise KeyboardInterrupt
+        stopping.set()
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    options = WatchOptions(directory=Path(args.dir), batch_rows=args.batch, retries=args.retries,
+                           state_path=Path(args.state) if args.state else None,
+                           rejected_path=Path(args.rejected) if args.rejected else None)
+    sink = IngestSink(args.ingest, args.model, args.api_key)
+    try:
+        watcher = Watcher(spec, sink, options, stopping)
+    except WatchError as exc:
+        sink.close()
+        raise SystemExit(f"error: {exc}") from None
+    try:
+        watcher.run(once=args.once, interval_s=args.interval)
+    except WatchError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        sink.close()
+        print(f"{args.model} from {args.dir}: {watcher.summary.line()}", flush=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="refit", description=__doc__)
     parser.add_argument("--monitor", default=DEFAULT_MONITOR, help="monitor URL (env REFIT_MONITOR_URL)")
@@ -119,6 +161,27 @@ def main(argv: list[str] | None = None) -> int:
     retrain.add_argument("model")
     retrain.add_argument("--reason", default="manual request from the CLI")
     retrain.set_defaults(func=_retrain)
+    ingest = sub.add_parser("ingest", help="feed ingest from outside").add_subparsers(dest="source", required=True)
+    watch = ingest.add_parser("watch", help="post the rows of CSV / JSON-lines files in a directory, once each",
+                              description="Poll DIR for *.csv, *.jsonl and *.ndjson files and post their new "
+                                          "complete rows to ingest; see docs/file-source.md.")
+    watch.add_argument("dir", metavar="DIR")
+    watch.add_argument("--model", required=True, help="the model the rows are for")
+    watch.add_argument("--specs", default=str(DEFAULT_SPECS), help="the model-spec file (CSV columns come from it)")
+    watch.add_argument("--ingest", default=DEFAULT_INGEST, help="ingest URL (env REFIT_INGEST_URL)")
+    watch.add_argument("--api-key", default=os.environ.get("REFIT_API_KEY"),
+                       help="bearer key, if ingest requires one (env REFIT_API_KEY)")
+    watch.add_argument("--state", help="where offsets are kept (default DIR/.refit-watch.json)")
+    watch.add_argument("--rejected", help="where refused rows are kept (default DIR/.refit-rejected.jsonl)")
+    watch.add_argument("--interval", type=float, default=1.0, help="seconds between polls")
+    watch.add_argument("--once", action="store_true", help="process what is there, then exit")
+    watch.add_argument("--batch", type=int, default=500, help="rows per request (at most 500)")
+    watch.add_argument("--retries", type=int, default=8,
+                       help="retries per batch while ingest is unavailable (backoff 0.5 s doubling to 30 s)")
+    watch.add_argument("--log-level", default="INFO")
+    watch.add_argument("--log-json", action=argparse.BooleanOptionalAction, default=True,
+                       help="JSON log lines on stderr (--no-log-json: readable ones)")
+    watch.set_defaults(func=_ingest_watch)
     args = parser.parse_args(argv)
     return int(args.func(args))
 
