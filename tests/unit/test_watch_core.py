@@ -14,21 +14,12 @@ import httpx
 import orjson
 import pytest
 
-from refit.specs import ModelSpec
-from refit.watch import (
+from refit.core.filerows import (
     CHUNK_BYTES,
     FileFormatError,
     FileState,
-    IngestRefused,
-    IngestSink,
-    IngestUnavailable,
-    StateError,
-    Watcher,
-    WatchError,
-    WatchOptions,
     change,
     file_format,
-    load_state,
     parse,
     read_header,
     reconcile,
@@ -36,6 +27,8 @@ from refit.watch import (
     row_key,
     split_records,
 )
+from refit.specs import ModelSpec
+from refit.watch import IngestRefused, IngestSink, IngestUnavailable, StateError, Watcher, WatchError, WatchOptions, load_state
 
 HEADER = b"a,b,c,label\n"
 
