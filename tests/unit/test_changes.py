@@ -1,0 +1,177 @@
+"""Streaming change detectors: one contract suite for every detector, then measured rates.
+
+The rates below were measured with exactly these seeds (``docs/drift.md`` has the table and
+the command); the bounds leave room only for a different numpy bit stream, not for a
+different detector.
+"""
+
+from __future__ import annotations
+
+import doctest
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import pytest
+
+from refit.core import changes
+from refit.core.changes import ADWIN, ChangeDetector, PageHinkley
+
+Factory = Callable[[], ChangeDetector]
+DETECTORS: dict[str, Factory] = {"page_hinkley": PageHinkley, "adwin": ADWIN}
+
+
+@pytest.fixture(params=sorted(DETECTORS))
+def make(request: pytest.FixtureRequest) -> Factory:
+    """A factory of fresh detectors with their default parameters, one per implementation."""
+    return DETECTORS[request.param]
+
+
+def alarms(detector: ChangeDetector, stream: Sequence[float]) -> list[int]:
+    """Positions at which the detector reported a drift."""
+    found = []
+    for i, x in enumerate(stream):
+        detector.update(x)
+        if detector.drift_detected:
+            found.append(i)
+    return found
+
+
+def errors(seed: int, *segments: tuple[int, float]) -> list[float]:
+    """A seeded 0/1 error stream: ``(length, error rate)`` segments one after another."""
+    rng = np.random.default_rng(seed)
+    return np.concatenate([rng.random(n) < rate for n, rate in segments]).astype(float).tolist()
+
+
+def false_alarms(make: Factory, seeds: range, n: int = 10_000, rate: float = 0.1) -> int:
+    """Alarms on stationary error streams: each one is false."""
+    return sum(len(alarms(make(), errors(seed, (n, rate)))) for seed in seeds)
+
+
+def delays(make: Factory, seeds: range, before: float = 0.1, after: float = 0.3,
+           change_at: int = 1000, horizon: int = 2000) -> list[float]:
+    """Samples from an abrupt error-rate jump to the first alarm (inf when none in horizon)."""
+    out = []
+    for seed in seeds:
+        found = [i for i in alarms(make(), errors(seed, (change_at, before), (horizon, after)))
+                 if i >= change_at]
+        out.append(found[0] - change_at + 1 if found else math.inf)
+    return out
+
+
+def test_the_module_examples_hold() -> None:
+    assert doctest.testmod(changes).failed == 0
+
+
+# -- the contract, run against every detector ---------------------------------------------------
+
+
+def test_a_fresh_detector_reports_no_drift_and_satisfies_the_protocol(make: Factory) -> None:
+    detector = make()
+    assert detector.drift_detected is False
+    assert isinstance(detector, ChangeDetector)
+
+
+def test_drift_detected_is_read_only(make: Factory) -> None:
+    with pytest.raises(AttributeError):
+        make().drift_detected = True  # type: ignore[misc]
+
+
+def test_a_constant_stream_never_alarms(make: Factory) -> None:
+    assert alarms(make(), [0.0] * 5000) == []
+    assert alarms(make(), [1.0] * 5000) == []
+
+
+def test_a_step_alarms_once_soon_and_the_flag_holds_for_one_update_only(make: Factory) -> None:
+    detector = make()
+    flags = []
+    for x in [0.0] * 500 + [1.0] * 500:
+        detector.update(x)
+        flags.append(detector.drift_detected)
+    first = flags.index(True)
+    assert 500 <= first < 540
+    assert flags[first + 1] is False
+
+
+def test_the_same_stream_gives_the_same_alarms(make: Factory) -> None:
+    stream = errors(3, (1000, 0.1), (1000, 0.4))
+    assert alarms(make(), stream) == alarms(make(), stream) != []
+
+
+def test_reset_forgets_everything(make: Factory) -> None:
+    stream = errors(4, (800, 0.1), (800, 0.5))
+    used = make()
+    alarms(used, errors(5, (700, 0.9)))
+    used.reset()
+    assert used.drift_detected is False
+    assert alarms(used, stream) == alarms(make(), stream)
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_non_finite_values_are_refused(make: Factory, bad: float) -> None:
+    detector = make()
+    with pytest.raises(ValueError, match="finite"):
+        detector.update(bad)
+    assert alarms(detector, [0.0] * 100) == []  # the refused value left no trace
+
+
+# -- measured rates at the default parameters ---------------------------------------------------
+
+# name: (false alarms on 10 x 10,000 stationary samples at error rate 0.1 (measured),
+#        mean delay after 0.1 -> 0.3 over 30 seeds (measured), bound on it)
+MEASURED = {"page_hinkley": (0, 130.9, 150), "adwin": (0, 148.8, 170)}
+
+
+@pytest.mark.parametrize("name", sorted(DETECTORS))
+def test_false_alarms_on_stationary_error_streams(name: str) -> None:
+    measured, _, _ = MEASURED[name]
+    assert false_alarms(DETECTORS[name], range(10)) <= measured + 1
+
+
+@pytest.mark.parametrize("name", sorted(DETECTORS))
+def test_an_error_rate_jump_is_detected_within_the_stated_delay(name: str) -> None:
+    found = delays(DETECTORS[name], range(100, 130))
+    assert max(found) < 1000  # every jump is found
+    assert np.mean(found) <= MEASURED[name][2]
+
+
+# -- each detector's own behaviour ----------------------------------------------------------------
+
+
+def test_page_hinkley_watches_the_direction_it_is_told() -> None:
+    falling = [1.0] * 300 + [0.0] * 300
+    assert alarms(PageHinkley(), falling) == []  # "up": a model getting better is no alarm
+    assert alarms(PageHinkley(mode="down"), falling) == alarms(PageHinkley(mode="both"), falling)
+    assert alarms(PageHinkley(mode="down"), falling) == [321]
+
+
+def test_page_hinkley_starts_afresh_after_a_detection() -> None:
+    detector = PageHinkley()
+    assert alarms(detector, [0.0] * 100 + [1.0] * 40) == [123]
+    assert detector.n == 139 - 123  # counted again from the update after the alarm
+
+
+def test_adwin_keeps_only_the_window_after_the_change() -> None:
+    detector = ADWIN()
+    alarms(detector, [0.0] * 1000 + [1.0] * 300)
+    assert (detector.width, detector.estimation) == (300, 1.0)
+
+
+def test_adwin_window_statistics_are_those_of_the_newest_values() -> None:
+    stream = errors(6, (3000, 0.1), (500, 0.6), (2000, 0.2))
+    detector = ADWIN()
+    for i, x in enumerate(stream, start=1):
+        detector.update(x)
+        if i % 250 == 0:
+            window = np.array(stream[i - detector.width:i])
+            assert detector.estimation == pytest.approx(window.mean(), abs=1e-12)
+            assert detector.variance == pytest.approx(window.var(), abs=1e-12)
+
+
+@pytest.mark.parametrize("cls, kwargs", [
+    (PageHinkley, {"threshold": 0}), (PageHinkley, {"delta": -1}),
+    (PageHinkley, {"mode": "sideways"}), (ADWIN, {"delta": 0}), (ADWIN, {"delta": 1}),
+    (ADWIN, {"clock": 0}), (ADWIN, {"max_buckets": 1})])
+def test_invalid_parameters_are_refused(cls: type, kwargs: dict[str, object]) -> None:
+    with pytest.raises(ValueError):
+        cls(**kwargs)
