@@ -3,7 +3,14 @@ PYTHON ?= python3
 VENV   := .venv
 STAMP  := $(VENV)/.install-stamp
 
-.PHONY: install run test clean
+.PHONY: install run test clean browser
+
+# Debian's Chromium and its WebDriver, for the dashboard's browser test (needs root or sudo).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  $(SUDO) apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends chromium chromium-driver; }
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +25,7 @@ run: install
 	$(VENV)/bin/refit up --demo
 
 # The whole suite: unit, service, integration and end-to-end tests on the real embedded broker.
-test: install
+test: install browser
 	$(VENV)/bin/pytest
 
 clean:

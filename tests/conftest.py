@@ -40,9 +40,9 @@ def stack_factory(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Ca
     """Start a whole local stack (real processes); every one is stopped at teardown, logs kept on failure."""
     started: list[Stack] = []
 
-    def make(specs_path: Path = SPECS, replicas: int = 1) -> Stack:
+    def make(specs_path: Path = SPECS, replicas: int = 1, env: dict[str, str] | None = None) -> Stack:
         stack = Stack(state_dir=tmp_path / f"stack{len(started)}", specs_path=specs_path,
-                      inference_replicas=replicas)
+                      inference_replicas=replicas, env=dict(env or {}))
         started.append(stack)
         return stack.start()
 

@@ -213,6 +213,28 @@ class DeadLettered(Event):
     original_value: str = Field(description="the original record value, base64")
 
 
+class PredictionServed(Event):
+    """One prediction request an inference replica answered: the query log that labels join.
+
+    ``request_id`` is the response's request id. Row ``i`` of a multi-row request joins a
+    label sent with request id ``"<request_id>#<i>"``; a single-row request joins ``request_id``.
+    """
+
+    topic: ClassVar[str] = topics.PREDICTIONS
+    event_type: Literal["PredictionServed"] = "PredictionServed"
+    schema_version: Literal[1] = 1
+    request_id: str
+    version: int
+    digest: str
+    replica_id: str
+    inputs: list[dict[str, float]] | list[list[float]] | list[str] = Field(
+        description="the rows as the client sent them: named features, feature lists, or texts")
+    classes: list[str] | None = Field(None, description="classification: the column order of probabilities")
+    labels: list[str] | None = Field(None, description="classification: the predicted label per row")
+    probabilities: list[list[float]] | None = Field(None, description="classification: per row, in classes order")
+    values: list[float | None] | None = Field(None, description="regression: the predicted value per row")
+
+
 Decision = ModelPromoted | CandidateRejected | ModelRolledBack
 SERVING_DECISIONS = (ModelPromoted, ModelRolledBack)
 
@@ -226,6 +248,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         CandidateRejected,
         ModelRolledBack,
         DeadLettered,
+        PredictionServed,
     )
 }
 

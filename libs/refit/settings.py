@@ -74,6 +74,11 @@ class MonitorSettings(_SignedDecisions):
     public_url: str = "http://127.0.0.1:8003"
     api_token: SecretStr = SecretStr(LOCAL_API_TOKEN)
     judge_interval_s: float = Field(2.0, gt=0)
+    # Live metrics are computed over the newest ``live_window`` joined outcomes of each version.
+    live_window: int = Field(500, ge=1)
+    # Each feedback table (predictions waiting for a label, labels waiting for a prediction,
+    # joined outcomes) keeps at most this many newest rows per model.
+    feedback_max_rows: int = Field(100_000, ge=10)
 
     @model_validator(mode="after")
     def _no_default_token(self) -> MonitorSettings:
@@ -90,3 +95,7 @@ class InferenceSettings(_SignedDecisions):
     replica_id: str = Field(default_factory=socket.gethostname)
     session_threads: int = Field(1, ge=1)
     max_batch_rows: int = Field(1024, ge=1)
+    # The query log: publish every prediction to refit.predictions, off the request path.
+    publish_predictions: bool = False
+    predictions_queue_size: int = Field(10_000, ge=1)
+    predictions_batch_size: int = Field(500, ge=1)

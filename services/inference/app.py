@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import AsyncIterator
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import numpy as np
@@ -14,17 +16,24 @@ import orjson
 import structlog
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import Response
+from pydantic import ValidationError
 
 from refit import signing, topics
 from refit.artifacts import HttpArtifactStore
-from refit.events import CandidateRejected, ModelPromoted, ModelRolledBack
+from refit.errors import BrokerUnavailableError
+from refit.events import CandidateRejected, ModelPromoted, ModelRolledBack, PredictionServed
 from refit.kafka import Incoming, Publisher, consume
-from refit.onnx_model import OnnxModel
+from refit.onnx_model import OnnxModel, Prediction
 from refit.settings import InferenceSettings
 from refit.specs import ModelSpecs, load_specs
 from services.inference.serving import Champions, Served
 
 log = structlog.get_logger("inference")
+
+MAX_REQUEST_ID = 200
+# Below the producer's default max request size (1 MiB): a bigger event could never be sent.
+MAX_EVENT_BYTES = 1_000_000
+PUBLISH_TRIES = 3
 
 PREDICT_BODY = {
     "required": True,
@@ -48,8 +57,18 @@ def _bad(msg: str) -> HTTPException:
     return HTTPException(422, detail=[{"loc": ["body"], "msg": msg, "type": "value_error"}])
 
 
-def to_batch(model: OnnxModel, body: Any, max_rows: int) -> np.ndarray:
-    """The request body as the model's input tensor; every problem is a 422 naming it."""
+def request_id_of(request: Request) -> str:
+    """The client's ``X-Request-ID`` if it sent a valid one, else a new UUID."""
+    given = request.headers.get("x-request-id")
+    if given is None:
+        return str(uuid.uuid4())
+    if not 0 < len(given) <= MAX_REQUEST_ID or not given.isprintable():
+        raise HTTPException(400, f"X-Request-ID must be 1 to {MAX_REQUEST_ID} printable characters")
+    return given
+
+
+def to_batch(model: OnnxModel, body: Any, max_rows: int) -> tuple[list[Any], np.ndarray]:
+    """The rows as sent and the model's input tensor; every problem is a 422 naming it."""
     if not isinstance(body, dict):
         raise _bad("expected a JSON object")
     if model.input_kind == "text":
@@ -70,8 +89,9 @@ def to_batch(model: OnnxModel, body: Any, max_rows: int) -> np.ndarray:
     if len(rows) > max_rows:
         raise _bad(f"at most {max_rows} rows per request")
     if model.input_kind == "text":
-        return model.matrix(rows)
+        return rows, model.matrix(rows)
     names = model.features
+    sent = rows
     try:
         if isinstance(rows[0], dict):
             rows = [[row[f] for f in names] if isinstance(row, dict) and len(row) == len(names) else None
@@ -85,11 +105,10 @@ def to_batch(model: OnnxModel, body: Any, max_rows: int) -> np.ndarray:
         raise _bad(f"each row must hold exactly {len(names)} numbers")
     if not np.isfinite(matrix).all():
         raise _bad("features must be finite numbers")
-    return matrix
+    return sent, matrix
 
 
-def answer(served: Served, batch: np.ndarray) -> bytes:
-    predicted = served.model.run(batch)
+def answer(served: Served, predicted: Prediction, request_id: str) -> bytes:
     if predicted.labels is not None:
         classes = served.model.classes or []
         probs = predicted.probabilities.tolist() if predicted.probabilities is not None else []
@@ -99,7 +118,113 @@ def answer(served: Served, batch: np.ndarray) -> bytes:
     else:
         rows = [{"value": v if math.isfinite(v) else None} for v in predicted.values or []]
     return orjson.dumps({"model": served.name, "version": served.version, "digest": served.digest,
-                         "predictions": rows})
+                         "request_id": request_id, "predictions": rows})
+
+
+Record = tuple[str, bytes, bytes, list[tuple[str, bytes]] | None]
+Logged = tuple[Served, str, list[Any], Prediction]
+
+
+class RecordPublisher(Protocol):
+    async def publish_many_raw(self, records: Sequence[Record]) -> None: ...
+
+
+class QueryLog:
+    """Predictions on their way to ``refit.predictions``: never in the request's way.
+
+    A request only offers its prediction to a bounded queue (full: dropped and counted);
+    :meth:`run` encodes and publishes in batches, retrying a failed batch a few times
+    before dropping it, so a slow or absent broker costs predictions nothing.
+    """
+
+    def __init__(self, publisher: RecordPublisher, replica_id: str, capacity: int, batch_size: int) -> None:
+        self.publisher, self.replica_id, self.batch_size = publisher, replica_id, batch_size
+        self.queue: asyncio.Queue[Logged] = asyncio.Queue(capacity)
+        self.counts: Counter[str] = Counter()
+        self.broker_ok = True
+
+    def offer(self, served: Served, request_id: str, rows: list[Any], predicted: Prediction) -> None:
+        try:
+            self.queue.put_nowait((served, request_id, rows, predicted))
+        except asyncio.QueueFull:
+            self.counts["dropped_queue_full"] += 1
+        else:
+            self.counts["enqueued"] += 1
+
+    def stats(self) -> dict[str, Any]:
+        names = ("enqueued", "published", "dropped_queue_full", "dropped_unpublished", "dropped_too_large",
+                 "dropped_invalid")
+        return {"publishing": True, "queued": self.queue.qsize(), "capacity": self.queue.maxsize,
+                **{n: self.counts[n] for n in names}}
+
+    def encode(self, batch: list[Logged]) -> list[Record]:
+        records: list[Record] = []
+        for served, request_id, rows, predicted in batch:
+            try:
+                event = PredictionServed(
+                    model=served.name, request_id=request_id, version=served.version, digest=served.digest,
+                    replica_id=self.replica_id, inputs=rows, classes=served.model.classes, labels=predicted.labels,
+                    probabilities=predicted.probabilities.tolist() if predicted.probabilities is not None else None,
+                    values=[v if math.isfinite(v) else None for v in predicted.values]
+                    if predicted.values is not None else None)
+            except ValidationError:  # rows numpy accepted that the event cannot carry (e.g. booleans)
+                self.counts["dropped_invalid"] += 1
+                continue
+            value = event.to_bytes()
+            if len(value) > MAX_EVENT_BYTES:
+                self.counts["dropped_too_large"] += 1
+                continue
+            records.append((event.topic, event.key(), value, None))
+        return records
+
+    async def _take(self, stop: asyncio.Event) -> list[Logged]:
+        """The next batch: waits for a first item (or ``stop``), then takes what is already queued."""
+        while True:
+            if stop.is_set() and (self.queue.empty() or not self.broker_ok):
+                return []
+            try:
+                first = await asyncio.wait_for(self.queue.get(), timeout=0.5)
+                break
+            except TimeoutError:
+                continue
+        batch = [first]
+        while len(batch) < self.batch_size and not self.queue.empty():
+            batch.append(self.queue.get_nowait())
+        return batch
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Publish until ``stop``; then flush what is queued if the broker answers, else drop it."""
+        while batch := await self._take(stop):
+            try:
+                records = await asyncio.to_thread(self.encode, batch)
+                if records:
+                    await self._publish(records, stop)
+            except Exception as exc:  # the query log must never take the replica (its task group) down
+                self.counts["dropped_unpublished"] += len(batch)
+                log.error("predictions dropped", events=len(batch), error=repr(exc))
+        self.counts["dropped_unpublished"] += self.queue.qsize()
+
+    async def _publish(self, records: list[Record], stop: asyncio.Event) -> None:
+        delay = 0.5
+        for tries_left in range(PUBLISH_TRIES - 1, -1, -1):
+            try:
+                await self.publisher.publish_many_raw(records)
+            except BrokerUnavailableError as exc:
+                self.broker_ok = False
+                log.warning("predictions not published", events=len(records), tries_left=tries_left,
+                            error=str(exc))
+                if tries_left == 0 or stop.is_set():
+                    break
+                try:
+                    await asyncio.wait_for(stop.wait(), timeout=delay)
+                except TimeoutError:
+                    pass
+                delay *= 2
+            else:
+                self.broker_ok = True
+                self.counts["published"] += len(records)
+                return
+        self.counts["dropped_unpublished"] += len(records)
 
 
 async def bootstrap(settings: InferenceSettings, champions: Champions, stop: asyncio.Event) -> None:
@@ -133,6 +258,8 @@ def create_app(settings: InferenceSettings, specs: ModelSpecs | None = None) -> 
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         champions = Champions(specs, HttpArtifactStore(settings.monitor_url), key, settings.session_threads)
         publisher = Publisher(settings, client_id=f"refit-{settings.replica_id}")
+        query_log = QueryLog(publisher, settings.replica_id, settings.predictions_queue_size,
+                             settings.predictions_batch_size) if settings.publish_predictions else None
         stop = asyncio.Event()
 
         async def follow(items: list[Incoming]) -> dict[int, str]:
@@ -148,7 +275,9 @@ def create_app(settings: InferenceSettings, specs: ModelSpecs | None = None) -> 
                     settings, name=settings.replica_id, subscribe=[topics.DECISIONS], group_id=None,
                     expected=(ModelPromoted, CandidateRejected, ModelRolledBack), handler=follow,
                     publisher=publisher, stop=stop))
-                yield {"champions": champions}
+                if query_log is not None:
+                    tasks.create_task(query_log.run(stop))
+                yield {"champions": champions, "query_log": query_log}
                 stop.set()
         finally:
             await publisher.close()
@@ -157,20 +286,37 @@ def create_app(settings: InferenceSettings, specs: ModelSpecs | None = None) -> 
 
     @app.post("/v1/models/{name}/predict", openapi_extra={"requestBody": PREDICT_BODY})
     async def predict(name: str, request: Request) -> Response:
-        """Predict with the current champion; the response names the version that answered."""
-        champions: Champions = request.state.champions
-        served = champions.served.get(name)
-        if served is None:
-            if name not in champions.specs.names():
-                raise HTTPException(404, f"no model named {name!r}")
-            raise HTTPException(503, f"model {name!r} has no champion yet", headers={"Retry-After": "1"})
+        """Predict with the current champion; the response names the version that answered and its request id."""
+        request_id = request_id_of(request)
         try:
-            body = orjson.loads(await request.body())
-        except orjson.JSONDecodeError as exc:
-            raise HTTPException(400, f"body is not valid JSON: {exc}") from None
-        batch = to_batch(served.model, body, settings.max_batch_rows)
-        return Response(answer(served, batch), media_type="application/json",
-                        headers={"x-refit-model-version": str(served.version)})
+            champions: Champions = request.state.champions
+            served = champions.served.get(name)
+            if served is None:
+                if name not in champions.specs.names():
+                    raise HTTPException(404, f"no model named {name!r}")
+                raise HTTPException(503, f"model {name!r} has no champion yet", headers={"Retry-After": "1"})
+            try:
+                body = orjson.loads(await request.body())
+            except orjson.JSONDecodeError as exc:
+                raise HTTPException(400, f"body is not valid JSON: {exc}") from None
+            rows, batch = to_batch(served.model, body, settings.max_batch_rows)
+        except HTTPException as exc:
+            exc.headers = {**(exc.headers or {}), "x-request-id": request_id}
+            raise
+        predicted = served.model.run(batch)
+        query_log: QueryLog | None = request.state.query_log
+        if query_log is not None:
+            query_log.offer(served, request_id, rows, predicted)
+        return Response(answer(served, predicted, request_id), media_type="application/json",
+                        headers={"x-refit-model-version": str(served.version), "x-request-id": request_id})
+
+    @app.get("/v1/stats")
+    async def stats(request: Request) -> dict[str, Any]:
+        """Counters of this replica: swaps, refused decisions, and the query log's queue."""
+        champions: Champions = request.state.champions
+        query_log: QueryLog | None = request.state.query_log
+        return {"replica_id": settings.replica_id, "swaps": champions.swaps, "refused": champions.refused,
+                "predictions": query_log.stats() if query_log is not None else {"publishing": False}}
 
     @app.get("/v1/models")
     async def models(request: Request) -> list[dict[str, Any]]:

@@ -14,11 +14,12 @@ from pydantic import BaseModel, Field
 from refit import topics
 from refit.artifacts import LocalArtifactStore, check_digest
 from refit.errors import ArtifactError, UnknownModelError
-from refit.events import CandidateTrained, SampleIngested
+from refit.events import CandidateTrained, PredictionServed, SampleIngested
 from refit.kafka import Publisher, consume
 from refit.settings import MonitorSettings
 from refit.specs import ModelSpecs, load_specs
 from refit.web import add_error_handlers, require_token
+from services.monitor.feedback import FeedbackStore
 from services.monitor.registry import Registry
 from services.monitor.service import Monitor, RollbackError, decision_json
 
@@ -56,14 +57,16 @@ def create_app(settings: MonitorSettings, specs: ModelSpecs | None = None) -> Fa
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         registry = Registry(settings.state_dir / "monitor.sqlite")
+        feedback = FeedbackStore(settings.state_dir / "feedback.sqlite", {s.name: s.task for s in specs.models},
+                                 settings.feedback_max_rows)
         publisher = Publisher(settings, client_id="refit-monitor")
-        monitor = Monitor(settings, specs, registry, LocalArtifactStore(settings.artifact_dir), publisher)
+        monitor = Monitor(settings, specs, registry, LocalArtifactStore(settings.artifact_dir), publisher, feedback)
         stop = asyncio.Event()
         try:
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(consume(
-                    settings, name="monitor", subscribe=[topics.SAMPLES, topics.CANDIDATES],
-                    group_id="refit-monitor", expected=(SampleIngested, CandidateTrained),
+                    settings, name="monitor", subscribe=[topics.SAMPLES, topics.CANDIDATES, topics.PREDICTIONS],
+                    group_id="refit-monitor", expected=(SampleIngested, CandidateTrained, PredictionServed),
                     handler=monitor.handle, publisher=publisher, stop=stop))
                 tasks.create_task(monitor.run(stop))
                 yield {"monitor": monitor}
@@ -72,6 +75,7 @@ def create_app(settings: MonitorSettings, specs: ModelSpecs | None = None) -> Fa
         finally:
             await publisher.close()
             registry.close()
+            feedback.close()
 
     app = FastAPI(title="refit monitor", version="1", lifespan=lifespan)
     add_error_handlers(app)
@@ -119,6 +123,11 @@ def create_app(settings: MonitorSettings, specs: ModelSpecs | None = None) -> Fa
     async def versions(name: ModelName, monitor: MonitorDep) -> list[dict[str, Any]]:
         """Every version, newest first, with lineage and scores."""
         return monitor.versions(name)
+
+    @app.get("/v1/models/{name}/live")
+    async def live(name: ModelName, monitor: MonitorDep) -> dict[str, Any]:
+        """Live performance: predictions joined with later labels, scored per version over a rolling window."""
+        return await asyncio.to_thread(monitor.live, name)
 
     @app.get("/v1/artifacts/{digest}")
     async def artifact(digest: str, monitor: MonitorDep) -> Response:

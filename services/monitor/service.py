@@ -18,12 +18,13 @@ from refit.artifacts import LocalArtifactStore
 from refit.core.schema import validate_features, validate_label, validate_text
 from refit.core.split import is_holdout
 from refit.errors import RefitError, ArtifactError, BrokerUnavailableError, ModelLoadError, SchemaError, UnknownModelError
-from refit.events import (CandidateRejected, CandidateTrained, ModelPromoted, ModelRolledBack, RetrainRequested,
-                          SampleIngested, parse_event)
+from refit.events import (CandidateRejected, CandidateTrained, ModelPromoted, ModelRolledBack, PredictionServed,
+                          RetrainRequested, SampleIngested, parse_event)
 from refit.kafka import Incoming, Publisher
 from refit.onnx_model import OnnxModel
 from refit.settings import MonitorSettings
 from refit.specs import ModelSpecs
+from services.monitor.feedback import FeedbackStore, LabeledRow, PredictedRow, labeled_row, predicted_rows
 from services.monitor.judge import assess
 from services.monitor.registry import Registry, StoredDecision, Version
 
@@ -36,8 +37,8 @@ class RollbackError(RefitError, ValueError):
 
 class Monitor:
     def __init__(self, settings: MonitorSettings, specs: ModelSpecs, registry: Registry,
-                 artifacts: LocalArtifactStore, publisher: Publisher) -> None:
-        self.settings, self.specs, self.registry = settings, specs, registry
+                 artifacts: LocalArtifactStore, publisher: Publisher, feedback: FeedbackStore) -> None:
+        self.settings, self.specs, self.registry, self.feedback = settings, specs, registry, feedback
         self.artifacts, self.publisher = artifacts, publisher
         self.key = settings.decision_signing_key.get_secret_value().encode()
         self.wake = asyncio.Event()
@@ -49,12 +50,17 @@ class Monitor:
     async def handle(self, items: list[Incoming]) -> dict[int, str]:
         rejected: dict[int, str] = {}
         holdout: list[SampleIngested] = []
+        predicted: list[PredictedRow] = []
+        labeled: list[LabeledRow] = []
         for i, item in enumerate(items):
             event = item.event
             try:
                 spec = self.specs.get(event.model)
                 if isinstance(event, CandidateTrained):
                     self.registry.add_candidate(event)
+                    continue
+                if isinstance(event, PredictionServed):
+                    predicted.extend(predicted_rows(spec.task, event))
                     continue
                 assert isinstance(event, SampleIngested)
                 if spec.input.kind == "text":
@@ -65,9 +71,13 @@ class Monitor:
             except (UnknownModelError, SchemaError) as exc:
                 rejected[i] = str(exc)
                 continue
+            if (label := labeled_row(event)) is not None:
+                labeled.append(label)
             if is_holdout(event.sample_id, spec.training.holdout_fraction, spec.name):
                 holdout.append(event)
         self.registry.add_holdout(holdout)
+        if predicted or labeled:
+            await asyncio.to_thread(self.feedback.record, predicted, labeled)
         self.wake.set()
         return rejected
 
@@ -209,6 +219,27 @@ class Monitor:
             "holdout_size": self.registry.holdout_size(model),
             "versions": len(versions), "pending": sum(v.status == "pending" for v in versions),
             "checked_at": datetime.now(UTC).isoformat(),
+        }
+
+    def live(self, model: str) -> dict[str, Any]:
+        """Live performance from joined feedback, per version, beside each version's holdout scores."""
+        spec = self.specs.get(model)
+        window = self.settings.live_window
+        live = self.feedback.live(model, window)
+        serving = self.registry.serving(model)
+        champion = self.registry.version(model, serving.version) if serving is not None else None
+        by_version = {v.version: v for v in live.versions}
+        versions = [{"version": v.version, "champion": champion is not None and v.version == champion.version,
+                     "joined": v.joined, "window": v.window, "live_scores": v.scores,
+                     "holdout_scores": stored.scores if (stored := self.registry.version(model, v.version)) else None}
+                    for v in live.versions]
+        return {
+            "name": model, "task": spec.task, "window": window, "joined": live.joined,
+            "pending_predictions": live.pending_predictions, "pending_labels": live.pending_labels,
+            "champion": None if champion is None else {
+                "version": champion.version, "holdout_scores": champion.scores,
+                "live_scores": by_version[champion.version].scores if champion.version in by_version else {}},
+            "versions": versions, "checked_at": datetime.now(UTC).isoformat(),
         }
 
 

@@ -27,6 +27,7 @@ from refit.events import (
     InputSignature,
     ModelPromoted,
     ModelRolledBack,
+    PredictionServed,
     RetrainRequested,
     SampleIngested,
     TrainingStats,
@@ -55,6 +56,9 @@ def _decision_fields() -> dict[str, Any]:
 
 
 BUILDERS: dict[type[Event], Callable[[], dict[str, Any]]] = {
+    PredictionServed: lambda: {
+        "request_id": "req-1", "version": 3, "digest": DIGEST, "replica_id": "inference-0",
+        "inputs": [{"a": 1.5, "b": -2.0}], "classes": ["x", "y"], "labels": ["y"], "probabilities": [[0.2, 0.8]]},
     SampleIngested: lambda: {
         "sample_id": "s-1", "features": {"a": 1.5, "b": -2.0}, "label": "setosa", "confidence": 0.9,
         "source": "test", "idempotency_key": "k-1", "event_time": WHEN,
@@ -125,6 +129,7 @@ def test_every_event_class_is_registered_and_has_a_builder():
         (CandidateRejected, topics.DECISIONS),
         (ModelRolledBack, topics.DECISIONS),
         (DeadLettered, topics.DEAD_LETTERS),
+        (PredictionServed, topics.PREDICTIONS),
     ],
 )
 def test_each_event_is_bound_to_its_topic(cls, topic):
