@@ -74,6 +74,9 @@ class MonitorSettings(_SignedDecisions):
     public_url: str = "http://127.0.0.1:8003"
     api_token: SecretStr = SecretStr(LOCAL_API_TOKEN)
     judge_interval_s: float = Field(2.0, gt=0)
+    trigger_interval_s: float = Field(5.0, gt=0)
+    # Base URLs of the other services, shown as health on the dashboard: {"ingest": "http://…", …}.
+    peer_urls: dict[str, str] = Field(default_factory=dict)
     # Live metrics are computed over the newest ``live_window`` joined outcomes of each version.
     live_window: int = Field(500, ge=1)
     # Each feedback table (predictions waiting for a label, labels waiting for a prediction,

@@ -8,6 +8,7 @@ keeps everything in memory; the services keep their state under ``state_dir``.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -140,6 +141,8 @@ class Stack:
         if kind == "monitor":
             values["PUBLIC_URL"] = self.url("monitor")
             values["JUDGE_INTERVAL_S"] = "1"
+            values["TRIGGER_INTERVAL_S"] = "1"
+            values["PEER_URLS"] = json.dumps({n: self.url(n) for n in self.ports if n != "monitor"})
         if kind == "inference":
             values["MONITOR_URL"] = self.url("monitor")
             values["REPLICA_ID"] = name

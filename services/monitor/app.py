@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Annotated, Any
 
+import httpx
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
-from fastapi.responses import Response
+from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel, Field
 
 from refit import topics
@@ -17,11 +19,14 @@ from refit.errors import ArtifactError, UnknownModelError
 from refit.events import CandidateTrained, PredictionServed, SampleIngested
 from refit.kafka import Publisher, consume
 from refit.settings import MonitorSettings
-from refit.specs import ModelSpecs, load_specs
+from refit.specs import ModelSpecs, TriggersSpec, load_specs
 from refit.web import add_error_handlers, require_token
 from services.monitor.feedback import FeedbackStore
 from services.monitor.registry import Registry
 from services.monitor.service import Monitor, RollbackError, decision_json
+from services.monitor.trigger_store import TriggerStore
+
+DASHBOARD = Path(__file__).parent / "static" / "index.html"
 
 
 class RetrainIn(BaseModel):
@@ -60,7 +65,9 @@ def create_app(settings: MonitorSettings, specs: ModelSpecs | None = None) -> Fa
         feedback = FeedbackStore(settings.state_dir / "feedback.sqlite", {s.name: s.task for s in specs.models},
                                  settings.feedback_max_rows)
         publisher = Publisher(settings, client_id="refit-monitor")
-        monitor = Monitor(settings, specs, registry, LocalArtifactStore(settings.artifact_dir), publisher, feedback)
+        trigger_store = TriggerStore(settings.state_dir / "triggers.sqlite")
+        monitor = Monitor(settings, specs, registry, LocalArtifactStore(settings.artifact_dir), publisher, feedback,
+                          trigger_store)
         stop = asyncio.Event()
         try:
             async with asyncio.TaskGroup() as tasks:
@@ -69,6 +76,7 @@ def create_app(settings: MonitorSettings, specs: ModelSpecs | None = None) -> Fa
                     group_id="refit-monitor", expected=(SampleIngested, CandidateTrained, PredictionServed),
                     handler=monitor.handle, publisher=publisher, stop=stop))
                 tasks.create_task(monitor.run(stop))
+                tasks.create_task(monitor.run_triggers(stop))
                 yield {"monitor": monitor}
                 stop.set()
                 monitor.wake.set()
@@ -76,6 +84,7 @@ def create_app(settings: MonitorSettings, specs: ModelSpecs | None = None) -> Fa
             await publisher.close()
             registry.close()
             feedback.close()
+            trigger_store.close()
 
     app = FastAPI(title="refit monitor", version="1", lifespan=lifespan)
     add_error_handlers(app)
@@ -128,6 +137,59 @@ def create_app(settings: MonitorSettings, specs: ModelSpecs | None = None) -> Fa
     async def live(name: ModelName, monitor: MonitorDep) -> dict[str, Any]:
         """Live performance: predictions joined with later labels, scored per version over a rolling window."""
         return await asyncio.to_thread(monitor.live, name)
+
+    @app.get("/v1/models/{name}/triggers")
+    async def triggers(name: ModelName, monitor: MonitorDep) -> dict[str, Any]:
+        """Triggers that fired (with evidence), those held back and why, live performance, drift, schedules."""
+        return monitor.triggers.describe(name)
+
+    @app.get("/v1/models/{name}/config")
+    async def get_config(name: ModelName, monitor: MonitorDep) -> dict[str, Any]:
+        """The model's effective trigger configuration and where it comes from (spec or override)."""
+        config, source = monitor.triggers.config(name)
+        return {"model": name, "source": source, "triggers": config.model_dump(mode="json")}
+
+    @app.put("/v1/models/{name}/config", dependencies=[authorized])
+    async def put_config(name: ModelName, body: TriggersSpec, monitor: MonitorDep) -> dict[str, Any]:
+        """Replace the model's trigger configuration (validated; persisted; overrides the spec file)."""
+        monitor.triggers.set_config(name, body)
+        return {"model": name, "source": "override", "triggers": body.model_dump(mode="json")}
+
+    @app.get("/v1/scheduler")
+    async def scheduler(monitor: MonitorDep) -> dict[str, Any]:
+        """Whether automatic retraining runs, and every schedule with its next run time."""
+        jobs = [job for name in specs.names() for job in monitor.triggers.schedules(name)]
+        return {"running": monitor.triggers.running, "jobs": jobs}
+
+    @app.post("/v1/scheduler/start", dependencies=[authorized])
+    async def scheduler_start(monitor: MonitorDep) -> dict[str, Any]:
+        """Resume automatic retraining (schedules and every automatic trigger)."""
+        monitor.triggers.set_running(True)
+        return {"running": True}
+
+    @app.post("/v1/scheduler/stop", dependencies=[authorized])
+    async def scheduler_stop(monitor: MonitorDep) -> dict[str, Any]:
+        """Pause automatic retraining; manual requests still work."""
+        monitor.triggers.set_running(False)
+        return {"running": False}
+
+    @app.get("/v1/health")
+    async def health() -> dict[str, Any]:
+        """Each configured peer service's /healthz, as the dashboard shows it."""
+        async def probe(url: str) -> dict[str, Any]:
+            try:
+                async with httpx.AsyncClient(timeout=2) as client:
+                    response = await client.get(f"{url.rstrip('/')}/healthz")
+                return {"ok": response.status_code == 200, "detail": f"HTTP {response.status_code}"}
+            except httpx.HTTPError as exc:
+                return {"ok": False, "detail": repr(exc)}
+        names = list(settings.peer_urls)
+        results = await asyncio.gather(*(probe(settings.peer_urls[n]) for n in names))
+        return {"services": {"monitor": {"ok": True, "detail": "this service"}, **dict(zip(names, results))}}
+
+    @app.get("/", include_in_schema=False)
+    async def dashboard() -> FileResponse:
+        return FileResponse(DASHBOARD, media_type="text/html")
 
     @app.get("/v1/artifacts/{digest}")
     async def artifact(digest: str, monitor: MonitorDep) -> Response:

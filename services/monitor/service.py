@@ -27,6 +27,8 @@ from refit.specs import ModelSpecs
 from services.monitor.feedback import FeedbackStore, LabeledRow, PredictedRow, labeled_row, predicted_rows
 from services.monitor.judge import assess
 from services.monitor.registry import Registry, StoredDecision, Version
+from services.monitor.trigger_store import TriggerStore
+from services.monitor.triggers import Champion, Triggers
 
 log = structlog.get_logger("monitor")
 
@@ -37,9 +39,11 @@ class RollbackError(RefitError, ValueError):
 
 class Monitor:
     def __init__(self, settings: MonitorSettings, specs: ModelSpecs, registry: Registry,
-                 artifacts: LocalArtifactStore, publisher: Publisher, feedback: FeedbackStore) -> None:
+                 artifacts: LocalArtifactStore, publisher: Publisher, feedback: FeedbackStore,
+                 trigger_store: TriggerStore) -> None:
         self.settings, self.specs, self.registry, self.feedback = settings, specs, registry, feedback
         self.artifacts, self.publisher = artifacts, publisher
+        self.triggers = Triggers(specs, trigger_store, registry, publisher, self.champion)
         self.key = settings.decision_signing_key.get_secret_value().encode()
         self.wake = asyncio.Event()
         self._decide = asyncio.Lock()
@@ -50,6 +54,7 @@ class Monitor:
     async def handle(self, items: list[Incoming]) -> dict[int, str]:
         rejected: dict[int, str] = {}
         holdout: list[SampleIngested] = []
+        valid: list[SampleIngested] = []
         predicted: list[PredictedRow] = []
         labeled: list[LabeledRow] = []
         for i, item in enumerate(items):
@@ -58,6 +63,7 @@ class Monitor:
                 spec = self.specs.get(event.model)
                 if isinstance(event, CandidateTrained):
                     self.registry.add_candidate(event)
+                    self.triggers.candidate_arrived(event.model, event.candidate_id)
                     continue
                 if isinstance(event, PredictionServed):
                     predicted.extend(predicted_rows(spec.task, event))
@@ -71,11 +77,13 @@ class Monitor:
             except (UnknownModelError, SchemaError) as exc:
                 rejected[i] = str(exc)
                 continue
+            valid.append(event)
             if (label := labeled_row(event)) is not None:
                 labeled.append(label)
             if is_holdout(event.sample_id, spec.training.holdout_fraction, spec.name):
                 holdout.append(event)
         self.registry.add_holdout(holdout)
+        self.triggers.observe(valid)
         if predicted or labeled:
             await asyncio.to_thread(self.feedback.record, predicted, labeled)
         self.wake.set()
@@ -95,6 +103,31 @@ class Monitor:
                 await asyncio.wait_for(self.wake.wait(), timeout=self.settings.judge_interval_s)
             except TimeoutError:
                 pass
+
+    async def run_triggers(self, stop: asyncio.Event) -> None:
+        """Evaluate every model's triggers every ``trigger_interval_s``."""
+        while not stop.is_set():
+            try:
+                await self.triggers.tick()
+            except BrokerUnavailableError as exc:
+                log.warning("retrain request not yet published", error=str(exc))
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=self.settings.trigger_interval_s)
+            except TimeoutError:
+                pass
+
+    def champion(self, model: str) -> Champion | None:
+        """The serving champion with its loaded model and holdout scores (None before the first)."""
+        serving = self.registry.serving(model)
+        if serving is None:
+            return None
+        version = self.registry.version(model, serving.version)
+        event = parse_event(serving.payload)
+        try:
+            loaded = self._load(getattr(event, "digest"))
+        except (ArtifactError, ModelLoadError):
+            return None
+        return Champion(serving.version, event.occurred_at, loaded, (version.scores if version else None) or {})
 
     def _load(self, digest: str) -> OnnxModel:
         model = self._models.get(digest)
@@ -198,10 +231,7 @@ class Monitor:
     # control plane --------------------------------------------------------------------------
     async def request_retrain(self, model: str, reason: str, requested_by: str | None) -> RetrainRequested:
         self.specs.get(model)
-        event = RetrainRequested(model=model, kind="manual", reason=reason, requested_by=requested_by)
-        await self.publisher.publish(event)
-        log.info("retrain requested", model=model, event_id=str(event.event_id), reason=reason)
-        return event
+        return await self.triggers.manual(model, reason, requested_by)
 
     def summary(self, model: str) -> dict[str, Any]:
         spec = self.specs.get(model)

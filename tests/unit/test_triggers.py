@@ -127,3 +127,10 @@ def test_adaptive_age_limit(live, limit) -> None:
     s = spec(max_age_days=7, adaptive=True, adaptive_min_days=3, adaptive_max_days=30)
     assert age_limit_days(s, live) == pytest.approx(limit)
     assert age_limit_days(spec(max_age_days=7, adaptive=False), live) == 7
+
+
+def test_a_detected_change_lets_a_shorter_window_count() -> None:
+    after_change = Live("accuracy", 0.6, 0.9, samples=60, change_detected=True)
+    assert kind(evaluate(spec(performance=True), signals(live=after_change))) == "performance"
+    too_few = Live("accuracy", 0.6, 0.9, samples=49, change_detected=True)
+    assert evaluate(spec(performance=True), signals(live=too_few)).fire is None

@@ -24,6 +24,8 @@ from typing import Any
 from refit.core.schedule import Due
 from refit.specs import TriggersSpec
 
+_AFTER_CHANGE = 50  # live samples needed after a detected change before the drop counts
+
 
 @dataclass(frozen=True)
 class InFlight:
@@ -41,6 +43,11 @@ class Live:
     live: float
     reference: float
     samples: int
+    change_detected: bool = False   # a streaming detector saw the error rate change
+
+    def enough(self, window: int) -> bool:
+        """A full window, or (after a detected change) enough post-change samples to judge."""
+        return self.samples >= window or (self.change_detected and self.samples >= min(window, _AFTER_CHANGE))
 
 
 @dataclass(frozen=True)
@@ -86,7 +93,7 @@ def _threshold(spec: TriggersSpec, live: Live) -> float:
 def age_limit_days(spec: TriggersSpec, live: Live | None) -> float | None:
     if spec.max_age_days is None:
         return None
-    if not spec.adaptive or live is None or live.samples < spec.performance_window:
+    if not spec.adaptive or live is None or not live.enough(spec.performance_window):
         return spec.max_age_days
     ratio = degradation(live) / _threshold(spec, live)
     if ratio >= 0:
@@ -98,16 +105,18 @@ def age_limit_days(spec: TriggersSpec, live: Live | None) -> float | None:
 
 def _wanted(spec: TriggersSpec, s: Signals) -> list[Fire]:
     wanted = []
-    if spec.performance and s.live is not None and s.live.samples >= spec.performance_window:
+    if spec.performance and s.live is not None and s.live.enough(spec.performance_window):
         change, limit = degradation(s.live), _threshold(spec, s.live)
         if change > limit:
             wanted.append(Fire("performance", f"live {s.live.metric} {s.live.live:.4g} vs holdout "
                                f"{s.live.reference:.4g}: {change:+.1%} worse (limit {limit:.0%})",
                                {"metric": s.live.metric, "live": s.live.live, "reference": s.live.reference,
-                                "relative_change": change, "threshold": limit, "window": s.live.samples}))
+                                "relative_change": change, "threshold": limit, "window": s.live.samples,
+                                "change_detected": s.live.change_detected}))
     if spec.drift and s.drift is not None and s.drift.get("drifted"):
-        wanted.append(Fire("drift", f"data drift in {s.drift.get('share_drifted', 0):.0%} of the features",
-                           dict(s.drift)))
+        names = s.drift.get("drifted_features") or []
+        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        wanted.append(Fire("drift", f"data drift in {shown or 'the features'}", dict(s.drift)))
     for run in s.due:
         wanted.append(Fire("schedule", f"schedule {run.schedule} came due at {run.scheduled_for.isoformat()}",
                            {"schedule": run.schedule, "scheduled_for": run.scheduled_for.isoformat(),

@@ -1,0 +1,126 @@
+"""The trigger engine's durable state (SQLite, WAL): in-flight requests, fired triggers, schedules.
+
+Kept apart from the decision registry: triggers change often and never decide anything.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from refit.core.triggers import InFlight
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS state (
+    model TEXT PRIMARY KEY,
+    new_samples INTEGER NOT NULL DEFAULT 0,
+    last_fired_at TEXT,
+    in_flight BLOB,
+    reference_seq INTEGER
+);
+CREATE TABLE IF NOT EXISTS fired (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    model TEXT NOT NULL, kind TEXT NOT NULL, reason TEXT NOT NULL, evidence BLOB NOT NULL,
+    request_id TEXT NOT NULL, retry_of TEXT, outcome TEXT, occurred_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS schedule_runs (
+    model TEXT NOT NULL, schedule TEXT NOT NULL, last_run TEXT NOT NULL, PRIMARY KEY (model, schedule)
+);
+CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+"""
+
+
+class TriggerStore:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(_SCHEMA)
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _one(self, sql: str, args: tuple[Any, ...]) -> Any:
+        with self._lock:
+            return self._db.execute(sql, args).fetchone()
+
+    def _run(self, sql: str, args: tuple[Any, ...]) -> None:
+        with self._lock:
+            self._db.execute(sql, args)
+
+    def _ensure(self, model: str) -> None:
+        self._run("INSERT OR IGNORE INTO state (model) VALUES (?)", (model,))
+
+    def state(self, model: str) -> tuple[int, datetime | None, InFlight | None, int | None]:
+        """(new samples since the last request, when one last fired, the request in flight, reference seq)."""
+        self._ensure(model)
+        new, fired, flight, ref = self._one(
+            "SELECT new_samples, last_fired_at, in_flight, reference_seq FROM state WHERE model = ?", (model,))
+        in_flight = None
+        if flight:
+            data = orjson.loads(flight)
+            in_flight = InFlight(data["request_id"], data["kind"], datetime.fromisoformat(data["requested_at"]),
+                                 data["attempts"])
+        return new, datetime.fromisoformat(fired) if fired else None, in_flight, ref
+
+    def add_samples(self, counts: dict[str, int]) -> None:
+        for model, n in counts.items():
+            self._ensure(model)
+            self._run("UPDATE state SET new_samples = new_samples + ? WHERE model = ?", (n, model))
+
+    def fired(self, model: str, kind: str, reason: str, evidence: dict[str, Any], request_id: str,
+              at: datetime, attempts: int, retry_of: str | None) -> None:
+        flight = orjson.dumps({"request_id": request_id, "kind": kind, "requested_at": at.isoformat(),
+                               "attempts": attempts})
+        self._ensure(model)
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("UPDATE state SET new_samples = 0, last_fired_at = ?, in_flight = ? WHERE model = ?",
+                             (at.isoformat(), flight, model))
+            self._db.execute("INSERT INTO fired (model, kind, reason, evidence, request_id, retry_of, occurred_at)"
+                             " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                             (model, kind, reason, orjson.dumps(evidence, default=str), request_id, retry_of,
+                              at.isoformat()))
+            self._db.execute("COMMIT")
+
+    def finish(self, model: str, outcome: str) -> None:
+        """The request in flight got its candidate (or was given up): record how it ended."""
+        _, _, flight, _ = self.state(model)
+        if flight is None:
+            return
+        self._run("UPDATE fired SET outcome = ? WHERE request_id = ?", (outcome, flight.request_id))
+        self._run("UPDATE state SET in_flight = NULL WHERE model = ?", (model,))
+
+    def set_reference(self, model: str, seq: int) -> None:
+        self._ensure(model)
+        self._run("UPDATE state SET reference_seq = ? WHERE model = ?", (seq, model))
+
+    def history(self, model: str, limit: int = 50) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT kind, reason, evidence, request_id, retry_of, outcome, occurred_at FROM fired"
+                " WHERE model = ? ORDER BY seq DESC LIMIT ?", (model, limit)).fetchall()
+        return [{"kind": r[0], "reason": r[1], "evidence": orjson.loads(r[2]), "request_id": r[3],
+                 "retry_of": r[4], "outcome": r[5], "occurred_at": r[6]} for r in rows]
+
+    def last_run(self, model: str, schedule: str) -> datetime | None:
+        row = self._one("SELECT last_run FROM schedule_runs WHERE model = ? AND schedule = ?", (model, schedule))
+        return datetime.fromisoformat(row[0]) if row else None
+
+    def ran(self, model: str, schedule: str, at: datetime) -> None:
+        self._run("INSERT INTO schedule_runs (model, schedule, last_run) VALUES (?, ?, ?) ON CONFLICT"
+                  " (model, schedule) DO UPDATE SET last_run = excluded.last_run", (model, schedule, at.isoformat()))
+
+    def get(self, key: str) -> Any:
+        row = self._one("SELECT value FROM settings WHERE key = ?", (key,))
+        return orjson.loads(row[0]) if row else None
+
+    def put(self, key: str, value: Any) -> None:
+        self._run("INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET"
+                  " value = excluded.value", (key, orjson.dumps(value)))
