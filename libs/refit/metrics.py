@@ -1,0 +1,71 @@
+"""Prometheus metrics: every name refit exports, defined once, one registry per running app.
+
+Each service builds a :class:`Metrics` in ``create_app`` (a registry of its own, so tests can
+build many apps in one process) and serves it at ``GET /metrics``. Names follow Prometheus
+conventions (``_total`` counters, ``_seconds`` durations) and carry the model as a label.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+TRAINING_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
+
+
+class Metrics:
+    """All of refit's metrics; a service only moves the ones that concern it."""
+
+    def __init__(self, service: str) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.service = service
+        # data plane
+        self.samples_ingested = Counter("refit_samples_ingested_total", "Samples accepted (broker-acknowledged)",
+                                        ["model"], registry=r)
+        self.samples_rejected = Counter("refit_samples_rejected_total", "Samples refused with a 4xx at ingest",
+                                        ["model"], registry=r)
+        self.broker_unavailable = Counter("refit_broker_unavailable_total",
+                                          "Writes answered 503 because the broker did not acknowledge", registry=r)
+        self.samples_stored = Counter("refit_samples_stored_total", "New training rows stored by the trainer",
+                                      ["model"], registry=r)
+        self.samples_filtered = Counter("refit_samples_filtered_total",
+                                        "Rows removed by a data-quality filter before a training run",
+                                        ["model", "filter"], registry=r)
+        self.records_consumed = Counter("refit_records_consumed_total", "Kafka records consumed",
+                                        ["consumer"], registry=r)
+        self.dead_lettered = Counter("refit_dead_lettered_total", "Records sent to the dead-letter topic",
+                                     ["consumer"], registry=r)
+        # training and decisions
+        self.retraining_triggered = Counter("refit_retraining_triggered_total", "Retrain requests by trigger kind",
+                                            ["model", "trigger"], registry=r)
+        self.training_duration = Histogram("refit_training_duration_seconds", "Fit + convert + check time",
+                                           ["model"], buckets=TRAINING_BUCKETS, registry=r)
+        self.trainings = Counter("refit_trainings_total", "Training runs by outcome (success, or the error kind)",
+                                 ["model", "outcome"], registry=r)
+        self.decisions = Counter("refit_decisions_total", "Decisions: promoted, rejected, rolled_back",
+                                 ["model", "decision"], registry=r)
+        self.champion_version = Gauge("refit_champion_version", "Version number of the current champion",
+                                      ["model"], registry=r)
+        self.model_age = Gauge("refit_model_age_seconds", "Seconds since the current champion was promoted",
+                               ["model"], registry=r)
+        self.live_metric = Gauge("refit_live_metric", "The champion's rolling live metric (prequential)",
+                                 ["model", "metric"], registry=r)
+        # serving
+        self.requests = Counter("refit_inference_requests_total", "Prediction requests",
+                                ["model", "version", "status"], registry=r)
+        self.latency = Histogram("refit_inference_latency_seconds", "Prediction latency inside the service",
+                                 ["model", "version"], buckets=LATENCY_BUCKETS, registry=r)
+        self.swaps = Counter("refit_swaps_total", "Hot swaps to a new champion", ["model"], registry=r)
+        self.swap_duration = Histogram("refit_swap_duration_seconds", "Fetch + verify + load + warm-up time",
+                                       ["model"], buckets=TRAINING_BUCKETS, registry=r)
+        self.decisions_refused = Counter("refit_decisions_refused_total",
+                                         "Decisions or artifacts inference refused", ["reason"], registry=r)
+
+    def mount(self, app: FastAPI) -> None:
+        """Serve this registry at ``GET /metrics`` in Prometheus' text format."""
+
+        @app.get("/metrics", include_in_schema=False)
+        async def metrics() -> Response:
+            return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
