@@ -98,6 +98,73 @@ def _retrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _status(args: argparse.Namespace) -> int:
+    health = _request("GET", "/v1/health", args)["services"]
+    models = _request("GET", "/v1/models", args)
+    scheduler = _request("GET", "/v1/scheduler", args)
+    rows = [f"{name:<14}{'up' if s['ok'] else 'DOWN':<6}{s.get('detail', '')}" for name, s in health.items()]
+    rows.append(f"automatic retraining: {'running' if scheduler['running'] else 'stopped'}")
+    rows += [f"{m['name']:<16}" + (f"champion v{m['champion']['version']}" if m["champion"] else "no champion")
+             + f", {m['versions']} versions, holdout {m['holdout_size']}" for m in models]
+    _print({"services": health, "models": models, "scheduler": scheduler}, args.json, rows)
+    return 0 if all(s["ok"] for s in health.values()) else 1
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    body = {"reason": args.reason, **({"to_version": args.to} if args.to is not None else {})}
+    data = _request("POST", f"/v1/models/{args.model}/rollback", args, json=body)
+    _print(data, args.json, [f"{data['model']}: v{data['version']} is champion again "
+                             f"(was v{data['champion_version']}); inference follows decision #{data['sequence']}"])
+    return 0
+
+
+def _scheduler(args: argparse.Namespace) -> int:
+    if args.action in ("start", "stop"):
+        _request("POST", f"/v1/scheduler/{args.action}", args)
+    data = _request("GET", "/v1/scheduler", args)
+    rows = [f"automatic retraining: {'running' if data['running'] else 'stopped'}"]
+    rows += [f"{j['model']:<16}{j['name']:<12}next {j['next_run']}  ({j['timezone']})" for j in data["jobs"]]
+    _print(data, args.json, rows)
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    url = f"{args.monitor.rstrip('/')}/v1/models/{args.model}/dataset"
+    out = open(args.output, "wb") if args.output else sys.stdout.buffer  # noqa: SIM115 - closed below
+    try:
+        with httpx.stream("GET", url, params={"format": args.format}, timeout=httpx.Timeout(30, read=300)) as response:
+            if response.status_code != 200:
+                raise SystemExit(f"error: {response.status_code} {response.read().decode(errors='replace')}")
+            for chunk in response.iter_bytes():
+                out.write(chunk)
+    except httpx.HTTPError as exc:
+        raise SystemExit(f"error: cannot reach the monitor at {args.monitor}: {exc}") from None
+    finally:
+        if args.output:
+            out.close()
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    data = _request("GET", "/v1/reports", args, params={"days": args.days})
+    rows = [f"report {data['from'][:16]} → {data['to'][:16]}"]
+    for m in data["models"]:
+        trend = m["trend"]
+        start = trend["start"] and f"v{trend['start']['version']}"
+        end = trend["end"] and f"v{trend['end']['version']}"
+        rows.append(f"{m['model']:<16}retrainings {sum(m['retrainings'].values())} {m['retrainings']}  "
+                    f"decisions {m['decisions']}  failures {len(m['failures'])}  champion {start or '-'} → {end or '-'}")
+    _print(data, args.json, rows)
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from refit import demo
+
+    demo.run(args.ingest, args.monitor, args.inference, say=lambda line: print(line, flush=True))
+    return 0
+
+
 def _ingest_watch(args: argparse.Namespace) -> int:
     from refit.errors import ConfigError, UnknownModelError
     from refit.logs import configure
@@ -161,6 +228,27 @@ def main(argv: list[str] | None = None) -> int:
     retrain.add_argument("model")
     retrain.add_argument("--reason", default="manual request from the CLI")
     retrain.set_defaults(func=_retrain)
+    sub.add_parser("status", help="service health, champions and the scheduler").set_defaults(func=_status)
+    rollback = sub.add_parser("rollback", help="put the previous (or a named) champion back")
+    rollback.add_argument("model")
+    rollback.add_argument("--to", type=int, default=None, metavar="VERSION")
+    rollback.add_argument("--reason", default="rollback from the CLI")
+    rollback.set_defaults(func=_rollback)
+    scheduler = sub.add_parser("scheduler", help="automatic retraining: start, stop, status")
+    scheduler.add_argument("action", choices=["start", "stop", "status"])
+    scheduler.set_defaults(func=_scheduler)
+    export = sub.add_parser("export", help="download a model's training dataset")
+    export.add_argument("model")
+    export.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
+    export.add_argument("--output", "-o", default=None, help="file to write (default: standard output)")
+    export.set_defaults(func=_export)
+    report = sub.add_parser("report", help="what happened to each model over the last days")
+    report.add_argument("--days", type=float, default=7)
+    report.set_defaults(func=_report)
+    demo_cmd = sub.add_parser("demo", help="stream the digits demo into a running stack")
+    demo_cmd.add_argument("--ingest", default=DEFAULT_INGEST)
+    demo_cmd.add_argument("--inference", default=os.environ.get("REFIT_INFERENCE_URL", "http://127.0.0.1:8004"))
+    demo_cmd.set_defaults(func=_demo)
     ingest = sub.add_parser("ingest", help="feed ingest from outside").add_subparsers(dest="source", required=True)
     watch = ingest.add_parser("watch", help="post the rows of CSV / JSON-lines files in a directory, once each",
                               description="Poll DIR for *.csv, *.jsonl and *.ndjson files and post their new "

@@ -19,10 +19,12 @@ import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
+from aiokafka.partitioner import DefaultPartitioner
 
 from refit import topics
 from refit.errors import BrokerUnavailableError, EventDecodeError
 from refit.events import DeadLettered, Event, parse_event
+from refit.metrics import Metrics
 from refit.settings import CommonSettings
 
 log = structlog.get_logger(__name__)
@@ -64,12 +66,17 @@ async def retry_forever(what: str, attempt: Callable[[], Awaitable[Any]], stop: 
 class Publisher:
     """An ``acks=all`` producer that (re)connects on demand and reports failures as 503-able errors."""
 
+    # Up to ~500 records of a sample in one produce request (aiokafka's default is 16 KiB, ~15
+    # records), and half of Kafka's default 1 MiB limit on a record batch.
+    max_batch_bytes = 512 * 1024
+
     def __init__(self, settings: CommonSettings, client_id: str, timeout_s: float = 10.0) -> None:
         self.settings = settings
         self.client_id = client_id
         self.timeout_s = timeout_s
         self._producer: AIOKafkaProducer | None = None
         self._lock = asyncio.Lock()
+        self._enqueue = asyncio.Lock()
 
     async def _connected(self) -> AIOKafkaProducer:
         if self._producer is not None:
@@ -84,6 +91,7 @@ class Publisher:
                     enable_idempotence=self.settings.kafka_idempotence,
                     request_timeout_ms=self.settings.kafka_request_timeout_ms,
                     linger_ms=2,
+                    max_batch_size=self.max_batch_bytes,
                 )
                 try:
                     await producer.start()
@@ -110,12 +118,41 @@ class Publisher:
         try:
             async with asyncio.timeout(self.timeout_s):
                 producer = await self._connected()
-                futures = [await producer.send(t, value=v, key=k, headers=h or [])
-                           for t, k, v, h in records]
-                await asyncio.gather(*futures)
+                await asyncio.gather(*await self._send_batches(producer, records))
         except (KafkaError, OSError, TimeoutError) as exc:
             await self._reset()
             raise BrokerUnavailableError(f"the broker did not acknowledge the write: {exc!r}") from None
+
+    async def _send_batches(self, producer: AIOKafkaProducer,
+                            records: Sequence[tuple[str, bytes, bytes, list[tuple[str, bytes]] | None]],
+                            ) -> list[asyncio.Future[Any]]:
+        """Queue the records as whole batches: one future per batch, not per record.
+
+        ``producer.send`` runs the partitioner (pure-Python murmur2), checks and queues each
+        record and resolves a future for each, which cost more than the write itself. Records
+        go to the partition ``send`` would choose by key and keep their order within it.
+        """
+        by_partition: dict[tuple[str, int], list[tuple[bytes, bytes, list[tuple[str, bytes]]]]] = {}
+        partition_of: dict[tuple[str, bytes], int] = {}
+        for topic, key, value, headers in records:
+            if (topic, key) not in partition_of:
+                partitions = sorted(await producer.partitions_for(topic))
+                partition_of[topic, key] = DefaultPartitioner()(key, partitions, partitions)
+            by_partition.setdefault((topic, partition_of[topic, key]), []).append((key, value, headers or []))
+        futures: list[asyncio.Future[Any]] = []
+        # One caller at a time: send_batch waits until the partition's previous batch left the queue,
+        # and aiokafka counts a waiter's time cumulatively, so many concurrent waiters would time out.
+        async with self._enqueue:
+            for (topic, partition), items in by_partition.items():
+                batch = producer.create_batch()
+                for key, value, headers in items:
+                    if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:  # full
+                        futures.append(await producer.send_batch(batch, topic, partition=partition))
+                        batch = producer.create_batch()
+                        batch.append(key=key, value=value, timestamp=None, headers=headers)  # the first fits
+                batch.close()  # complete: nothing else will join it, so it need not linger
+                futures.append(await producer.send_batch(batch, topic, partition=partition))
+        return futures
 
     async def publish(self, event: Event, headers: list[tuple[str, bytes]] | None = None) -> None:
         await self.publish_raw(event.topic, event.key(), event.to_bytes(), headers)
@@ -165,7 +202,7 @@ async def dead_letter(publisher: Publisher, consumer: str, record: ConsumerRecor
 async def consume(settings: CommonSettings, *, name: str, subscribe: Sequence[str], group_id: str | None,
                   expected: type[Event] | tuple[type[Event], ...], handler: BatchHandler,
                   publisher: Publisher, stop: asyncio.Event, max_records: int = 500,
-                  counts: Counter[str] | None = None) -> None:
+                  counts: Counter[str] | None = None, metrics: Metrics | None = None) -> None:
     """Consume until ``stop`` is set; commit each batch after ``handler`` made it durable.
 
     A handler exception is treated as transient: the consumer is rebuilt and resumes
@@ -189,7 +226,7 @@ async def consume(settings: CommonSettings, *, name: str, subscribe: Sequence[st
             while not stop.is_set():
                 batches = await consumer.getmany(timeout_ms=500, max_records=max_records)
                 for records in batches.values():
-                    await _handle(records, name, expected, handler, publisher, counts)
+                    await _handle(records, name, expected, handler, publisher, counts, metrics)
                 if batches and group_id is not None:
                     await consumer.commit()
         except asyncio.CancelledError:
@@ -207,7 +244,7 @@ async def consume(settings: CommonSettings, *, name: str, subscribe: Sequence[st
 
 async def _handle(records: list[ConsumerRecord[bytes, bytes]], name: str,
                   expected: type[Event] | tuple[type[Event], ...], handler: BatchHandler,
-                  publisher: Publisher, counts: Counter[str]) -> None:
+                  publisher: Publisher, counts: Counter[str], metrics: Metrics | None) -> None:
     items: list[Incoming] = []
     dead: list[tuple[ConsumerRecord[bytes, bytes], str]] = []
     for record in records:
@@ -221,3 +258,7 @@ async def _handle(records: list[ConsumerRecord[bytes, bytes]], name: str,
         await dead_letter(publisher, name, record, reason)
     counts["consumed"] += len(records)
     counts["dead_lettered"] += len(dead)
+    if metrics is not None:
+        metrics.records_consumed.labels(name).inc(len(records))
+        if dead:
+            metrics.dead_lettered.labels(name).inc(len(dead))

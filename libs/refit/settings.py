@@ -2,14 +2,15 @@
 
 Built once in each service's ``main`` and passed down; nothing reads the
 environment anywhere else. Outside local mode the well-known development
-secrets are refused at start.
+secrets are refused at start. Every field's description is the configuration
+reference (``docs/operations.md`` is generated from these classes).
 """
 
 from __future__ import annotations
 
 import socket
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -18,30 +19,36 @@ LOCAL_SIGNING_KEY = "refit-local-signing-key"
 LOCAL_API_TOKEN = "refit-local-token"
 
 
+def _f(default: Any = ..., description: str = "", **constraints: Any) -> Any:
+    return Field(default, description=description, **constraints)
+
+
 class CommonSettings(BaseSettings):
     """What every service needs: where the broker is, the model specs, state, logging."""
 
     model_config = SettingsConfigDict(extra="ignore", frozen=True)
 
-    environment: Literal["local", "production"] = "local"
-    bootstrap_servers: str = "127.0.0.1:9092"
-    specs_path: Path = Path("config/models.yaml")
-    state_dir: Path = Path(".refit/state")
-    host: str = "127.0.0.1"
-    port: int = 8000
-    log_level: str = "INFO"
-    log_json: bool = True
-    # Idempotent producers need Apache Kafka; the embedded broker rejects them.
-    kafka_idempotence: bool = True
-    kafka_session_timeout_ms: int = Field(10_000, ge=1000)
-    kafka_heartbeat_interval_ms: int = Field(3_000, ge=100)
-    kafka_request_timeout_ms: int = Field(10_000, ge=500)
-    topic_partitions: int = Field(1, ge=1)
-    topic_replication: int = Field(1, ge=1)
+    environment: Literal["local", "production"] = _f(
+        "local", "`production` refuses the development signing key and API token")
+    bootstrap_servers: str = _f("127.0.0.1:9092", "Kafka bootstrap servers")
+    specs_path: Path = _f(Path("config/models.yaml"), "the model-spec file")
+    state_dir: Path = _f(Path(".refit/state"), "where the service keeps its SQLite files")
+    host: str = _f("127.0.0.1", "HTTP listen address")
+    port: int = _f(8000, "HTTP port")
+    log_level: str = _f("INFO", "log level")
+    log_json: bool = _f(True, "one JSON object per log line (false: human-readable)")
+    kafka_idempotence: bool = _f(
+        True, "idempotent producer (Apache Kafka); the local stack sets false for the embedded broker")
+    kafka_session_timeout_ms: int = _f(10_000, "consumer group session timeout", ge=1000)
+    kafka_heartbeat_interval_ms: int = _f(3_000, "consumer heartbeat interval", ge=100)
+    kafka_request_timeout_ms: int = _f(10_000, "broker request timeout", ge=500)
+    topic_partitions: int = _f(1, "partitions of each topic refit creates", ge=1)
+    topic_replication: int = _f(1, "replication factor of each topic refit creates", ge=1)
 
 
 class _SignedDecisions(CommonSettings):
-    decision_signing_key: SecretStr = SecretStr(LOCAL_SIGNING_KEY)
+    decision_signing_key: SecretStr = _f(SecretStr(LOCAL_SIGNING_KEY),
+                                         "HMAC key that signs (monitor) and verifies (inference) decisions")
 
     @model_validator(mode="after")
     def _no_default_key(self) -> _SignedDecisions:
@@ -52,53 +59,68 @@ class _SignedDecisions(CommonSettings):
 
 class IngestSettings(CommonSettings):
     model_config = SettingsConfigDict(env_prefix="REFIT_INGEST_", extra="ignore", frozen=True)
-    port: int = 8001
-    # Producers must send one of these as "Authorization: Bearer <key>" when any is set.
-    api_keys: tuple[SecretStr, ...] = ()
-    max_batch_rows: int = Field(1000, ge=1)
-    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
-    publish_timeout_s: float = Field(10.0, gt=0)
+    port: int = _f(8001, "HTTP port")
+    api_keys: tuple[SecretStr, ...] = _f(
+        (), "JSON list of producer keys; when set, `Authorization: Bearer <key>` is required")
+    max_batch_rows: int = _f(1000, "samples per batch request", ge=1)
+    max_body_bytes: int = _f(8 * 1024 * 1024, "request body limit (413 above)", ge=1024)
+    publish_timeout_s: float = _f(10.0, "how long to wait for the broker's acknowledgement (503 after)", gt=0)
 
 
 class TrainerSettings(CommonSettings):
     model_config = SettingsConfigDict(env_prefix="REFIT_TRAINER_", extra="ignore", frozen=True)
-    port: int = 8002
-    artifact_dir: Path = Path(".refit/artifacts")
-    poll_interval_s: float = Field(1.0, gt=0)
+    port: int = _f(8002, "HTTP port")
+    artifact_dir: Path = _f(Path(".refit/artifacts"), "content-addressed artifact store (shared with the monitor)")
+    poll_interval_s: float = _f(1.0, "how often the trainer re-checks whether a model is due", gt=0)
 
 
 class MonitorSettings(_SignedDecisions):
     model_config = SettingsConfigDict(env_prefix="REFIT_MONITOR_", extra="ignore", frozen=True)
-    port: int = 8003
-    artifact_dir: Path = Path(".refit/artifacts")
-    public_url: str = "http://127.0.0.1:8003"
-    api_token: SecretStr = SecretStr(LOCAL_API_TOKEN)
-    judge_interval_s: float = Field(2.0, gt=0)
-    trigger_interval_s: float = Field(5.0, gt=0)
-    # Base URLs of the other services, shown as health on the dashboard: {"ingest": "http://…", …}.
-    peer_urls: dict[str, str] = Field(default_factory=dict)
-    # Live metrics are computed over the newest ``live_window`` joined outcomes of each version.
-    live_window: int = Field(500, ge=1)
-    # Each feedback table (predictions waiting for a label, labels waiting for a prediction,
-    # joined outcomes) keeps at most this many newest rows per model.
-    feedback_max_rows: int = Field(100_000, ge=10)
+    port: int = _f(8003, "HTTP port")
+    artifact_dir: Path = _f(Path(".refit/artifacts"), "content-addressed artifact store (shared with the trainer)")
+    public_url: str = _f("http://127.0.0.1:8003", "base of the artifact URLs written into decisions")
+    api_token: SecretStr = _f(SecretStr(LOCAL_API_TOKEN), "bearer token for every change (retrain, rollback, config, "
+                              "scheduler)")
+    judge_interval_s: float = _f(2.0, "how often deferred candidates are re-examined", gt=0)
+    trigger_interval_s: float = _f(5.0, "how often every model's retraining triggers are evaluated", gt=0)
+    peer_urls: dict[str, str] = _f(
+        default_factory=dict,
+        description="JSON object of the other services' base URLs (`trainer` is used for dataset export; all "
+                    "are probed for the dashboard's health)")
+    live_window: int = _f(500, "newest joined feedback outcomes per version the live metrics use", ge=1)
+    feedback_max_rows: int = _f(100_000, "rows each feedback table keeps per model", ge=10)
+    webhook_urls: tuple[str, ...] = _f((), "JSON list of URLs that receive a signed JSON body on promotion, "
+                                       "rejection, rollback, failed training, drift and the periodic report")
+    webhook_secret: SecretStr = _f(SecretStr(LOCAL_SIGNING_KEY), "HMAC key of the webhooks' X-Refit-Signature")
+    report_cron: dict[str, str | int] = _f(
+        default_factory=lambda: {"day_of_week": "mon", "hour": 8, "minute": 0},
+        description="when the periodic report goes to the webhooks (APScheduler cron fields, UTC)")
+    report_days: float = _f(7.0, "days the periodic report covers", gt=0)
 
     @model_validator(mode="after")
     def _no_default_token(self) -> MonitorSettings:
         if self.environment != "local" and self.api_token.get_secret_value() == LOCAL_API_TOKEN:
             raise ValueError("api_token must be set to a secret outside local mode")
+        if self.environment != "local" and self.webhook_urls and \
+                self.webhook_secret.get_secret_value() == LOCAL_SIGNING_KEY:
+            raise ValueError("webhook_secret must be set to a secret outside local mode")
         return self
 
 
 class InferenceSettings(_SignedDecisions):
     model_config = SettingsConfigDict(env_prefix="REFIT_INFERENCE_", extra="ignore", frozen=True)
-    port: int = 8004
-    monitor_url: str = "http://127.0.0.1:8003"
-    # Names the replica in logs and as its Kafka client id; scaled replicas get their host names.
-    replica_id: str = Field(default_factory=socket.gethostname)
-    session_threads: int = Field(1, ge=1)
-    max_batch_rows: int = Field(1024, ge=1)
-    # The query log: publish every prediction to refit.predictions, off the request path.
-    publish_predictions: bool = False
-    predictions_queue_size: int = Field(10_000, ge=1)
-    predictions_batch_size: int = Field(500, ge=1)
+    port: int = _f(8004, "HTTP port")
+    monitor_url: str = _f("http://127.0.0.1:8003", "where champions and artifacts are fetched")
+    replica_id: str = _f(default_factory=socket.gethostname,
+                         description="names the replica in logs and as its Kafka client id (default: host name)")
+    session_threads: int = _f(1, "onnxruntime intra-op threads per session", ge=1)
+    max_batch_rows: int = _f(1024, "rows per prediction request", ge=1)
+    publish_predictions: bool = _f(False, "publish every prediction to refit.predictions (the query log)")
+    predictions_queue_size: int = _f(10_000, "predictions waiting to be published; beyond it they are dropped "
+                                     "and counted, never blocking a request", ge=1)
+    predictions_batch_size: int = _f(500, "predictions published per batch", ge=1)
+
+
+SERVICES: dict[str, type[CommonSettings]] = {
+    "ingest": IngestSettings, "trainer": TrainerSettings, "monitor": MonitorSettings, "inference": InferenceSettings,
+}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
@@ -20,9 +21,10 @@ from pydantic import ValidationError
 
 from refit import signing, topics
 from refit.artifacts import HttpArtifactStore
-from refit.errors import BrokerUnavailableError
+from refit.errors import BrokerUnavailableError, ModelLoadError
 from refit.events import CandidateRejected, ModelPromoted, ModelRolledBack, PredictionServed
 from refit.kafka import Incoming, Publisher, consume
+from refit.metrics import Metrics
 from refit.onnx_model import OnnxModel, Prediction
 from refit.settings import InferenceSettings
 from refit.specs import ModelSpecs, load_specs
@@ -252,11 +254,12 @@ async def bootstrap(settings: InferenceSettings, champions: Champions, stop: asy
 
 def create_app(settings: InferenceSettings, specs: ModelSpecs | None = None) -> FastAPI:
     specs = specs or load_specs(settings.specs_path)
+    metrics = Metrics("inference")
     key = settings.decision_signing_key.get_secret_value().encode()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
-        champions = Champions(specs, HttpArtifactStore(settings.monitor_url), key, settings.session_threads)
+        champions = Champions(specs, HttpArtifactStore(settings.monitor_url), key, settings.session_threads, metrics)
         publisher = Publisher(settings, client_id=f"refit-{settings.replica_id}")
         query_log = QueryLog(publisher, settings.replica_id, settings.predictions_queue_size,
                              settings.predictions_batch_size) if settings.publish_predictions else None
@@ -283,10 +286,12 @@ def create_app(settings: InferenceSettings, specs: ModelSpecs | None = None) -> 
             await publisher.close()
 
     app = FastAPI(title="refit inference", version="1", lifespan=lifespan)
+    metrics.mount(app)
 
     @app.post("/v1/models/{name}/predict", openapi_extra={"requestBody": PREDICT_BODY})
     async def predict(name: str, request: Request) -> Response:
         """Predict with the current champion; the response names the version that answered and its request id."""
+        started = time.perf_counter()
         request_id = request_id_of(request)
         try:
             champions: Champions = request.state.champions
@@ -300,15 +305,22 @@ def create_app(settings: InferenceSettings, specs: ModelSpecs | None = None) -> 
             except orjson.JSONDecodeError as exc:
                 raise HTTPException(400, f"body is not valid JSON: {exc}") from None
             rows, batch = to_batch(served.model, body, settings.max_batch_rows)
+            try:
+                predicted = served.model.run(batch)
+            except ModelLoadError as exc:
+                raise HTTPException(422, f"the model could not run on this input: {exc}") from None
         except HTTPException as exc:
             exc.headers = {**(exc.headers or {}), "x-request-id": request_id}
+            metrics.requests.labels(name if name in specs.names() else "unknown", "none", str(exc.status_code)).inc()
             raise
-        predicted = served.model.run(batch)
         query_log: QueryLog | None = request.state.query_log
         if query_log is not None:
             query_log.offer(served, request_id, rows, predicted)
-        return Response(answer(served, predicted, request_id), media_type="application/json",
-                        headers={"x-refit-model-version": str(served.version), "x-request-id": request_id})
+        response = Response(answer(served, predicted, request_id), media_type="application/json",
+                            headers={"x-refit-model-version": str(served.version), "x-request-id": request_id})
+        served.answered.inc()
+        served.latency.observe(time.perf_counter() - started)
+        return response
 
     @app.get("/v1/stats")
     async def stats(request: Request) -> dict[str, Any]:

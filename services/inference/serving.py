@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 
@@ -12,6 +14,7 @@ from refit.artifacts import ArtifactReader
 from refit.core.serving import should_swap
 from refit.errors import ArtifactError, EventDecodeError, ModelLoadError, SignatureError
 from refit.events import CandidateRejected, ModelPromoted, ModelRolledBack, parse_event
+from refit.metrics import Metrics
 from refit.onnx_model import OnnxModel
 from refit.specs import ModelSpec, ModelSpecs
 
@@ -27,12 +30,16 @@ class Served:
     digest: str
     sequence: int
     model: OnnxModel
+    answered: Any = None   # this version's Prometheus children, bound once at swap time
+    latency: Any = None
 
 
 class Champions:
     """The current champion per model. Swapping is one dict assignment, atomic on the event loop."""
 
-    def __init__(self, specs: ModelSpecs, store: ArtifactReader, key: bytes, threads: int = 1) -> None:
+    def __init__(self, specs: ModelSpecs, store: ArtifactReader, key: bytes, threads: int = 1,
+                 metrics: Metrics | None = None) -> None:
+        self.metrics = metrics or Metrics("inference")
         self.specs = specs
         self.store = store
         self.key = key
@@ -52,10 +59,12 @@ class Champions:
             event = parse_event(payload, (ModelPromoted, CandidateRejected, ModelRolledBack))
         except SignatureError as exc:
             self.refused["signature"] += 1
+            self.metrics.decisions_refused.labels("signature").inc()
             log.warning("decision refused", source=source, reason=str(exc))
             return False
         except EventDecodeError as exc:
             self.refused["decode"] += 1
+            self.metrics.decisions_refused.labels("decode").inc()
             log.warning("decision refused", source=source, reason=str(exc))
             return False
         assert isinstance(event, (ModelPromoted, CandidateRejected, ModelRolledBack))
@@ -67,15 +76,23 @@ class Champions:
             if not should_swap(current.sequence if current else None, event.event_type, event.sequence):
                 return False
             bound = log.bind(model=event.model, version=event.version, digest=event.digest, source=source)
+            started = time.perf_counter()
             try:
                 model = await asyncio.to_thread(self._load, self.specs.get(event.model), event.digest)
             except (ArtifactError, ModelLoadError) as exc:
                 self.refused["load"] += 1
+                self.metrics.decisions_refused.labels("load").inc()
                 bound.error("swap refused, still serving the previous model", reason=str(exc),
                             serving=current.version if current else None)
                 return False
-            self.served[event.model] = Served(event.model, event.version, event.digest, event.sequence, model)
+            version = str(event.version)
+            self.served[event.model] = Served(
+                event.model, event.version, event.digest, event.sequence, model,
+                self.metrics.requests.labels(event.model, version, "200"),
+                self.metrics.latency.labels(event.model, version))
             self.swaps += 1
+            self.metrics.swaps.labels(event.model).inc()
+            self.metrics.swap_duration.labels(event.model).observe(time.perf_counter() - started)
             bound.info("serving", previous=current.version if current else None)
             return True
 

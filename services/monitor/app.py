@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import httpx
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
-from fastapi.responses import FileResponse, Response
+from fastapi.responses import FileResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 
 from refit import topics
@@ -18,11 +19,13 @@ from refit.artifacts import LocalArtifactStore, check_digest
 from refit.errors import ArtifactError, UnknownModelError
 from refit.events import CandidateTrained, PredictionServed, SampleIngested
 from refit.kafka import Publisher, consume
+from refit.metrics import Metrics
 from refit.settings import MonitorSettings
 from refit.specs import ModelSpecs, TriggersSpec, load_specs
 from refit.web import add_error_handlers, require_token
 from services.monitor.feedback import FeedbackStore
 from services.monitor.registry import Registry
+from services.monitor.reports import report
 from services.monitor.service import Monitor, RollbackError, decision_json
 from services.monitor.trigger_store import TriggerStore
 
@@ -58,6 +61,7 @@ ModelName = Annotated[str, Depends(known_model)]
 
 def create_app(settings: MonitorSettings, specs: ModelSpecs | None = None) -> FastAPI:
     specs = specs or load_specs(settings.specs_path)
+    metrics = Metrics("monitor")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
@@ -67,16 +71,17 @@ def create_app(settings: MonitorSettings, specs: ModelSpecs | None = None) -> Fa
         publisher = Publisher(settings, client_id="refit-monitor")
         trigger_store = TriggerStore(settings.state_dir / "triggers.sqlite")
         monitor = Monitor(settings, specs, registry, LocalArtifactStore(settings.artifact_dir), publisher, feedback,
-                          trigger_store)
+                          trigger_store, metrics)
         stop = asyncio.Event()
         try:
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(consume(
                     settings, name="monitor", subscribe=[topics.SAMPLES, topics.CANDIDATES, topics.PREDICTIONS],
                     group_id="refit-monitor", expected=(SampleIngested, CandidateTrained, PredictionServed),
-                    handler=monitor.handle, publisher=publisher, stop=stop))
+                    handler=monitor.handle, publisher=publisher, stop=stop, metrics=metrics))
                 tasks.create_task(monitor.run(stop))
                 tasks.create_task(monitor.run_triggers(stop))
+                tasks.create_task(monitor.notifier.run(stop))
                 yield {"monitor": monitor}
                 stop.set()
                 monitor.wake.set()
@@ -87,6 +92,7 @@ def create_app(settings: MonitorSettings, specs: ModelSpecs | None = None) -> Fa
             trigger_store.close()
 
     app = FastAPI(title="refit monitor", version="1", lifespan=lifespan)
+    metrics.mount(app)
     add_error_handlers(app)
     authorized = Depends(require_token(settings.api_token.get_secret_value()))
 
@@ -172,6 +178,41 @@ def create_app(settings: MonitorSettings, specs: ModelSpecs | None = None) -> Fa
         """Pause automatic retraining; manual requests still work."""
         monitor.triggers.set_running(False)
         return {"running": False}
+
+    @app.get("/v1/reports")
+    async def reports(monitor: MonitorDep, days: Annotated[float, Query(gt=0, le=366)] = 7) -> dict[str, Any]:
+        """Per model over the last ``days``: retrainings by trigger, decisions, failures, metric trend."""
+        return report(specs.names(), days, datetime.now(UTC), monitor.registry, monitor.triggers.store)
+
+    @app.get("/v1/models/{name}/dataset")
+    async def dataset(name: ModelName, format: Annotated[Literal["jsonl", "csv"], Query()] = "jsonl"
+                      ) -> StreamingResponse:
+        """The model's training dataset, streamed from the trainer (which owns it)."""
+        trainer = settings.peer_urls.get("trainer")
+        if trainer is None:
+            raise HTTPException(503, "no trainer URL configured (REFIT_MONITOR_PEER_URLS)")
+        client = httpx.AsyncClient(timeout=httpx.Timeout(30, read=300))
+        try:
+            upstream = await client.send(client.build_request(
+                "GET", f"{trainer.rstrip('/')}/v1/models/{name}/dataset", params={"format": format}), stream=True)
+        except httpx.HTTPError as exc:
+            await client.aclose()
+            raise HTTPException(502, f"trainer unreachable: {exc!r}") from None
+        if upstream.status_code != 200:
+            await upstream.aclose()
+            await client.aclose()
+            raise HTTPException(502, f"trainer answered {upstream.status_code}")
+
+        async def body() -> AsyncIterator[bytes]:
+            try:
+                async for chunk in upstream.aiter_raw():
+                    yield chunk
+            finally:
+                await upstream.aclose()
+                await client.aclose()
+
+        return StreamingResponse(body(), media_type=upstream.headers.get("content-type"),
+                                 headers={"content-disposition": upstream.headers.get("content-disposition", "")})
 
     @app.get("/v1/health")
     async def health() -> dict[str, Any]:

@@ -15,18 +15,23 @@ import structlog
 
 from refit import signing, topics
 from refit.artifacts import LocalArtifactStore
+from refit.core.schedule import due
 from refit.core.schema import validate_features, validate_label, validate_text
 from refit.core.split import is_holdout
-from refit.errors import RefitError, ArtifactError, BrokerUnavailableError, ModelLoadError, SchemaError, UnknownModelError
+from refit.errors import (ArtifactError, BrokerUnavailableError, ModelLoadError, RefitError, SchemaError,
+                          UnknownModelError)
 from refit.events import (CandidateRejected, CandidateTrained, ModelPromoted, ModelRolledBack, PredictionServed,
                           RetrainRequested, SampleIngested, parse_event)
 from refit.kafka import Incoming, Publisher
+from refit.metrics import Metrics
 from refit.onnx_model import OnnxModel
 from refit.settings import MonitorSettings
-from refit.specs import ModelSpecs
+from refit.specs import ModelSpecs, Schedule
 from services.monitor.feedback import FeedbackStore, LabeledRow, PredictedRow, labeled_row, predicted_rows
 from services.monitor.judge import assess
+from services.monitor.notify import Notifier
 from services.monitor.registry import Registry, StoredDecision, Version
+from services.monitor.reports import report
 from services.monitor.trigger_store import TriggerStore
 from services.monitor.triggers import Champion, Triggers
 
@@ -40,10 +45,13 @@ class RollbackError(RefitError, ValueError):
 class Monitor:
     def __init__(self, settings: MonitorSettings, specs: ModelSpecs, registry: Registry,
                  artifacts: LocalArtifactStore, publisher: Publisher, feedback: FeedbackStore,
-                 trigger_store: TriggerStore) -> None:
+                 trigger_store: TriggerStore, metrics: Metrics) -> None:
         self.settings, self.specs, self.registry, self.feedback = settings, specs, registry, feedback
-        self.artifacts, self.publisher = artifacts, publisher
-        self.triggers = Triggers(specs, trigger_store, registry, publisher, self.champion)
+        self.artifacts, self.publisher, self.metrics = artifacts, publisher, metrics
+        self.notifier = Notifier(settings.webhook_urls, settings.webhook_secret.get_secret_value().encode())
+        self.triggers = Triggers(specs, trigger_store, registry, publisher, self.champion, metrics=metrics,
+                                 notify=self.notifier.notify)
+        self._report_schedule = Schedule(name="report", cron=settings.report_cron, timezone="UTC")
         self.key = settings.decision_signing_key.get_secret_value().encode()
         self.wake = asyncio.Event()
         self._decide = asyncio.Lock()
@@ -105,9 +113,11 @@ class Monitor:
                 pass
 
     async def run_triggers(self, stop: asyncio.Event) -> None:
-        """Evaluate every model's triggers every ``trigger_interval_s``."""
+        """Evaluate every model's triggers every ``trigger_interval_s``; refresh the champion gauges."""
         while not stop.is_set():
             try:
+                self.observe_champions()
+                self.send_report_if_due()
                 await self.triggers.tick()
             except BrokerUnavailableError as exc:
                 log.warning("retrain request not yet published", error=str(exc))
@@ -115,6 +125,29 @@ class Monitor:
                 await asyncio.wait_for(stop.wait(), timeout=self.settings.trigger_interval_s)
             except TimeoutError:
                 pass
+
+    def send_report_if_due(self) -> None:
+        """The periodic report goes to the webhooks when its schedule comes due (missed ones: once)."""
+        if not self.settings.webhook_urls:
+            return
+        now = datetime.now(UTC)
+        last = self.triggers.store.get("report_last_run")
+        if last is None:
+            self.triggers.store.put("report_last_run", now.isoformat())
+            return
+        if due(self._report_schedule, datetime.fromisoformat(last), now) is not None:
+            self.notifier.notify("report", None, report(self.specs.names(), self.settings.report_days, now,
+                                                        self.registry, self.triggers.store))
+            self.triggers.store.put("report_last_run", now.isoformat())
+
+    def observe_champions(self) -> None:
+        now = datetime.now(UTC)
+        for name in self.specs.names():
+            serving = self.registry.serving(name)
+            if serving is not None:
+                self.metrics.champion_version.labels(name).set(serving.version)
+                since = parse_event(serving.payload).occurred_at
+                self.metrics.model_age.labels(name).set((now - since).total_seconds())
 
     def champion(self, model: str) -> Champion | None:
         """The serving champion with its loaded model and holdout scores (None before the first)."""
@@ -172,6 +205,8 @@ class Monitor:
             payload = event.to_bytes()
             self.registry.record_decision(event, version.version, "promoted" if outcome.promote else "rejected",
                                           outcome.candidate_scores, payload, signing.sign(self.key, payload))
+            self.metrics.decisions.labels(spec.name, "promoted" if outcome.promote else "rejected").inc()
+            self.notifier.notify("promoted" if outcome.promote else "rejected", spec.name, orjson.loads(payload))
             log.info("decided", model=spec.name, version=version.version, decision=event.event_type,
                      event_id=str(event.event_id), scores=outcome.candidate_scores, reasons=outcome.reasons)
         await self.publish_outbox()
@@ -205,6 +240,8 @@ class Monitor:
             )
             payload = event.to_bytes()
             self.registry.record_decision(event, target.version, None, None, payload, signing.sign(self.key, payload))
+            self.metrics.decisions.labels(model, "rolled_back").inc()
+            self.notifier.notify("rolled_back", model, orjson.loads(payload))
             log.info("rolled back", model=model, version=target.version, previous=current,
                      event_id=str(event.event_id), reason=reason)
         await self.publish_outbox()

@@ -28,6 +28,7 @@ from refit.core.schedule import Due, due, next_run
 from refit.core.triggers import Assessment, Live, Signals, evaluate
 from refit.events import RetrainRequested, SampleIngested
 from refit.kafka import Publisher
+from refit.metrics import Metrics
 from refit.onnx_model import OnnxModel
 from refit.specs import ModelSpec, ModelSpecs, TriggersSpec
 from services.monitor.registry import Registry
@@ -63,8 +64,12 @@ class ModelWatch:
 
 class Triggers:
     def __init__(self, specs: ModelSpecs, store: TriggerStore, registry: Registry, publisher: Publisher,
-                 champion: Callable[[str], Champion | None], clock: Clock = lambda: datetime.now(UTC)) -> None:
+                 champion: Callable[[str], Champion | None], clock: Clock = lambda: datetime.now(UTC),
+                 metrics: Metrics | None = None,
+                 notify: Callable[[str, str | None, dict[str, Any]], None] = lambda *_: None) -> None:
+        self.notify = notify
         self.specs, self.store, self.registry, self.publisher = specs, store, registry, publisher
+        self.metrics = metrics or Metrics("monitor")
         self.champion, self.clock = champion, clock
         self.watch = {name: ModelWatch() for name in specs.names()}
         self._act = asyncio.Lock()
@@ -124,19 +129,26 @@ class Triggers:
         now = self.clock()
         new, last_fired, in_flight, _ = self.store.state(spec.name)
         due_runs = self._due(spec.name, config, now) if self.running else ()
+        live = self._live(spec, config, watch, champion)
+        if live is not None:
+            self.metrics.live_metric.labels(spec.name, live.metric).set(live.live)
         signals = Signals(now=now, new_samples=new, champion_since=champion.since if champion else None,
-                          in_flight=in_flight, last_fired_at=last_fired, due=due_runs,
-                          drift=watch.drift, live=self._live(spec, config, watch, champion))
+                          in_flight=in_flight, last_fired_at=last_fired, due=due_runs, drift=watch.drift, live=live)
         assessment = evaluate(config, signals) if self.running or in_flight else Assessment(None)
         watch.held = assessment.held
         if assessment.gave_up is not None:
             log.error("retraining given up", model=spec.name, request_id=assessment.gave_up.request_id,
                       attempts=assessment.gave_up.attempts)
             self.store.finish(spec.name, f"given up after {assessment.gave_up.attempts} attempts")
+            self.notify("training_failed", spec.name, {"request_id": assessment.gave_up.request_id,
+                                                       "kind": assessment.gave_up.kind,
+                                                       "attempts": assessment.gave_up.attempts})
         if assessment.fire is not None:
             fire = assessment.fire
             attempts = in_flight.attempts + 1 if fire.retry_of and in_flight else 1
             await self._request(spec.name, fire.kind, fire.reason, fire.evidence, attempts, fire.retry_of)
+            if fire.kind == "drift":
+                self.notify("drift", spec.name, {"reason": fire.reason, "evidence": fire.evidence})
             for run in due_runs:
                 self.store.ran(spec.name, run.schedule, now)
             watch.drift = None
@@ -231,6 +243,7 @@ class Triggers:
         async with self._act:
             await self.publisher.publish(event)
             self.store.fired(model, kind, reason, evidence, str(event.event_id), event.occurred_at, attempts, retry_of)
+        self.metrics.retraining_triggered.labels(model, kind).inc()
         log.info("retrain requested", model=model, kind=kind, reason=reason, event_id=str(event.event_id),
                  retry_of=retry_of)
         return event

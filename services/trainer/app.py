@@ -28,6 +28,7 @@ from refit.errors import BrokerUnavailableError, RefitError, SchemaError, Unknow
 from refit.events import (ArtifactRef, CandidateTrained, InputSignature, RetrainRequested, SampleIngested,
                           TrainingStats)
 from refit.kafka import Incoming, Publisher, consume
+from refit.metrics import Metrics
 from refit.settings import TrainerSettings
 from refit.specs import ModelSpec, ModelSpecs, load_specs
 from services.trainer.fit import fit
@@ -49,8 +50,8 @@ class Trainer:
     """Consumes samples and retrain requests; runs at most one training per model at a time."""
 
     def __init__(self, settings: TrainerSettings, specs: ModelSpecs, store: DatasetStore,
-                 artifacts: LocalArtifactStore, publisher: Publisher) -> None:
-        self.settings, self.specs, self.store = settings, specs, store
+                 artifacts: LocalArtifactStore, publisher: Publisher, metrics: Metrics) -> None:
+        self.settings, self.specs, self.store, self.metrics = settings, specs, store, metrics
         self.artifacts, self.publisher = artifacts, publisher
         self.wake = asyncio.Event()
         self.trainings = 0
@@ -74,7 +75,8 @@ class Trainer:
                 continue
             in_holdout = is_holdout(event.sample_id, spec.training.holdout_fraction, spec.name)
             (holdout if in_holdout else training).append(event)
-        self.store.add_samples(training, holdout)
+        for model, new in self.store.add_samples(training, holdout).items():
+            self.metrics.samples_stored.labels(model).inc(new)
         self.wake.set()
         return rejected
 
@@ -115,10 +117,14 @@ class Trainer:
             self.store.mark_trained(spec.name, top, now)
             return
         bound.info("training", rows=len(rows), filters=filtered.as_dict())
+        for name, removed in filtered.as_dict().items():
+            if name not in ("seen", "kept") and removed:
+                self.metrics.samples_filtered.labels(spec.name, name).inc(removed)
         try:
             fitted = await asyncio.to_thread(fit, spec, rows)
         except (RefitError, ValueError) as exc:
             bound.error("training failed", error=str(exc))
+            self.metrics.trainings.labels(spec.name, type(exc).__name__).inc()
             self.store.finish_requests(spec.name, f"failed: {exc}", now)
             self.store.mark_trained(spec.name, top, now)
             return
@@ -141,6 +147,8 @@ class Trainer:
         self.store.mark_trained(spec.name, top, now)
         self.store.finish_requests(spec.name, f"candidate {event.candidate_id}", now)
         self.trainings += 1
+        self.metrics.trainings.labels(spec.name, "success").inc()
+        self.metrics.training_duration.labels(spec.name).observe(fitted.duration_s)
         bound.info("candidate published", candidate_id=event.candidate_id, digest=digest,
                    seconds=round(fitted.duration_s, 3), conversion_passed=fitted.conversion.passed)
 
@@ -190,19 +198,21 @@ def dataset_csv(spec: ModelSpec, pages: Iterator[list[tuple[Any, ...]]]) -> Iter
 
 def create_app(settings: TrainerSettings, specs: ModelSpecs | None = None) -> FastAPI:
     specs = specs or load_specs(settings.specs_path)
+    metrics = Metrics("trainer")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         store = DatasetStore(settings.state_dir / "trainer.sqlite")
         publisher = Publisher(settings, client_id="refit-trainer")
-        trainer = Trainer(settings, specs, store, LocalArtifactStore(settings.artifact_dir), publisher)
+        trainer = Trainer(settings, specs, store, LocalArtifactStore(settings.artifact_dir), publisher, metrics)
         stop = asyncio.Event()
         try:
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(consume(
                     settings, name="trainer", subscribe=[topics.SAMPLES, topics.RETRAIN_REQUESTS],
                     group_id="refit-trainer", expected=(SampleIngested, RetrainRequested),
-                    handler=trainer.handle, publisher=publisher, stop=stop, counts=trainer.consumer_counts))
+                    handler=trainer.handle, publisher=publisher, stop=stop, counts=trainer.consumer_counts,
+                    metrics=metrics))
                 tasks.create_task(trainer.run(stop))
                 yield {"trainer": trainer, "store": store}
                 stop.set()
@@ -212,6 +222,7 @@ def create_app(settings: TrainerSettings, specs: ModelSpecs | None = None) -> Fa
             store.close()
 
     app = FastAPI(title="refit trainer", version="1", lifespan=lifespan)
+    metrics.mount(app)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

@@ -91,21 +91,30 @@ class DatasetStore:
     def close(self) -> None:
         self._db.close()
 
-    def add_samples(self, training: list[SampleIngested], holdout: list[SampleIngested]) -> int:
-        """Store a batch in one transaction, once per sample id and per idempotency key; returns new rows."""
+    def add_samples(self, training: list[SampleIngested], holdout: list[SampleIngested]) -> dict[str, int]:
+        """Store a batch in one transaction, once per sample id and per idempotency key.
+
+        Returns the number of new training rows per model.
+        """
+        by_model: dict[str, list[SampleIngested]] = {}
+        for sample in training:
+            by_model.setdefault(sample.model, []).append(sample)
+        new: dict[str, int] = {}
         with self._lock:
-            before = self._db.total_changes
             self._db.execute("BEGIN")
-            self._db.executemany(
-                "INSERT OR IGNORE INTO samples (model, sample_id, features, text, label, confidence, source,"
-                " occurred_at, idempotency_key, event_time, request_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(s.model, s.sample_id, orjson.dumps(s.features) if s.features is not None else None, s.text,
-                  str(s.label), s.confidence, s.source, s.occurred_at.isoformat(), s.idempotency_key,
-                  s.event_time.isoformat() if s.event_time else None, s.request_id) for s in training])
+            for model, samples in by_model.items():
+                before = self._db.total_changes
+                self._db.executemany(
+                    "INSERT OR IGNORE INTO samples (model, sample_id, features, text, label, confidence, source,"
+                    " occurred_at, idempotency_key, event_time, request_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [(s.model, s.sample_id, orjson.dumps(s.features) if s.features is not None else None, s.text,
+                      str(s.label), s.confidence, s.source, s.occurred_at.isoformat(), s.idempotency_key,
+                      s.event_time.isoformat() if s.event_time else None, s.request_id) for s in samples])
+                new[model] = self._db.total_changes - before
             self._db.executemany("INSERT OR IGNORE INTO holdout_seen (model, sample_id) VALUES (?, ?)",
                                  [(s.model, s.sample_id) for s in holdout])
             self._db.execute("COMMIT")
-            return self._db.total_changes - before
+        return new
 
     def add_request(self, event: RetrainRequested) -> None:
         with self._lock:

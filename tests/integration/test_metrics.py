@@ -1,0 +1,52 @@
+"""Every service exports Prometheus metrics whose values agree with what happened."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from refit.demo import digits_waves, post_rows, wait_for_decisions
+
+pytestmark = pytest.mark.integration
+
+
+def samples(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = httpx.get(f"{url}/metrics").text
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def value(found: dict, name: str, **labels: str) -> float:
+    return found.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def test_metrics_tell_the_story_of_a_promotion(stack_factory, specs_file) -> None:
+    stack = stack_factory(specs_file(only=("digits",)))
+    rows = digits_waves(3)[0]
+    with httpx.Client(timeout=30) as client:
+        post_rows(client, stack.url("ingest"), "digits", rows)
+        wait_for_decisions(client, stack.url("monitor"), "digits", 1)
+        inference = stack.url("inference-0")
+        deadline = time.monotonic() + 30
+        while client.get(f"{inference}/readyz").status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        for row in rows[:7]:
+            assert client.post(f"{inference}/v1/models/digits/predict", json={"features": row["features"]}
+                               ).status_code == 200
+        assert client.post(f"{inference}/v1/models/digits/predict", json={"features": [1]}).status_code == 422
+        stored = client.get(f"{stack.url('trainer')}/v1/stats").json()["samples"]["digits"]
+
+    trainer, monitor, served = (samples(stack.url(n)) for n in ("trainer", "monitor", "inference-0"))
+    assert value(trainer, "refit_samples_stored_total", model="digits") == stored
+    assert value(trainer, "refit_trainings_total", model="digits", outcome="success") >= 1
+    assert value(trainer, "refit_training_duration_seconds_count", model="digits") >= 1
+    assert value(trainer, "refit_records_consumed_total", consumer="trainer") >= len(rows)
+    assert value(monitor, "refit_decisions_total", model="digits", decision="promoted") == 1
+    assert value(monitor, "refit_champion_version", model="digits") in (0, 1)  # gauge refreshes every tick
+    assert value(served, "refit_inference_requests_total", model="digits", version="1", status="200") == 7
+    assert value(served, "refit_inference_latency_seconds_count", model="digits", version="1") == 7
+    assert value(served, "refit_inference_requests_total", model="digits", version="none", status="422") == 1
+    assert value(served, "refit_swaps_total", model="digits") == 1
