@@ -1,4 +1,4 @@
-"""docker-compose.yml, the Dockerfile and .dockerignore: the production shape, checked statically.
+"""docker-compose.yml, Dockerfile, .dockerignore and deploy/ (monitoring): the production shape, checked statically.
 
 No Docker engine is needed: the files are parsed and held against the code they configure
 (the settings classes, the service modules, the model specs), so a renamed setting, a
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 import importlib.util
+import json
 import os
 import re
 import shlex
@@ -21,9 +22,12 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
+from fastapi import FastAPI
+from prometheus_client.metrics import MetricWrapperBase
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings
 
+from refit.metrics import Metrics
 from refit.settings import (
     LOCAL_API_TOKEN,
     LOCAL_SIGNING_KEY,
@@ -245,7 +249,8 @@ def test_interpolation_follows_compose_rules() -> None:
 
 def test_compose_file_parses_and_has_the_five_services(compose: dict[str, Any]) -> None:
     kafka, _ = kafka_service(compose)
-    assert set(compose["services"]) == {kafka, *SERVICES}
+    default = {name for name, service in compose["services"].items() if not service.get("profiles")}
+    assert default == {kafka, *SERVICES}, "a plain `docker compose up` runs Kafka and the four services"
 
 
 # --- Kafka -------------------------------------------------------------------------------------
@@ -568,3 +573,348 @@ def test_dockerignore_keeps_the_context_to_what_the_image_needs(stages: list[lis
     for src in {src.rstrip("/") for i in copies for src in i.args.split()[:-1]}:
         if not any(ch in src for ch in "*?["):
             assert not dockerignore_excludes(patterns, src), f"COPY {src} is excluded by .dockerignore"
+
+
+# --- the monitoring profile: Prometheus and Grafana -------------------------------------------
+
+PROMETHEUS_CONFIG = REPO / "deploy" / "prometheus.yml"
+GRAFANA_DIR = REPO / "deploy" / "grafana"
+DATASOURCES = GRAFANA_DIR / "provisioning" / "datasources" / "prometheus.yml"
+DASHBOARD_PROVIDERS = GRAFANA_DIR / "provisioning" / "dashboards" / "refit.yml"
+DASHBOARD = GRAFANA_DIR / "dashboards" / "refit.json"
+MONITORING_DOC = REPO / "docs" / "monitoring.md"
+MONITORING = ("prometheus", "grafana")
+
+# What each kind of metric is exported as (prometheus_client also adds `_created`, unused here).
+SAMPLE_SUFFIXES = {"counter": ("_total",), "gauge": ("",), "histogram": ("_bucket", "_sum", "_count")}
+METRIC_NAME = re.compile(r"\brefit_[a-z0-9_]*[a-z0-9]\b")
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    family: str            # the name in the registry (counters without `_total`)
+    kind: str              # counter, gauge, histogram
+    labels: tuple[str, ...]
+
+    @property
+    def samples(self) -> tuple[str, ...]:
+        return tuple(self.family + suffix for suffix in SAMPLE_SUFFIXES[self.kind])
+
+    @property
+    def query_name(self) -> str:
+        """The name a reader looks for: ``…_total`` for counters, the base name otherwise."""
+        return self.samples[0] if self.kind == "counter" else self.family
+
+
+def refit_metrics() -> dict[str, MetricInfo]:
+    """Every metric a refit service exports, read from a fresh :class:`refit.metrics.Metrics`."""
+    metrics = Metrics("t")
+    found = {}
+    for wrapper in vars(metrics).values():
+        if isinstance(wrapper, MetricWrapperBase):
+            info = MetricInfo(wrapper._name, wrapper._type, tuple(wrapper._labelnames))
+            assert info.kind in SAMPLE_SUFFIXES, f"{info.family}: no rule for a {info.kind}"
+            found[info.family] = info
+    families = {family.name: family.type for family in metrics.registry.collect()}
+    assert families == {name: info.kind for name, info in found.items()}, "a metric is registered but not kept"
+    return found
+
+
+def exported_names() -> dict[str, MetricInfo]:
+    """Sample name (what PromQL selects) → its metric."""
+    return {sample: info for info in refit_metrics().values() for sample in info.samples}
+
+
+def bind_mounts(service: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(source, target, mode) of each bind mount from a relative path, short or long syntax."""
+    out = []
+    for volume in service.get("volumes") or []:
+        if isinstance(volume, dict):
+            if volume.get("type") == "bind":
+                out.append((volume["source"], volume["target"], "ro" if volume.get("read_only") else "rw"))
+            continue
+        parts = volume.split(":")
+        if parts[0].startswith("."):
+            out.append((parts[0], parts[1], parts[2] if len(parts) > 2 else "rw"))
+    return out
+
+
+def mount_of(service: dict[str, Any], source: Path) -> str:
+    """The container path where ``source`` (a path in the repository) is bind-mounted."""
+    targets = [t for s, t, _ in bind_mounts(service) if (REPO / s).resolve() == source.resolve()]
+    assert len(targets) == 1, f"{source.relative_to(REPO)} is mounted {len(targets)} times"
+    return targets[0]
+
+
+def flags(service: dict[str, Any]) -> dict[str, str]:
+    command = service.get("command") or []
+    argv = shlex.split(command) if isinstance(command, str) else [str(a) for a in command]
+    return dict(arg.split("=", 1) for arg in argv if arg.startswith("--") and "=" in arg)
+
+
+def seconds(duration: str) -> float:
+    match = re.fullmatch(r"(\d+)(ms|s|m|h)", duration)
+    assert match, f"not a simple Prometheus duration: {duration}"
+    return int(match.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[match.group(2)]
+
+
+@pytest.fixture(scope="module")
+def prometheus_config() -> dict[str, Any]:
+    data = load_yaml(PROMETHEUS_CONFIG.read_text())
+    assert isinstance(data, dict) and isinstance(data.get("scrape_configs"), list)
+    return data
+
+
+@pytest.fixture(scope="module")
+def dashboard() -> dict[str, Any]:
+    data = json.loads(DASHBOARD.read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+def scrape_job(config: dict[str, Any], name: str) -> dict[str, Any]:
+    jobs = [job for job in config["scrape_configs"] if job["job_name"] == name]
+    assert len(jobs) == 1, f"expected one scrape job {name!r}, found {len(jobs)}"
+    return jobs[0]
+
+
+def provisioned_datasource() -> dict[str, Any]:
+    sources = load_yaml(DATASOURCES.read_text())["datasources"]
+    assert len(sources) == 1, "one datasource: the compose Prometheus"
+    return sources[0]
+
+
+def panels_of(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every panel, those nested in collapsed rows included."""
+    out = []
+    for panel in dashboard["panels"]:
+        out.append(panel)
+        out.extend(panel.get("panels") or [])
+    return out
+
+
+def queries_of(dashboard: dict[str, Any]) -> list[tuple[str, str]]:
+    """(panel title, PromQL) of every panel target."""
+    return [(panel["title"], target["expr"]) for panel in panels_of(dashboard) for target in panel.get("targets") or []]
+
+
+def variable_query(variable: dict[str, Any]) -> str:
+    query = variable.get("query")
+    return str(query.get("query", "") if isinstance(query, dict) else query or "")
+
+
+def test_monitoring_is_an_opt_in_profile(compose: dict[str, Any]) -> None:
+    profiled = {name: service.get("profiles") for name, service in compose["services"].items()
+                if "profiles" in service}
+    assert profiled == {name: ["monitoring"] for name in MONITORING}, (
+        "only prometheus and grafana have a profile, `monitoring`: a plain `docker compose up` is unchanged")
+
+
+def test_every_image_is_pinned_to_a_release(compose: dict[str, Any]) -> None:
+    for name, service in compose["services"].items():
+        if "image" not in service:
+            continue
+        repository, _, tag = str(service["image"]).rpartition(":")
+        assert repository and "/" not in tag, f"{name}: {service['image']} has no tag"
+        assert tag != "latest" and re.fullmatch(r"v?\d+\.\d+\.\d+", tag), f"{name}: pin a release, not {tag!r}"
+    assert re.fullmatch(r"prom/prometheus:v3\.\d+\.\d+", compose["services"]["prometheus"]["image"])
+    assert re.fullmatch(r"grafana/grafana:\d+\.\d+\.\d+", compose["services"]["grafana"]["image"])
+
+
+@pytest.mark.parametrize("name", MONITORING)
+def test_monitoring_mounts_are_files_of_the_repository_read_only(compose: dict[str, Any], name: str) -> None:
+    mounts = bind_mounts(compose["services"][name])
+    assert mounts, f"{name} mounts no configuration"
+    for source, target, mode in mounts:
+        assert (REPO / source).exists(), f"{name} mounts {source}, which is not in the repository"
+        assert (REPO / source).resolve().is_relative_to(REPO / "deploy"), f"{name}: mount from deploy/ only"
+        assert mode == "ro", f"{name}: {source} → {target} must be read-only"
+
+
+@pytest.mark.parametrize(("name", "port"), [("prometheus", "9090"), ("grafana", "3000")])
+def test_monitoring_ports_are_loopback_only(compose: dict[str, Any], name: str, port: str) -> None:
+    ports = compose["services"][name].get("ports") or []
+    assert ports == [f"127.0.0.1:{port}:{port}"], f"{name} has no authentication of its own: publish on loopback"
+
+
+@pytest.mark.parametrize("name", MONITORING)
+def test_monitoring_requires_no_variable(compose: dict[str, Any], name: str) -> None:
+    """Compose interpolates the whole file before applying profiles: a `${VAR:?…}` in a profiled
+    service would make a plain `docker compose up` demand it too."""
+    assert not variables_in(yaml.safe_dump(compose["services"][name])), f"{name} uses a variable"
+
+
+def test_prometheus_reads_the_repository_config_and_keeps_its_data(compose: dict[str, Any]) -> None:
+    prometheus = compose["services"]["prometheus"]
+    options = flags(prometheus)
+    assert options.get("--config.file") == mount_of(prometheus, PROMETHEUS_CONFIG)
+    tsdb = options.get("--storage.tsdb.path")
+    assert tsdb in {target for _, target in named_mounts(prometheus)}, "the TSDB must be on a named volume"
+    assert "--storage.tsdb.retention.time" in options or "--storage.tsdb.retention.size" in options
+    test = prometheus["healthcheck"]["test"]
+    assert test[0] == "CMD" and "http://127.0.0.1:9090/-/ready" in test
+
+
+def test_grafana_starts_once_prometheus_is_healthy(compose: dict[str, Any]) -> None:
+    assert compose["services"]["grafana"]["depends_on"]["prometheus"]["condition"] == "service_healthy"
+
+
+def test_grafana_is_read_only_and_needs_no_password(compose: dict[str, Any]) -> None:
+    env = env_of(compose["services"]["grafana"])
+    assert env["GF_AUTH_ANONYMOUS_ENABLED"] == "true" and env["GF_AUTH_ANONYMOUS_ORG_ROLE"] == "Viewer"
+    assert env["GF_SECURITY_DISABLE_INITIAL_ADMIN_CREATION"] == "true", "no admin with the default password"
+    assert env["GF_AUTH_DISABLE_LOGIN_FORM"] == "true" and env["GF_AUTH_BASIC_ENABLED"] == "false"
+    assert "GF_SECURITY_ADMIN_PASSWORD" not in env
+
+
+# --- deploy/prometheus.yml ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_prometheus_scrapes_every_service_where_compose_runs_it(
+        compose: dict[str, Any], prometheus_config: dict[str, Any], name: str) -> None:
+    job = scrape_job(prometheus_config, name)
+    assert job.get("metrics_path") == "/metrics"
+    assert job.get("scheme", "http") == "http"
+    port = setting(compose, name, "PORT")
+    addresses = [tuple(target.rsplit(":", 1)) for static in job.get("static_configs") or []
+                 for target in static["targets"]]
+    addresses += [(host, str(dns["port"])) for dns in job.get("dns_sd_configs") or [] for host in dns["names"]]
+    assert addresses == [(name, port)], f"{name} listens on {name}:{port} in the compose network, not {addresses}"
+    labels = {k: v for static in job.get("static_configs") or [] for k, v in (static.get("labels") or {}).items()}
+    labels |= {rule["target_label"]: rule["replacement"] for rule in job.get("relabel_configs") or []
+               if rule.get("action", "replace") == "replace" and not rule.get("source_labels")}
+    assert labels.get("service") == name, f"label {name}'s targets with service={name}"
+
+
+def test_prometheus_finds_every_inference_replica(prometheus_config: dict[str, Any]) -> None:
+    job = scrape_job(prometheus_config, "inference")
+    assert not job.get("static_configs"), "a static target would reach one replica of many"
+    (dns,) = job["dns_sd_configs"]
+    assert dns["type"] == "A", "compose's DNS answers A records, one per replica (no SRV records)"
+    assert dns["names"] == ["inference"], "`tasks.<service>` exists only in Swarm"
+    assert seconds(dns.get("refresh_interval", "30s")) <= 60
+
+
+def test_prometheus_scrape_pace(prometheus_config: dict[str, Any]) -> None:
+    interval = seconds(prometheus_config["global"]["scrape_interval"])
+    assert 5 <= interval <= 60
+    assert seconds(prometheus_config["global"].get("scrape_timeout", "10s")) <= interval
+    for job in prometheus_config["scrape_configs"]:
+        assert "scrape_interval" not in job or seconds(job["scrape_interval"]) <= 60, job["job_name"]
+
+
+def test_services_serve_metrics_at_the_scraped_path(prometheus_config: dict[str, Any]) -> None:
+    app = FastAPI()
+    Metrics("t").mount(app)
+    paths = {getattr(route, "path", None) for route in app.routes}
+    for job in prometheus_config["scrape_configs"]:
+        assert job["metrics_path"] in paths
+
+
+# --- deploy/grafana ---------------------------------------------------------------------------
+
+def test_grafana_datasource_is_the_compose_prometheus(compose: dict[str, Any]) -> None:
+    source = provisioned_datasource()
+    assert source["type"] == "prometheus" and source["access"] == "proxy" and source.get("uid")
+    url = urlsplit(source["url"])
+    assert url.hostname == "prometheus" and "prometheus" in compose["services"]
+    assert (str(url.port), str(url.port)) in published(compose["services"]["prometheus"])
+    assert source["jsonData"]["timeInterval"] == load_yaml(PROMETHEUS_CONFIG.read_text())["global"]["scrape_interval"]
+
+
+def test_grafana_provisioning_and_dashboards_are_mounted_where_grafana_reads_them(compose: dict[str, Any]) -> None:
+    grafana = compose["services"]["grafana"]
+    assert mount_of(grafana, GRAFANA_DIR / "provisioning") == "/etc/grafana/provisioning"
+    (provider,) = load_yaml(DASHBOARD_PROVIDERS.read_text())["providers"]
+    assert provider["type"] == "file"
+    assert provider["options"]["path"] == mount_of(grafana, DASHBOARD.parent)
+    assert provider.get("allowUiUpdates") is False, "dashboards are code: the file is the truth"
+    home = PurePosixPath(env_of(grafana)["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"])
+    assert str(home.parent) == provider["options"]["path"] and (DASHBOARD.parent / home.name).is_file()
+
+
+def test_dashboard_is_well_formed(dashboard: dict[str, Any]) -> None:
+    assert isinstance(dashboard["schemaVersion"], int) and dashboard["schemaVersion"] >= 36
+    assert dashboard["uid"] and dashboard["title"]
+    panels = panels_of(dashboard)
+    ids = [panel["id"] for panel in panels]
+    assert all(isinstance(i, int) for i in ids) and len(ids) == len(set(ids)), "panel ids must be unique"
+    for panel in panels:
+        grid = panel["gridPos"]
+        assert grid["x"] >= 0 and grid["w"] > 0 and grid["x"] + grid["w"] <= 24, panel["title"]
+        if panel["type"] != "row":
+            assert panel.get("targets"), f"{panel['title']} queries nothing"
+            refs = [target["refId"] for target in panel["targets"]]
+            assert len(refs) == len(set(refs)), f"{panel['title']}: duplicate refIds"
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert "model" in variables and variables["model"]["type"] == "query"
+    assert variables["model"].get("includeAll") and variables["model"].get("multi")
+
+
+def test_dashboard_uses_the_provisioned_datasource(dashboard: dict[str, Any]) -> None:
+    uid = provisioned_datasource()["uid"]
+    users = [p for p in panels_of(dashboard) if p["type"] != "row"] + dashboard["templating"]["list"]
+    users += [t for p in panels_of(dashboard) for t in p.get("targets") or []]
+    for user in users:
+        assert user.get("datasource") == {"type": "prometheus", "uid": uid}, user.get("title", user.get("name"))
+
+
+def test_dashboard_queries_only_metrics_refit_exports(dashboard: dict[str, Any]) -> None:
+    exported = exported_names()
+    texts = [expr for _, expr in queries_of(dashboard)]
+    texts += [variable_query(v) for v in dashboard["templating"]["list"]]
+    used = {name for text in texts for name in METRIC_NAME.findall(text)}
+    assert used, "the dashboard queries no refit metric"
+    assert used <= set(exported), f"not exported by refit.metrics.Metrics: {sorted(used - set(exported))}"
+
+
+def test_dashboard_shows_what_operators_need(dashboard: dict[str, Any]) -> None:
+    used = {name for _, expr in queries_of(dashboard) for name in METRIC_NAME.findall(expr)}
+    wanted = {
+        "refit_samples_ingested_total", "refit_samples_rejected_total", "refit_dead_lettered_total",
+        "refit_trainings_total", "refit_training_duration_seconds_bucket", "refit_retraining_triggered_total",
+        "refit_decisions_total", "refit_champion_version", "refit_model_age_seconds", "refit_live_metric",
+        "refit_inference_requests_total", "refit_inference_latency_seconds_bucket", "refit_swaps_total",
+        "refit_swap_duration_seconds_bucket",
+    }
+    assert wanted <= used, f"no panel shows {sorted(wanted - used)}"
+    quantiles = {expr for _, expr in queries_of(dashboard) if "refit_inference_latency_seconds_bucket" in expr}
+    assert {q for q in quantiles if "histogram_quantile(0.5," in q} and {q for q in quantiles if "(0.99," in q}
+
+
+def test_dashboard_reads_histograms_through_their_buckets(dashboard: dict[str, Any]) -> None:
+    for title, expr in queries_of(dashboard):
+        quantiles = expr.count("histogram_quantile(")
+        assert quantiles == len(re.findall(r"_bucket\b", expr)), f"{title}: a quantile per _bucket series"
+        if quantiles:
+            assert re.search(r"\bby \([^)]*\ble\b[^)]*\)", expr), f"{title}: aggregate the buckets by `le`"
+            assert "rate(" in expr, f"{title}: a quantile of cumulative counts means nothing"
+
+
+def test_dashboard_follows_the_model_variable(dashboard: dict[str, Any]) -> None:
+    exported = exported_names()
+    for title, expr in queries_of(dashboard):
+        for match in METRIC_NAME.finditer(expr):
+            if "model" not in exported[match.group(0)].labels:
+                continue
+            selector = re.match(r"\{([^}]*)\}", expr[match.end():])
+            assert selector and 'model=~"$model"' in selector.group(1), f"{title}: {match.group(0)} ignores $model"
+
+
+# --- docs/monitoring.md ------------------------------------------------------------------------
+
+def test_monitoring_doc_describes_every_metric_with_its_labels() -> None:
+    lines = MONITORING_DOC.read_text().splitlines()
+    for info in refit_metrics().values():
+        rows = [line for line in lines if line.startswith(f"| `{info.query_name}` |")]
+        assert len(rows) == 1, f"docs/monitoring.md: one table row for {info.query_name}, found {len(rows)}"
+        for label in info.labels:
+            assert f"`{label}`" in rows[0], f"docs/monitoring.md: {info.query_name} does not name its label {label}"
+        assert info.kind in rows[0], f"docs/monitoring.md: say that {info.query_name} is a {info.kind}"
+
+
+def test_monitoring_doc_tells_how_to_run_the_profile() -> None:
+    text = MONITORING_DOC.read_text()
+    assert "--profile monitoring" in text
+    for path in (PROMETHEUS_CONFIG, DASHBOARD):
+        assert str(path.relative_to(REPO)) in text
