@@ -274,6 +274,9 @@ def parse_event(raw: bytes, expected: type[Event] | tuple[type[Event], ...] = Ev
         raise EventDecodeError(f"unknown event_type {event_type!r}")
     if not issubclass(cls, expected):
         raise EventDecodeError(f"{event_type} does not belong on this topic")
+    missing = [k for k in ("event_id", "occurred_at") if k not in data]
+    if missing:  # defaults would invent them, and an invented event_id breaks idempotency
+        raise EventDecodeError(f"{event_type} without {', '.join(missing)}")
     current = cls.model_fields["schema_version"].default
     version = data.get("schema_version")
     if not isinstance(version, int) or isinstance(version, bool):

@@ -375,3 +375,12 @@ def test_every_registered_upcaster_lifts_a_known_event_from_an_older_version():
     for event_type, version in UPCASTERS:
         assert event_type in EVENT_TYPES
         assert version < EVENT_TYPES[event_type].model_fields["schema_version"].default
+
+
+@pytest.mark.parametrize("field", ["event_id", "occurred_at"])
+def test_a_record_without_its_identity_is_refused_not_invented(field) -> None:
+    event = SampleIngested(model="m", sample_id="s", features={"a": 1.0}, label="x")
+    data = orjson.loads(event.to_bytes())
+    del data[field]
+    with pytest.raises(EventDecodeError, match=f"SampleIngested without {field}"):
+        parse_event(orjson.dumps(data))
