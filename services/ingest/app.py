@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import email.message
+import hashlib
+import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Annotated, Any
 
+import orjson
 from fastapi import Depends, FastAPI, HTTPException, Request
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, Field, SkipValidation, ValidationError
 
 from refit.core.schema import validate_features, validate_label, validate_text
-from refit.errors import SchemaError, UnknownModelError
+from refit.errors import BrokerUnavailableError, SchemaError, UnknownModelError
 from refit.events import SampleIngested
 from refit.kafka import Publisher
+from refit.metrics import Metrics
 from refit.specs import ModelSpec, ModelSpecs, load_specs
 from refit.settings import IngestSettings
 from refit.web import BodyLimit, add_error_handlers, require_token
@@ -26,7 +32,8 @@ _ID_NAMESPACE = uuid.UUID("5b8f3c0e-6a0f-4d57-9a53-4a0e2f1f0b8e")
 
 class SampleRow(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    features: dict[str, Any] | list[Any] | None = None
+    # Documented here, validated by the core in to_event: checking it here too copied every row.
+    features: SkipValidation[dict[str, Any] | list[Any] | None] = None
     text: str | None = None
     label: Any
     confidence: float | None = Field(None, ge=0, le=1)
@@ -47,13 +54,44 @@ class BatchIn(BaseModel):
     samples: list[SampleRow] = Field(min_length=1)
 
 
+# The batch route reads its body itself (see _parse_batch); this keeps it documented as before.
+_BATCH_OPENAPI = {
+    "requestBody": {"required": True, "content": {
+        "application/json": {"schema": {"$ref": "#/components/schemas/BatchIn"}}}},
+    "responses": {"422": {"description": "Validation Error", "content": {
+        "application/json": {"schema": {"$ref": "#/components/schemas/HTTPValidationError"}}}}},
+}
+
+
+def _with_batch_schema(app: FastAPI) -> Callable[[], dict[str, Any]]:
+    """``app.openapi`` with the ``BatchIn`` schemas the batch route refers to."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = FastAPI.openapi(app)
+            batch = BatchIn.model_json_schema(ref_template="#/components/schemas/{model}")
+            schemas = document.setdefault("components", {}).setdefault("schemas", {})
+            schemas.update(batch.pop("$defs", {}), BatchIn=batch)
+        return app.openapi_schema  # type: ignore[return-value]
+
+    return openapi
+
+
 class Accepted(BaseModel):
     accepted: int
     sample_ids: list[str]
 
 
 def _sample_id(model: str, key: str | None) -> str:
-    return str(uuid.uuid5(_ID_NAMESPACE, f"{model}\x00{key}") if key else uuid.uuid4())
+    if not key:
+        return str(uuid.uuid4())
+    # Exactly str(uuid.uuid5(_ID_NAMESPACE, name)) (RFC 4122: SHA-1 of namespace and name, version
+    # and variant bits set), without building a UUID object: 1.2 instead of 3.5 µs per row.
+    digest = bytearray(hashlib.sha1(_ID_NAMESPACE.bytes + f"{model}\x00{key}".encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50
+    digest[8] = (digest[8] & 0x3F) | 0x80
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def to_event(spec: ModelSpec, row: SampleRow) -> SampleIngested:
@@ -73,6 +111,10 @@ def to_event(spec: ModelSpec, row: SampleRow) -> SampleIngested:
     )
 
 
+def _record(event: SampleIngested) -> tuple[str, bytes, bytes, None]:
+    return event.topic, event.key(), event.to_bytes(), None
+
+
 def _unprocessable(errors: list[dict[str, Any]]) -> HTTPException:
     return HTTPException(422, detail=errors)
 
@@ -84,7 +126,45 @@ def _error(exc: Exception, row: int | None, field_prefix: tuple[str | int, ...] 
     return {"loc": loc, "msg": msg or message, "type": "value_error"}
 
 
-def get_publisher(request: Request) -> Publisher:
+def _is_json(content_type: str | None) -> bool:
+    message = email.message.Message()
+    message["content-type"] = content_type or ""
+    subtype = message.get_content_subtype()
+    return message.get_content_maintype() == "application" and (subtype == "json" or subtype.endswith("+json"))
+
+
+def _parse_batch(body: bytes, content_type: str | None) -> BatchIn:
+    """Decode and validate a batch body once, with FastAPI's answers for a declared JSON body.
+
+    FastAPI decodes with the standard library and then validates; orjson is about four
+    times faster on a batch of numbers. What orjson refuses (NaN, integers beyond 64 bits,
+    other encodings) is decoded again by the standard library, so such rows are still
+    reported by the field that holds them.
+    """
+    if not body:
+        raise RequestValidationError([{"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}])
+    data: Any = body
+    if _is_json(content_type):
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            try:
+                data = json.loads(body)
+            except json.JSONDecodeError as exc:
+                raise RequestValidationError([{"type": "json_invalid", "loc": ("body", exc.pos),
+                                               "msg": "JSON decode error", "input": {}, "ctx": {"error": exc.msg}}],
+                                             body=exc.doc) from None
+            except ValueError:  # not decodable text at all
+                raise HTTPException(400, "There was an error parsing the body") from None
+    try:
+        return BatchIn.model_validate(data, from_attributes=True)
+    except ValidationError as exc:
+        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)],
+                                     body=data) from None
+
+
+async def get_publisher(request: Request) -> Publisher:
+    # async: FastAPI runs a plain function dependency in a worker thread, a hop per request.
     return request.state.publisher  # type: ignore[no-any-return]
 
 
@@ -93,6 +173,15 @@ PublisherDep = Annotated[Publisher, Depends(get_publisher)]
 
 def create_app(settings: IngestSettings, specs: ModelSpecs | None = None) -> FastAPI:
     specs = specs or load_specs(settings.specs_path)
+    metrics = Metrics("ingest")
+
+    async def publish(publisher: Publisher, model: str, events: list[SampleIngested]) -> None:
+        try:
+            await publisher.publish_many_raw([_record(e) for e in events])
+        except BrokerUnavailableError:
+            metrics.broker_unavailable.inc()
+            raise
+        metrics.samples_ingested.labels(model).inc(len(events))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
@@ -105,8 +194,10 @@ def create_app(settings: IngestSettings, specs: ModelSpecs | None = None) -> Fas
     producers = [Depends(require_token(*(k.get_secret_value() for k in settings.api_keys)))] \
         if settings.api_keys else []
     app = FastAPI(title="refit ingest", version="1", lifespan=lifespan)
+    metrics.mount(app)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     add_error_handlers(app)
+    app.openapi = _with_batch_schema(app)  # type: ignore[method-assign]
 
     def spec_for(name: str) -> ModelSpec:
         try:
@@ -121,13 +212,16 @@ def create_app(settings: IngestSettings, specs: ModelSpecs | None = None) -> Fas
         try:
             event = to_event(spec, sample)
         except SchemaError as exc:
+            metrics.samples_rejected.labels(spec.name).inc()
             raise _unprocessable([_error(exc, None)]) from None
-        await publisher.publish(event)
+        await publish(publisher, spec.name, [event])
         return Accepted(accepted=1, sample_ids=[event.sample_id])
 
-    @app.post("/v1/samples:batch", status_code=202, response_model=Accepted, dependencies=producers)
-    async def post_batch(batch: BatchIn, publisher: PublisherDep) -> Accepted:
+    @app.post("/v1/samples:batch", status_code=202, response_model=Accepted, dependencies=producers,
+              openapi_extra=_BATCH_OPENAPI)
+    async def post_batch(request: Request, publisher: PublisherDep) -> Accepted:
         """Publish many samples, all or nothing: any invalid row rejects the request with every row's error."""
+        batch = _parse_batch(await request.body(), request.headers.get("content-type"))
         if len(batch.samples) > settings.max_batch_rows:
             raise _unprocessable([{"loc": ["body", "samples"], "type": "value_error",
                                    "msg": f"at most {settings.max_batch_rows} samples per batch"}])
@@ -139,8 +233,9 @@ def create_app(settings: IngestSettings, specs: ModelSpecs | None = None) -> Fas
             except SchemaError as exc:
                 errors.append(_error(exc, i, ("body", "samples")))
         if errors:
+            metrics.samples_rejected.labels(spec.name).inc(len(batch.samples))
             raise _unprocessable(errors)
-        await publisher.publish_many(events)
+        await publish(publisher, spec.name, events)
         return Accepted(accepted=len(events), sample_ids=[e.sample_id for e in events])
 
     @app.get("/healthz")

@@ -39,7 +39,13 @@ def test_metrics_tell_the_story_of_a_promotion(stack_factory, specs_file) -> Non
         assert client.post(f"{inference}/v1/models/digits/predict", json={"features": [1]}).status_code == 422
         stored = client.get(f"{stack.url('trainer')}/v1/stats").json()["samples"]["digits"]
 
-    trainer, monitor, served = (samples(stack.url(n)) for n in ("trainer", "monitor", "inference-0"))
+        bad = client.post(f"{stack.url('ingest')}/v1/samples:batch",
+                          json={"model": "digits", "samples": [{"features": [0.0], "label": "1"}] * 3})
+        assert bad.status_code == 422
+
+    ingest, trainer, monitor, served = (samples(stack.url(n)) for n in ("ingest", "trainer", "monitor", "inference-0"))
+    assert value(ingest, "refit_samples_ingested_total", model="digits") == len(rows)
+    assert value(ingest, "refit_samples_rejected_total", model="digits") == 3
     assert value(trainer, "refit_samples_stored_total", model="digits") == stored
     assert value(trainer, "refit_trainings_total", model="digits", outcome="success") >= 1
     assert value(trainer, "refit_training_duration_seconds_count", model="digits") >= 1

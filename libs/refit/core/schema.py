@@ -14,12 +14,12 @@ def validate_features(spec: ModelSpec, features: Any) -> dict[str, float]:
     """Named numeric features in spec order; a list is taken in spec order too."""
     names = spec.input.features
     if isinstance(features, Mapping):
-        missing = [n for n in names if n not in features]
-        if missing:
-            raise SchemaError(f"features: missing {missing[:5]}{' …' if len(missing) > 5 else ''}")
-        extra = [k for k in features if k not in set(names)]
-        if extra:
-            raise SchemaError(f"features: unknown {sorted(map(str, extra))[:5]}")
+        if len(features) != len(names) or not all(n in features for n in names):
+            missing = [n for n in names if n not in features]
+            if missing:
+                raise SchemaError(f"features: missing {missing[:5]}{' …' if len(missing) > 5 else ''}")
+            known = set(names)
+            raise SchemaError(f"features: unknown {sorted(str(k) for k in features if k not in known)[:5]}")
         values = [features[n] for n in names]
     elif isinstance(features, Sequence) and not isinstance(features, (str, bytes)):
         if len(features) != len(names):
@@ -29,6 +29,9 @@ def validate_features(spec: ModelSpec, features: Any) -> dict[str, float]:
         raise SchemaError("features: expected an object of named numbers or a list of numbers")
     out: dict[str, float] = {}
     for name, value in zip(names, values, strict=True):
+        if isinstance(value, float) and math.isfinite(value):  # the common case, checked cheaply
+            out[name] = value
+            continue
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise SchemaError(f"features.{name}: expected a number, got {type(value).__name__}")
         out[name] = _finite(value, f"features.{name}: must be finite")
