@@ -153,27 +153,31 @@ class Schedule(_Spec):
 
 
 class TriggersSpec(_Spec):
-    """When the monitor asks for a retraining; every trigger can be switched off on its own."""
+    """When the monitor asks for a retraining; every trigger can be switched off on its own.
 
-    new_samples: int | None = Field(None, ge=1, description="fire when this many new samples arrived")
-    max_age_days: float | None = Field(7.0, gt=0, description="fire when the champion is older")
-    schedules: tuple[Schedule, ...] = ()
+    Every number is bounded (a year of minutes, ten years of days, a billion samples), so no
+    configuration can overflow the policy's arithmetic.
+    """
+
+    new_samples: int | None = Field(None, ge=1, le=10**9, description="fire when this many new samples arrived")
+    max_age_days: float | None = Field(7.0, gt=0, le=3650, description="fire when the champion is older")
+    schedules: tuple[Schedule, ...] = Field((), max_length=50)
     drift: bool = True
-    drift_window: int = Field(500, ge=50)
+    drift_window: int = Field(500, ge=50, le=100_000)
     drift_alpha: float = Field(0.05, gt=0, lt=1)
-    drift_share: float = Field(0.3, gt=0, le=1)
+    drift_share: float = Field(0.3, ge=0, le=1)
     performance: bool = True
-    performance_window: int = Field(200, ge=20)
+    performance_window: int = Field(200, ge=20, le=100_000)
     accuracy_drop: float = Field(0.10, gt=0, lt=1, description="relative drop of live accuracy vs holdout")
-    rmse_increase: float = Field(0.15, gt=0, description="relative rise of live RMSE vs holdout")
-    min_new_samples: int = Field(50, ge=0, description="data sufficiency for automatic triggers")
-    cooldown_minutes: float = Field(30.0, ge=0)
-    timeout_minutes: float = Field(30.0, gt=0)
-    max_retries: int = Field(3, ge=0)
-    backoff_minutes: float = Field(1.0, gt=0)
+    rmse_increase: float = Field(0.15, gt=0, le=100, description="relative rise of live RMSE vs holdout")
+    min_new_samples: int = Field(50, ge=0, le=10**9, description="data sufficiency for automatic triggers")
+    cooldown_minutes: float = Field(30.0, ge=0, le=525_600)
+    timeout_minutes: float = Field(30.0, gt=0, le=525_600)
+    max_retries: int = Field(3, ge=0, le=20)
+    backoff_minutes: float = Field(1.0, gt=0, le=10_080)
     adaptive: bool = True
-    adaptive_min_days: float = Field(3.0, gt=0)
-    adaptive_max_days: float = Field(30.0, gt=0)
+    adaptive_min_days: float = Field(3.0, gt=0, le=3650)
+    adaptive_max_days: float = Field(30.0, gt=0, le=3650)
 
 
 class ModelSpec(_Spec):

@@ -28,6 +28,7 @@ from refit.metrics import Metrics
 from refit.onnx_model import OnnxModel, Prediction
 from refit.settings import InferenceSettings
 from refit.specs import ModelSpecs, load_specs
+from refit.web import BodyLimit, is_json
 from services.inference.serving import Champions, Served
 
 log = structlog.get_logger("inference")
@@ -36,6 +37,9 @@ MAX_REQUEST_ID = 200
 # Below the producer's default max request size (1 MiB): a bigger event could never be sent.
 MAX_EVENT_BYTES = 1_000_000
 PUBLISH_TRIES = 3
+# A prediction body may hold up to max_batch_rows rows; beyond this many bytes per row it is
+# refused (413) before being read whole into memory.
+MAX_BYTES_PER_ROW = 16 * 1024
 
 PREDICT_BODY = {
     "required": True,
@@ -53,6 +57,27 @@ PREDICT_BODY = {
         },
     }}},
 }
+
+
+# What a prediction answers (declared so that clients, and the fuzzing tests, can check it).
+# A non-finite model output is null: a regression value by design, a probability as orjson writes NaN.
+PREDICT_RESPONSES = {"200": {"description": "The predictions of the version named in the answer", "content": {
+    "application/json": {"schema": {
+        "type": "object", "required": ["model", "version", "digest", "request_id", "predictions"],
+        "properties": {
+            "model": {"type": "string"},
+            "version": {"type": "integer"},
+            "digest": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+            "request_id": {"type": "string"},
+            "predictions": {"type": "array", "items": {"oneOf": [
+                {"type": "object", "required": ["label", "probabilities"], "additionalProperties": False,
+                 "properties": {"label": {"type": "string"}, "probabilities": {
+                     "type": "object", "additionalProperties": {"type": ["number", "null"]}}}},
+                {"type": "object", "required": ["value"], "additionalProperties": False,
+                 "properties": {"value": {"type": ["number", "null"]}}},
+            ]}},
+        },
+    }}}}}
 
 
 def _bad(msg: str) -> HTTPException:
@@ -286,9 +311,11 @@ def create_app(settings: InferenceSettings, specs: ModelSpecs | None = None) -> 
             await publisher.close()
 
     app = FastAPI(title="refit inference", version="1", lifespan=lifespan)
+    app.add_middleware(BodyLimit, limit=max(1024 * 1024, settings.max_batch_rows * MAX_BYTES_PER_ROW))
     metrics.mount(app)
 
-    @app.post("/v1/models/{name}/predict", openapi_extra={"requestBody": PREDICT_BODY})
+    @app.post("/v1/models/{name}/predict",
+              openapi_extra={"requestBody": PREDICT_BODY, "responses": PREDICT_RESPONSES})
     async def predict(name: str, request: Request) -> Response:
         """Predict with the current champion; the response names the version that answered and its request id."""
         started = time.perf_counter()
@@ -300,6 +327,10 @@ def create_app(settings: InferenceSettings, specs: ModelSpecs | None = None) -> 
                 if name not in champions.specs.names():
                     raise HTTPException(404, f"no model named {name!r}")
                 raise HTTPException(503, f"model {name!r} has no champion yet", headers={"Retry-After": "1"})
+            content_type = request.headers.get("content-type")
+            if content_type is not None and not is_json(content_type):
+                raise HTTPException(415, "expected a JSON body (Content-Type: application/json), "
+                                         f"got {content_type[:80]!r}")
             try:
                 body = orjson.loads(await request.body())
             except orjson.JSONDecodeError as exc:
@@ -308,7 +339,7 @@ def create_app(settings: InferenceSettings, specs: ModelSpecs | None = None) -> 
             try:
                 predicted = served.model.run(batch)
             except ModelLoadError as exc:
-                raise HTTPException(422, f"the model could not run on this input: {exc}") from None
+                raise _bad(f"the model could not run on this input: {exc}") from None
         except HTTPException as exc:
             exc.headers = {**(exc.headers or {}), "x-request-id": request_id}
             metrics.requests.labels(name if name in specs.names() else "unknown", "none", str(exc.status_code)).inc()

@@ -156,6 +156,8 @@ def _parse_batch(body: bytes, content_type: str | None) -> BatchIn:
                                              body=exc.doc) from None
             except ValueError:  # not decodable text at all
                 raise HTTPException(400, "There was an error parsing the body") from None
+            except RecursionError:  # nested deeper than the standard library's decoder can follow
+                raise HTTPException(400, "There was an error parsing the body: nested too deeply") from None
     try:
         return BatchIn.model_validate(data, from_attributes=True)
     except ValidationError as exc:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -22,7 +23,7 @@ from refit.kafka import Publisher, consume
 from refit.metrics import Metrics
 from refit.settings import MonitorSettings
 from refit.specs import ModelSpecs, TriggersSpec, load_specs
-from refit.web import add_error_handlers, require_token
+from refit.web import BodyLimit, add_error_handlers, require_token
 from services.monitor.feedback import FeedbackStore
 from services.monitor.registry import Registry
 from services.monitor.reports import report
@@ -30,6 +31,9 @@ from services.monitor.service import Monitor, RollbackError, decision_json
 from services.monitor.trigger_store import TriggerStore
 
 DASHBOARD = Path(__file__).parent / "static" / "index.html"
+# Every body the monitor takes (a reason, a rollback target, a trigger configuration) is small;
+# without a limit any client could make it hold an arbitrarily large body in memory.
+MAX_BODY_BYTES = 1024 * 1024
 
 
 class RetrainIn(BaseModel):
@@ -57,6 +61,36 @@ def known_model(name: str, monitor: MonitorDep) -> str:
 
 
 ModelName = Annotated[str, Depends(known_model)]
+
+_MAX_INT = 2**63 - 1  # the bound of SQLite integers and of C sizes (deque lengths) counts end up in
+
+
+def computable(config: TriggersSpec) -> TriggersSpec:
+    """Refuse (422) what validates but the trigger loop cannot compute with: non-finite numbers
+    (JSON bodies may carry ``Infinity``), durations beyond ``timedelta``, counts beyond 64 bits.
+    Stored, such a configuration made every later evaluation of the model's triggers raise."""
+    errors = []
+    for field, value in config.model_dump().items():
+        if isinstance(value, float) and not math.isfinite(value):
+            errors.append((field, "must be a finite number"))
+        elif isinstance(value, int) and abs(value) > _MAX_INT:
+            errors.append((field, f"must be at most {_MAX_INT}"))
+    minute, day = timedelta(minutes=1), timedelta(days=1)
+    durations = [("cooldown_minutes", minute, config.cooldown_minutes),
+                 # a first retry waits the timeout plus the backoff
+                 ("timeout_minutes", minute, config.timeout_minutes + config.backoff_minutes),
+                 ("max_age_days", day, config.max_age_days), ("adaptive_min_days", day, config.adaptive_min_days),
+                 ("adaptive_max_days", day, config.adaptive_max_days)]
+    for field, unit, value in durations:
+        try:
+            if value is not None and math.isfinite(value):
+                _ = unit * value  # raises OverflowError beyond timedelta.max
+        except OverflowError:
+            errors.append((field, f"must be at most {timedelta.max.days} days"
+                                  + (" with backoff_minutes" if field == "timeout_minutes" else "")))
+    if errors:
+        raise HTTPException(422, [{"loc": ["body", field], "msg": msg, "type": "value_error"} for field, msg in errors])
+    return config
 
 
 def create_app(settings: MonitorSettings, specs: ModelSpecs | None = None) -> FastAPI:
@@ -92,6 +126,7 @@ def create_app(settings: MonitorSettings, specs: ModelSpecs | None = None) -> Fa
             trigger_store.close()
 
     app = FastAPI(title="refit monitor", version="1", lifespan=lifespan)
+    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
     metrics.mount(app)
     add_error_handlers(app)
     authorized = Depends(require_token(settings.api_token.get_secret_value()))
@@ -158,7 +193,7 @@ def create_app(settings: MonitorSettings, specs: ModelSpecs | None = None) -> Fa
     @app.put("/v1/models/{name}/config", dependencies=[authorized])
     async def put_config(name: ModelName, body: TriggersSpec, monitor: MonitorDep) -> dict[str, Any]:
         """Replace the model's trigger configuration (validated; persisted; overrides the spec file)."""
-        monitor.triggers.set_config(name, body)
+        monitor.triggers.set_config(name, computable(body))
         return {"model": name, "source": "override", "triggers": body.model_dump(mode="json")}
 
     @app.get("/v1/scheduler")

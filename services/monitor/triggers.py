@@ -26,6 +26,7 @@ from refit.core.changes import ADWIN
 from refit.core.drift import DriftInputError, DriftPolicy, detect_drift
 from refit.core.schedule import Due, due, next_run
 from refit.core.triggers import Assessment, Live, Signals, evaluate
+from refit.errors import BrokerUnavailableError
 from refit.events import RetrainRequested, SampleIngested
 from refit.kafka import Publisher
 from refit.metrics import Metrics
@@ -115,6 +116,10 @@ class Triggers:
                 await self._tick(spec)
             except (DriftInputError, ValueError) as exc:  # a window that cannot be judged waits
                 log.warning("trigger evaluation skipped", model=spec.name, error=str(exc))
+            except BrokerUnavailableError:
+                raise
+            except Exception:  # one model's failure must never stop every model's triggers
+                log.exception("trigger evaluation failed", model=spec.name)
 
     async def _tick(self, spec: ModelSpec) -> None:
         config, _ = self.config(spec.name)

@@ -95,9 +95,9 @@ def test_many_missing_features_are_abbreviated(digits):
         (None, "features.b: expected a number, got NoneType"),
         ([1.0], "features.b: expected a number, got list"),
         ({"v": 1}, "features.b: expected a number, got dict"),
-        (float("nan"), "features.b: must be finite"),
-        (float("inf"), "features.b: must be finite"),
-        (float("-inf"), "features.b: must be finite"),
+        (float("nan"), "features.b: must be finite (within ±3.4e38)"),
+        (float("inf"), "features.b: must be finite (within ±3.4e38)"),
+        (float("-inf"), "features.b: must be finite (within ±3.4e38)"),
     ],
 )
 @pytest.mark.parametrize("as_list", [False, True], ids=["object", "list"])

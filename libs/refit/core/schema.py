@@ -7,6 +7,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from refit.errors import SchemaError
+
+FLOAT32_MAX = 3.4028234663852886e38
 from refit.specs import ModelSpec
 
 
@@ -29,21 +31,23 @@ def validate_features(spec: ModelSpec, features: Any) -> dict[str, float]:
         raise SchemaError("features: expected an object of named numbers or a list of numbers")
     out: dict[str, float] = {}
     for name, value in zip(names, values, strict=True):
-        if isinstance(value, float) and math.isfinite(value):  # the common case, checked cheaply
+        if isinstance(value, float) and -FLOAT32_MAX <= value <= FLOAT32_MAX:  # the common case, cheaply
             out[name] = value
             continue
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise SchemaError(f"features.{name}: expected a number, got {type(value).__name__}")
-        out[name] = _finite(value, f"features.{name}: must be finite")
+        out[name] = _finite(value, f"features.{name}: must be finite (within ±3.4e38)")
     return out
 
 
 def _finite(value: int | float, message: str) -> float:
+    """A number the models can hold: finite as a float32 (ONNX and the fitted pipelines use
+    float32 inputs; one larger value would make every training of the model fail)."""
     try:
         number = float(value)  # a huge JSON integer overflows here
     except OverflowError:
         raise SchemaError(message) from None
-    if not math.isfinite(number):
+    if not math.isfinite(number) or abs(number) > FLOAT32_MAX:
         raise SchemaError(message)
     return number
 
