@@ -151,7 +151,7 @@ def simulate(name: str, n: int, drifts: int, every: int, window: int, seed: int,
 
 def table(name: str, policies: list[Policy], n: int, drifts: int, segments: int = 8) -> str:
     size = len(policies[0].correct) // segments
-    head = f"| policy | served accuracy | trainings | promotions | " + " | ".join(
+    head = "| policy | served accuracy | trainings | promotions | " + " | ".join(
         f"{1000 + k * size}–{1000 + (k + 1) * size}" for k in range(segments)) + " |"
     rule = "|" + "---|" * (4 + segments)
     rows = [f"| {p.name} | {np.mean(p.correct):.3f} | {p.trainings} | {p.promotions} | " + " | ".join(

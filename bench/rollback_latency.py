@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import yaml
 
-from refit.demo import digits_waves, post_rows, wait_for_decisions
+from refit.demo import two_champions
 from refit.stack import Stack
 
 REPO = Path(__file__).resolve().parent.parent
@@ -49,16 +49,8 @@ def main() -> None:
 
 def run(stack: Stack, rollbacks: int) -> None:
     monitor, replicas = stack.url("monitor"), [stack.url(r) for r in stack.replicas]
-    waves = digits_waves(3)
-    row = waves[0][0]["features"]
     with httpx.Client(timeout=30) as client:
-        post_rows(client, stack.url("ingest"), "digits", waves[0])
-        wait_for_decisions(client, monitor, "digits", 1)
-        post_rows(client, stack.url("ingest"), "digits", waves[1])
-        decisions = wait_for_decisions(client, monitor, "digits", 2)
-        while sum(d["event_type"] == "ModelPromoted" for d in decisions) < 2:
-            client.post(f"{monitor}/v1/models/digits/retrain", json={"reason": "bench"}, headers=TOKEN)
-            decisions = wait_for_decisions(client, monitor, "digits", len(decisions) + 1)
+        _, _, row = two_champions(client, stack.url("ingest"), monitor, replicas, "refit-local-token")
         api_s, propagate_s = [], []
         for _ in range(rollbacks):
             started = time.perf_counter()

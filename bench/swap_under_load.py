@@ -205,7 +205,7 @@ def report(result: Result) -> str:
 
 def main() -> None:
     from refit.stack import Stack
-    from refit.demo import digits_waves, post_rows, wait_for_decisions
+    from refit.demo import two_champions
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--rollbacks", type=int, default=20)
@@ -221,20 +221,8 @@ def main() -> None:
         stack = Stack(Path(tmp) / "state", Path(tmp) / "models.yaml", inference_replicas=2).start()
         try:
             monitor, replicas = stack.url("monitor"), [stack.url(r) for r in stack.replicas]
-            waves = digits_waves(3)
-            row = waves[0][0]["features"]
             with httpx.Client(timeout=30) as client:
-                post_rows(client, stack.url("ingest"), "digits", waves[0])
-                wait_for_decisions(client, monitor, "digits", 1)
-                post_rows(client, stack.url("ingest"), "digits", waves[1])
-                decisions = wait_for_decisions(client, monitor, "digits", 2)
-                while decisions[0]["event_type"] != "ModelPromoted":
-                    client.post(f"{monitor}/v1/models/digits/retrain", json={"reason": "bench"}, headers=TOKEN)
-                    decisions = wait_for_decisions(client, monitor, "digits", len(decisions) + 1)
-                champion, give_up = decisions[0]["version"], time.monotonic() + 60
-                while not all(served(client, u, row) == champion for u in replicas):
-                    assert time.monotonic() < give_up, f"the replicas never served v{champion}"
-                    time.sleep(0.05)
+                _, _, row = two_champions(client, stack.url("ingest"), monitor, replicas, "refit-local-token")
             result = measure(monitor, replicas, row, args.rollbacks, args.clients, args.steady_s, args.gap_s,
                              args.max_seconds)
         finally:

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import httpx
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
-from refit.demo import digits_waves, post_rows, wait_for_decisions
+from refit import demo
 from refit.stack import Stack
 
 TOKEN = {"authorization": "Bearer refit-local-token"}
@@ -119,22 +119,9 @@ def served_version(client: httpx.Client, url: str, row: dict[str, float]) -> int
 
 
 def two_champions(client: httpx.Client, stack: Stack) -> tuple[int, int, dict[str, float]]:
-    """Two promoted versions of digits, as tests/e2e/test_rollback.py makes them; and a probe row."""
-    monitor = stack.url("monitor")
-    waves = digits_waves(3)
-    post_rows(client, stack.url("ingest"), "digits", waves[0])
-    first = wait_for_decisions(client, monitor, "digits", 1, timeout_s=90)[0]
-    assert first["event_type"] == "ModelPromoted", first["reasons"]
-    post_rows(client, stack.url("ingest"), "digits", waves[1])
-    history = wait_for_decisions(client, monitor, "digits", 2, timeout_s=90)
-    while history[0]["event_type"] != "ModelPromoted":  # make the second champion explicitly
-        retrain(client, stack, "second champion")
-        history = wait_for_decisions(client, monitor, "digits", len(history) + 1, timeout_s=90)
-    row = waves[0][0]["features"]
-    for url in (stack.url(r) for r in stack.replicas):
-        wait_until(f"{url} serves v{history[0]['version']}",
-                   lambda u=url: served_version(client, u, row) == history[0]["version"])
-    return int(first["version"]), int(history[0]["version"]), row
+    """Two promoted versions of digits, serving on every replica; and a probe row."""
+    return demo.two_champions(client, stack.url("ingest"), stack.url("monitor"),  # type: ignore[return-value]
+                              [stack.url(r) for r in stack.replicas], TOKEN["authorization"].split()[1])
 
 
 def topic_values(bootstrap: str, topic: str, until: Callable[[list[bytes]], bool], timeout_s: float = 30,
