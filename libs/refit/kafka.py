@@ -269,7 +269,7 @@ async def consume(settings: CommonSettings, *, name: str, subscribe: Sequence[st
                   expected: type[Event] | tuple[type[Event], ...], handler: BatchHandler,
                   publisher: Publisher, stop: asyncio.Event, max_records: int = 500,
                   counts: Counter[str] | None = None, metrics: Metrics | None = None,
-                  check_interval_s: float = 1.0) -> None:
+                  check_interval_s: float = 1.0, fetch_max_wait_ms: int = 500) -> None:
     """Consume until ``stop`` is set; commit each batch after ``handler`` made it durable.
 
     A handler exception is treated as transient: the consumer is rebuilt and resumes
@@ -279,7 +279,9 @@ async def consume(settings: CommonSettings, *, name: str, subscribe: Sequence[st
     cluster): the topics are recreated at once and a new consumer resumes from the
     committed offsets, or from the earliest record where there are none (a consumer
     without a group always rereads from the earliest). ``counts`` (if given) counts
-    records consumed and dead-lettered.
+    records consumed and dead-lettered. ``fetch_max_wait_ms`` bounds how long the broker may
+    hold a fetch with nothing new (the embedded broker holds it that long even when a record
+    arrives meanwhile; a latency-sensitive reader asks for less).
     """
     counts = counts if counts is not None else Counter()
     commit_timeout_s = max(settings.kafka_request_timeout_ms, settings.kafka_session_timeout_ms) / 1000
@@ -290,7 +292,7 @@ async def consume(settings: CommonSettings, *, name: str, subscribe: Sequence[st
             session_timeout_ms=settings.kafka_session_timeout_ms,
             heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
             request_timeout_ms=max(settings.kafka_request_timeout_ms, settings.kafka_session_timeout_ms + 1000),
-            max_poll_records=max_records,
+            max_poll_records=max_records, fetch_max_wait_ms=fetch_max_wait_ms,
         )
         watch = _Watch(AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, client_id=f"{name}-watch",
                                            request_timeout_ms=settings.kafka_request_timeout_ms), subscribe)

@@ -7,8 +7,11 @@ conventions (``_total`` counters, ``_seconds`` durations) and carry the model as
 
 from __future__ import annotations
 
+import os
+
 from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 TRAINING_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
@@ -64,8 +67,16 @@ class Metrics:
                                          "Decisions or artifacts inference refused", ["reason"], registry=r)
 
     def mount(self, app: FastAPI) -> None:
-        """Serve this registry at ``GET /metrics`` in Prometheus' text format."""
+        """Serve this registry at ``GET /metrics`` in Prometheus' text format.
+
+        Under worker processes (``refit.workers`` sets ``PROMETHEUS_MULTIPROC_DIR``) every
+        process writes its values to that directory and any worker answers with the sums.
+        """
+        registry = self.registry
+        if directory := os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry, directory)
 
         @app.get("/metrics", include_in_schema=False)
         async def metrics() -> Response:
-            return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
+            return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

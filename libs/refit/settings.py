@@ -114,7 +114,14 @@ class InferenceSettings(_SignedDecisions):
     replica_id: str = _f(default_factory=socket.gethostname,
                          description="names the replica in logs and as its Kafka client id (default: host name)")
     session_threads: int = _f(1, "onnxruntime intra-op threads per session", ge=1)
+    workers: int = _f(0, "worker processes, each with its own socket on the port (SO_REUSEPORT) and its own "
+                         "champions, swapped atomically; 0 = one per core", ge=0)
     max_batch_rows: int = _f(1024, "rows per prediction request", ge=1)
+    decisions_fetch_wait_ms: int = _f(50, "longest the broker may hold an empty fetch of the decisions topic: "
+                                           "bounds the time from a decision to the swap", ge=1, le=500)
+    memory_reserve_mb: int = _f(256, "memory that must stay free after loading a new champion beside the serving "
+                                     "one; a swap that would leave less is refused (the old champion keeps serving)",
+                                ge=0)
     publish_predictions: bool = _f(False, "publish every prediction to refit.predictions (the query log)")
     predictions_queue_size: int = _f(10_000, "predictions waiting to be published; beyond it they are dropped "
                                      "and counted, never blocking a request", ge=1)

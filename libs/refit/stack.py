@@ -165,6 +165,7 @@ class Stack:
         if kind == "inference":
             values["MONITOR_URL"] = self.url("monitor")
             values["REPLICA_ID"] = name
+            values["WORKERS"] = "1"  # one process per replica locally; REFIT_INFERENCE_WORKERS in env overrides
         env = {**os.environ, **{prefix + k: v for k, v in values.items()}}
         env.update(self.env)
         return env

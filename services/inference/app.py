@@ -29,124 +29,17 @@ from refit.onnx_model import OnnxModel, Prediction
 from refit.settings import InferenceSettings
 from refit.specs import ModelSpecs, load_specs
 from refit.web import BodyLimit, is_json
+from services.inference.predict import PREDICT_BODY, PREDICT_RESPONSES, PredictPath, Predictions
 from services.inference.serving import Champions, Served
 
 log = structlog.get_logger("inference")
 
-MAX_REQUEST_ID = 200
 # Below the producer's default max request size (1 MiB): a bigger event could never be sent.
 MAX_EVENT_BYTES = 1_000_000
 PUBLISH_TRIES = 3
 # A prediction body may hold up to max_batch_rows rows; beyond this many bytes per row it is
 # refused (413) before being read whole into memory.
 MAX_BYTES_PER_ROW = 16 * 1024
-
-PREDICT_BODY = {
-    "required": True,
-    "content": {"application/json": {"schema": {
-        "type": "object",
-        "description": "One of: features (one row), instances (rows of named features), "
-                       "inputs (rows of numbers in feature order), text, texts.",
-        "properties": {
-            "features": {"oneOf": [{"type": "object", "additionalProperties": {"type": "number"}},
-                                   {"type": "array", "items": {"type": "number"}}]},
-            "instances": {"type": "array", "items": {"type": "object"}},
-            "inputs": {"type": "array", "items": {"type": "array", "items": {"type": "number"}}},
-            "text": {"type": "string"},
-            "texts": {"type": "array", "items": {"type": "string"}},
-        },
-    }}},
-}
-
-
-# What a prediction answers (declared so that clients, and the fuzzing tests, can check it).
-# A non-finite model output is null: a regression value by design, a probability as orjson writes NaN.
-PREDICT_RESPONSES = {"200": {"description": "The predictions of the version named in the answer", "content": {
-    "application/json": {"schema": {
-        "type": "object", "required": ["model", "version", "digest", "request_id", "predictions"],
-        "properties": {
-            "model": {"type": "string"},
-            "version": {"type": "integer"},
-            "digest": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
-            "request_id": {"type": "string"},
-            "predictions": {"type": "array", "items": {"oneOf": [
-                {"type": "object", "required": ["label", "probabilities"], "additionalProperties": False,
-                 "properties": {"label": {"type": "string"}, "probabilities": {
-                     "type": "object", "additionalProperties": {"type": ["number", "null"]}}}},
-                {"type": "object", "required": ["value"], "additionalProperties": False,
-                 "properties": {"value": {"type": ["number", "null"]}}},
-            ]}},
-        },
-    }}}}}
-
-
-def _bad(msg: str) -> HTTPException:
-    return HTTPException(422, detail=[{"loc": ["body"], "msg": msg, "type": "value_error"}])
-
-
-def request_id_of(request: Request) -> str:
-    """The client's ``X-Request-ID`` if it sent a valid one, else a new UUID."""
-    given = request.headers.get("x-request-id")
-    if given is None:
-        return str(uuid.uuid4())
-    if not 0 < len(given) <= MAX_REQUEST_ID or not given.isprintable():
-        raise HTTPException(400, f"X-Request-ID must be 1 to {MAX_REQUEST_ID} printable characters")
-    return given
-
-
-def to_batch(model: OnnxModel, body: Any, max_rows: int) -> tuple[list[Any], np.ndarray]:
-    """The rows as sent and the model's input tensor; every problem is a 422 naming it."""
-    if not isinstance(body, dict):
-        raise _bad("expected a JSON object")
-    if model.input_kind == "text":
-        texts = [body["text"]] if "text" in body else body.get("texts")
-        if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
-            raise _bad("expected 'text' (a string) or 'texts' (a non-empty list of strings)")
-        rows: Any = texts
-    elif "inputs" in body:
-        rows = body["inputs"]
-    elif "features" in body:
-        rows = [body["features"]]
-    elif "instances" in body:
-        rows = body["instances"]
-    else:
-        raise _bad("expected one of 'features', 'instances' or 'inputs'")
-    if not isinstance(rows, list) or not rows:
-        raise _bad("expected a non-empty list of rows")
-    if len(rows) > max_rows:
-        raise _bad(f"at most {max_rows} rows per request")
-    if model.input_kind == "text":
-        return rows, model.matrix(rows)
-    names = model.features
-    sent = rows
-    try:
-        if isinstance(rows[0], dict):
-            rows = [[row[f] for f in names] if isinstance(row, dict) and len(row) == len(names) else None
-                    for row in rows]
-        matrix = np.array(rows, dtype=np.float32)
-    except KeyError as exc:
-        raise _bad(f"missing feature {exc.args[0]!r}") from None
-    except (TypeError, ValueError):
-        raise _bad(f"each row must hold exactly {len(names)} numbers: {', '.join(names[:8])}…") from None
-    if matrix.ndim != 2 or matrix.shape[1] != len(names):
-        raise _bad(f"each row must hold exactly {len(names)} numbers")
-    if not np.isfinite(matrix).all():
-        raise _bad("features must be finite numbers")
-    return sent, matrix
-
-
-def answer(served: Served, predicted: Prediction, request_id: str) -> bytes:
-    if predicted.labels is not None:
-        classes = served.model.classes or []
-        probs = predicted.probabilities.tolist() if predicted.probabilities is not None else []
-        rows: list[dict[str, Any]] = [
-            {"label": label, "probabilities": dict(zip(classes, p, strict=True))}
-            for label, p in zip(predicted.labels, probs, strict=True)]
-    else:
-        rows = [{"value": v if math.isfinite(v) else None} for v in predicted.values or []]
-    return orjson.dumps({"model": served.name, "version": served.version, "digest": served.digest,
-                         "request_id": request_id, "predictions": rows})
-
 
 Record = tuple[str, bytes, bytes, list[tuple[str, bytes]] | None]
 Logged = tuple[Served, str, list[Any], Prediction]
@@ -284,7 +177,8 @@ def create_app(settings: InferenceSettings, specs: ModelSpecs | None = None) -> 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
-        champions = Champions(specs, HttpArtifactStore(settings.monitor_url), key, settings.session_threads, metrics)
+        champions = Champions(specs, HttpArtifactStore(settings.monitor_url), key, settings.session_threads, metrics,
+                              reserve_bytes=settings.memory_reserve_mb * 2**20)
         publisher = Publisher(settings, client_id=f"refit-{settings.replica_id}")
         query_log = QueryLog(publisher, settings.replica_id, settings.predictions_queue_size,
                              settings.predictions_batch_size) if settings.publish_predictions else None
@@ -302,7 +196,7 @@ def create_app(settings: InferenceSettings, specs: ModelSpecs | None = None) -> 
                 tasks.create_task(consume(
                     settings, name=settings.replica_id, subscribe=[topics.DECISIONS], group_id=None,
                     expected=(ModelPromoted, CandidateRejected, ModelRolledBack), handler=follow,
-                    publisher=publisher, stop=stop))
+                    publisher=publisher, stop=stop, fetch_max_wait_ms=settings.decisions_fetch_wait_ms))
                 if query_log is not None:
                     tasks.create_task(query_log.run(stop))
                 yield {"champions": champions, "query_log": query_log}
@@ -310,48 +204,24 @@ def create_app(settings: InferenceSettings, specs: ModelSpecs | None = None) -> 
         finally:
             await publisher.close()
 
-    app = FastAPI(title="refit inference", version="1", lifespan=lifespan)
-    app.add_middleware(BodyLimit, limit=max(1024 * 1024, settings.max_batch_rows * MAX_BYTES_PER_ROW))
+    # FastAPI's native OpenTelemetry hooks look the providers up on every request; refit exports
+    # Prometheus metrics of its own.
+    app = FastAPI(title="refit inference", version="1", lifespan=lifespan,
+                  telemetry={"tracing": False, "metrics": False, "logs": False})
+    limit = max(1024 * 1024, settings.max_batch_rows * MAX_BYTES_PER_ROW)
+    predictions = Predictions(settings, specs, metrics, limit)
+    app.add_middleware(BodyLimit, limit=limit)
+    # Outermost: predictions skip FastAPI's routing and dependency solving (measured: ~60 µs of the
+    # ~100 µs a FastAPI route costs per request on this stack; docs/benchmarks.md).
+    app.add_middleware(PredictPath, predictions=predictions)
     metrics.mount(app)
 
     @app.post("/v1/models/{name}/predict",
               openapi_extra={"requestBody": PREDICT_BODY, "responses": PREDICT_RESPONSES})
     async def predict(name: str, request: Request) -> Response:
         """Predict with the current champion; the response names the version that answered and its request id."""
-        started = time.perf_counter()
-        request_id = request_id_of(request)
-        try:
-            champions: Champions = request.state.champions
-            served = champions.served.get(name)
-            if served is None:
-                if name not in champions.specs.names():
-                    raise HTTPException(404, f"no model named {name!r}")
-                raise HTTPException(503, f"model {name!r} has no champion yet", headers={"Retry-After": "1"})
-            content_type = request.headers.get("content-type")
-            if content_type is not None and not is_json(content_type):
-                raise HTTPException(415, "expected a JSON body (Content-Type: application/json), "
-                                         f"got {content_type[:80]!r}")
-            try:
-                body = orjson.loads(await request.body())
-            except orjson.JSONDecodeError as exc:
-                raise HTTPException(400, f"body is not valid JSON: {exc}") from None
-            rows, batch = to_batch(served.model, body, settings.max_batch_rows)
-            try:
-                predicted = served.model.run(batch)
-            except ModelLoadError as exc:
-                raise _bad(f"the model could not run on this input: {exc}") from None
-        except HTTPException as exc:
-            exc.headers = {**(exc.headers or {}), "x-request-id": request_id}
-            metrics.requests.labels(name if name in specs.names() else "unknown", "none", str(exc.status_code)).inc()
-            raise
-        query_log: QueryLog | None = request.state.query_log
-        if query_log is not None:
-            query_log.offer(served, request_id, rows, predicted)
-        response = Response(answer(served, predicted, request_id), media_type="application/json",
-                            headers={"x-refit-model-version": str(served.version), "x-request-id": request_id})
-        served.answered.inc()
-        served.latency.observe(time.perf_counter() - started)
-        return response
+        status, body, headers = await predictions.answer(name, request.scope, request.receive)
+        return Response(body, status, media_type="application/json", headers=dict(headers))
 
     @app.get("/v1/stats")
     async def stats(request: Request) -> dict[str, Any]:

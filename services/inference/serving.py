@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,9 +12,10 @@ import structlog
 
 from refit import signing
 from refit.artifacts import ArtifactReader
-from refit.core.serving import should_swap
+from refit.core.serving import headroom_for, should_swap
 from refit.errors import ArtifactError, EventDecodeError, ModelLoadError, SignatureError
 from refit.events import CandidateRejected, ModelPromoted, ModelRolledBack, parse_event
+from refit.memory import available_bytes
 from refit.metrics import Metrics
 from refit.onnx_model import OnnxModel
 from refit.specs import ModelSpec, ModelSpecs
@@ -34,19 +36,28 @@ class Served:
     latency: Any = None
 
 
+class NoHeadroom(ModelLoadError):
+    """Loading the new session beside the serving one would leave less than the reserve free."""
+
+
 class Champions:
     """The current champion per model. Swapping is one dict assignment, atomic on the event loop."""
 
     def __init__(self, specs: ModelSpecs, store: ArtifactReader, key: bytes, threads: int = 1,
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None, reserve_bytes: int = 0,
+                 available: Callable[[], int | None] = available_bytes) -> None:
         self.metrics = metrics or Metrics("inference")
         self.specs = specs
         self.store = store
         self.key = key
         self.threads = threads
         self.served: dict[str, Served] = {}
+        # The champion each swap replaced, kept loaded: rolling back to it is instant.
+        self.previous: dict[str, Served] = {}
         self.swaps = 0
-        self.refused: dict[str, int] = {"signature": 0, "load": 0, "decode": 0}
+        self.reserve_bytes = reserve_bytes
+        self.available = available
+        self.refused: dict[str, int] = {"signature": 0, "load": 0, "decode": 0, "memory": 0}
         self._locks = {name: asyncio.Lock() for name in specs.names()}
 
     def ready(self) -> bool:
@@ -77,11 +88,16 @@ class Champions:
                 return False
             bound = log.bind(model=event.model, version=event.version, digest=event.digest, source=source)
             started = time.perf_counter()
+            kept = self.previous.get(event.model)
             try:
-                model = await asyncio.to_thread(self._load, self.specs.get(event.model), event.digest)
+                if kept is not None and kept.digest == event.digest:
+                    model = kept.model  # a rollback to the version just replaced: already loaded and warm
+                else:
+                    model = await asyncio.to_thread(self._load, self.specs.get(event.model), event.digest)
             except (ArtifactError, ModelLoadError) as exc:
-                self.refused["load"] += 1
-                self.metrics.decisions_refused.labels("load").inc()
+                reason = "memory" if isinstance(exc, NoHeadroom) else "load"
+                self.refused[reason] += 1
+                self.metrics.decisions_refused.labels(reason).inc()
                 bound.error("swap refused, still serving the previous model", reason=str(exc),
                             serving=current.version if current else None)
                 return False
@@ -90,6 +106,8 @@ class Champions:
                 event.model, event.version, event.digest, event.sequence, model,
                 self.metrics.requests.labels(event.model, version, "200"),
                 self.metrics.latency.labels(event.model, version))
+            if current is not None:
+                self.previous[event.model] = current
             self.swaps += 1
             self.metrics.swaps.labels(event.model).inc()
             self.metrics.swap_duration.labels(event.model).observe(time.perf_counter() - started)
@@ -97,7 +115,13 @@ class Champions:
             return True
 
     def _load(self, spec: ModelSpec, digest: str) -> OnnxModel:
-        model = OnnxModel(self.store.get(digest), threads=self.threads)
+        data = self.store.get(digest)
+        available = self.available()
+        if not headroom_for(len(data), available, self.reserve_bytes):
+            raise NoHeadroom(f"not enough memory to load a {len(data) / 2**20:.1f} MiB model beside the serving "
+                             f"one: {(available or 0) / 2**20:.0f} MiB available, "
+                             f"{self.reserve_bytes / 2**20:.0f} MiB must stay free")
+        model = OnnxModel(data, threads=self.threads)
         if model.task != spec.task or model.input_kind != spec.input.kind or \
                 tuple(model.features) != spec.input.features:
             raise ModelLoadError(f"artifact signature ({model.task}, {model.input_kind}, "

@@ -67,7 +67,7 @@ def test_forged_unsigned_and_mismatched_decisions_are_ignored_and_counted(stack_
                              json={"features": digits_waves(3)[0][0]["features"]}).json()
         metrics = client.get(f"{inference}/metrics").text
 
-    assert stats["refused"] == {"signature": 3, "load": 1, "decode": 0}
+    assert stats["refused"] == {"signature": 3, "load": 1, "decode": 0, "memory": 0}
     assert answer["version"] == champion["version"]  # still the real champion, never 999
     assert 'refit_decisions_refused_total{reason="signature"} 3.0' in metrics
     log = (stack.state_dir / "logs" / "inference-0.log").read_text()

@@ -1,0 +1,324 @@
+"""refit inference against its ceiling and its peers, round-robin in one run.
+
+    make bench        # installs wrk and the bench extra (MLflow), then runs this with its defaults
+    .venv/bin/python bench/inference_peers.py --rounds 3 --seconds 5
+
+Servers, each one process on loopback, started here and stopped by PID:
+
+- **ceiling**: FastAPI on refit's server stack (uvicorn, uvloop, httptools, one worker) that
+  parses the same JSON body and answers a constant (``bench/peers.py``);
+- **refit**: an inference replica of a real local stack (embedded broker, the four services),
+  serving champions the stack trained and promoted: ``digits-lr`` (the repo's digits spec,
+  a logistic regression) and ``digits-rf`` (100 trees);
+- **sklearn**: FastAPI on the same stack calling the scikit-learn pipeline's ``predict_proba``;
+- **mlflow**: ``mlflow models serve --env-manager local`` (one worker) for the same pipeline,
+  saved with ``pyfunc_predict_fn="predict_proba"``.
+
+The scikit-learn pipeline is built from the same spec (``services.trainer.fit.build_pipeline``)
+and fitted on the same 1,797 digits rows refit's trainer was given. Load: ``wrk`` (one thread,
+``--connections`` keep-alive connections, ``--seconds`` per run), for single-row and 64-row
+bodies ``{"inputs": [[64 numbers], ...]}``; every (model, batch) case runs the servers in
+turn, A B C D, rotating the order each round. Per case: median over rounds of requests/s, p50
+and p99, the errors (non-2xx and socket errors), the server's RSS after the runs, and the
+ratios to the ceiling and to MLflow. Then the workers phase: refit with one worker per core
+(``REFIT_INFERENCE_WORKERS=0``) against the single-worker ceiling, round-robin again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import joblib
+import psutil
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(REPO), str(REPO / "libs")]
+
+from refit.datasets import sample_rows  # noqa: E402
+from refit.demo import post_rows, wait_for_decisions  # noqa: E402
+from refit.specs import ModelSpecs, load_specs  # noqa: E402
+from refit.stack import Stack, free_port, wait_http  # noqa: E402
+from services.trainer.fit import build_pipeline  # noqa: E402
+
+MODELS = {"digits-lr": "lr", "digits-rf": "rf"}
+WRK_SCRIPT = """
+local f = io.open(os.getenv("BENCH_BODY"), "rb")
+wrk.method = "POST"
+wrk.body = f:read("*a")
+f:close()
+wrk.headers["Content-Type"] = "application/json"
+"""
+
+
+def specs_file(directory: Path) -> Path:
+    """The repo's digits spec as ``digits-lr``, and the same spec with a 100-tree forest as ``digits-rf``."""
+    config = yaml.safe_load((REPO / "config" / "models.yaml").read_text())
+    digits = next(m for m in config["models"] if m["name"] == "digits")
+    rf = {**digits, "name": "digits-rf", "estimator": {
+        "class": "sklearn.ensemble.RandomForestClassifier",
+        "params": {"n_estimators": 100, "random_state": 0, "n_jobs": 1}, "scale": False}}
+    path = directory / "models.yaml"
+    path.write_text(yaml.safe_dump({"models": [{**digits, "name": "digits-lr"}, rf]}))
+    return path
+
+
+@dataclass
+class Server:
+    name: str
+    url: str           # the prediction URL
+    pid: int
+    proc: subprocess.Popen[bytes] | None = None   # ours to stop (refit's belongs to the stack)
+
+    def rss_mib(self) -> float:
+        try:
+            process = psutil.Process(self.pid)
+            procs = [process, *process.children(recursive=True)]
+            return sum(p.memory_info().rss for p in procs) / 2**20
+        except psutil.NoSuchProcess:
+            return float("nan")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@dataclass
+class Run:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    errors: int
+
+
+@dataclass
+class Case:
+    runs: dict[str, list[Run]] = field(default_factory=dict)
+    rss: dict[str, float] = field(default_factory=dict)
+
+    def median(self, server: str, attr: str) -> float:
+        return statistics.median(getattr(r, attr) for r in self.runs[server])
+
+
+def _ms(text: str) -> float:
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()  # type: ignore[union-attr]
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def wrk(url: str, body: Path, seconds: float, connections: int) -> Run:
+    """One bounded wrk run (one thread, ``seconds`` long, 10 s request timeout), parsed."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(WRK_SCRIPT)
+    try:
+        out = subprocess.run(
+            ["wrk", "-t1", f"-c{connections}", f"-d{round(seconds)}s", "--latency", "--timeout", "10s", "-s", script.name, url],
+            env={**os.environ, "BENCH_BODY": str(body)}, capture_output=True, text=True, timeout=seconds + 60,
+            check=True).stdout
+    finally:
+        os.unlink(script.name)
+    latency = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.M))
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    sockets = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    errors = (int(non2xx.group(1)) if non2xx else 0) + (sum(map(int, sockets.groups())) if sockets else 0)
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    return Run(rps, _ms(latency["50"]), _ms(latency["99"]), requests, errors)
+
+
+def start_process(name: str, argv: list[str], port: int, path: str, health: str, env: dict[str, str] | None = None,
+                  log_dir: Path | None = None) -> Server:
+    log = open(log_dir / f"{name}.log", "ab") if log_dir else subprocess.DEVNULL  # noqa: SIM115
+    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+    wait_http(f"http://127.0.0.1:{port}{health}", timeout_s=120, proc=proc)
+    return Server(name, f"http://127.0.0.1:{port}{path}", proc.pid, proc)
+
+
+def peers_for(model: str, pipeline_path: Path, mlflow_dir: Path, logs: Path) -> list[Server]:
+    sk_port, ml_port = free_port(), free_port()
+    sklearn = start_process(f"sklearn-{model}", [sys.executable, str(REPO / "bench" / "peers.py"), "sklearn",
+                                                   "--model", str(pipeline_path), "--port", str(sk_port)],
+                            sk_port, "/predict", "/docs", log_dir=logs)
+    mlflow = start_process(f"mlflow-{model}", [str(Path(sys.executable).parent / "mlflow"), "models", "serve",
+                                                 "-m", str(mlflow_dir), "--env-manager", "local", "-h", "127.0.0.1",
+                                                 "-p", str(ml_port), "-w", "1"],
+                           ml_port, "/invocations", "/ping",
+                           # MLflow runs `uvicorn` by name: the venv's bin must be on PATH.
+                           env={"PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"},
+                           log_dir=logs)
+    return [Server("sklearn", sklearn.url, sklearn.pid, sklearn.proc), Server("mlflow", mlflow.url, mlflow.pid,
+                                                                              mlflow.proc)]
+
+
+def train_peers(specs: ModelSpecs, work: Path) -> dict[str, tuple[Path, Path]]:
+    """Each model's scikit-learn pipeline (joblib) and MLflow model directory, fitted on the digits rows."""
+    import mlflow.sklearn
+    import numpy as np
+
+    rows = sample_rows("digits", 7)
+    out = {}
+    for name in MODELS:
+        spec = specs.get(name)
+        x = np.array([[r["features"][f] for f in spec.input.features] for r in rows], dtype=np.float32)
+        y = np.array([str(r["label"]) for r in rows], dtype=object)
+        pipeline = build_pipeline(spec).fit(x, y)
+        joblib.dump(pipeline, work / f"{name}.joblib")
+        mlflow.sklearn.save_model(pipeline, work / f"{name}-mlflow", pyfunc_predict_fn="predict_proba",
+                                 skops_trusted_types=["sklearn.tree._tree.Tree"])  # we made it
+        out[name] = (work / f"{name}.joblib", work / f"{name}-mlflow")
+    return out
+
+
+def bodies(work: Path) -> dict[int, Path]:
+    rows = [[float(v) for v in r["features"].values()] for r in sample_rows("digits", 7)[:64]]
+    out = {}
+    for size in (1, 64):
+        out[size] = work / f"body-{size}.json"
+        out[size].write_text(json.dumps({"inputs": rows[:size]}))
+    return out
+
+
+def check_answers(servers: list[Server], body: Path) -> None:
+    """Every server answers the body with 200 before it is measured (a fast error is not a result)."""
+    for server in servers:
+        response = httpx.post(server.url, content=body.read_bytes(), headers={"content-type": "application/json"},
+                              timeout=30)
+        if response.status_code != 200:
+            raise RuntimeError(f"{server.name} answered {response.status_code}: {response.text[:300]}")
+
+
+def round_robin(servers: list[Server], body: Path, rounds: int, seconds: float, connections: int,
+                say: callable) -> Case:  # type: ignore[valid-type]
+    case = Case({s.name: [] for s in servers})
+    check_answers(servers, body)
+    for server in servers:  # warm-up, discarded
+        wrk(server.url, body, 1, connections)
+    for number in range(rounds):
+        order = servers[number % len(servers):] + servers[:number % len(servers)]
+        for server in order:
+            run = wrk(server.url, body, seconds, connections)
+            case.runs[server.name].append(run)
+            say(f"    round {number + 1} {server.name:9} {run.rps:9.0f} req/s  p50 {run.p50_ms:7.2f} ms  "
+                f"p99 {run.p99_ms:7.2f} ms  errors {run.errors}")
+    case.rss = {s.name: s.rss_mib() for s in servers}
+    return case
+
+
+def table(cases: dict[str, Case]) -> str:
+    lines = ["| case | server | req/s | p50 ms | p99 ms | requests | errors | RSS MiB | × ceiling | × MLflow |"
+             " p99 / ceiling p99 |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for label, case in cases.items():
+        ceiling = case.median("ceiling", "rps")
+        ceiling_p99 = case.median("ceiling", "p99_ms")
+        mlflow = case.median("mlflow", "rps") if "mlflow" in case.runs else None
+        for name, runs in case.runs.items():
+            rps = case.median(name, "rps")
+            lines.append(
+                f"| {label} | {name} | {rps:,.0f} | {case.median(name, 'p50_ms'):.2f} | {case.median(name, 'p99_ms'):.2f}"
+                f" | {sum(r.requests for r in runs):,} | {sum(r.errors for r in runs)} | {case.rss.get(name, 0):.0f}"
+                f" | {rps / ceiling:.2f} | {f'{rps / mlflow:.1f}' if mlflow else '-'}"
+                f" | {case.median(name, 'p99_ms') / ceiling_p99:.2f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=5.0, help="length of each wrk run")
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--cases", default="lr-1,lr-64,rf-1,rf-64", help="which (model, rows) cases to run")
+    parser.add_argument("--no-workers", action="store_true", help="skip the one-worker-per-core phase")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "inference_peers.md")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed: run `make bench`, which installs it")
+
+    def say(text: str) -> None:
+        print(text, flush=True)
+
+    work = Path(tempfile.mkdtemp(prefix="refit-bench-"))
+    logs = work / "logs"
+    logs.mkdir()
+    specs_path = specs_file(work)
+    specs = load_specs(specs_path)
+    stack = Stack(work / "stack", specs_path, env={"REFIT_INFERENCE_WORKERS": "1"})
+    servers: list[Server] = []
+    cases: dict[str, Case] = {}
+    try:
+        say(f"starting a local stack in {work} and training digits-lr and digits-rf …")
+        stack.start()
+        with httpx.Client(timeout=60) as client:
+            rows = [{**r, "source": "bench"} for r in sample_rows("digits", 7)]
+            for name in MODELS:
+                post_rows(client, stack.url("ingest"), name, rows)
+            for name in MODELS:
+                decision = wait_for_decisions(client, stack.url("monitor"), name, 1, 300)[0]
+                if decision["event_type"] != "ModelPromoted":
+                    raise RuntimeError(f"{name} was not promoted: {decision['reasons']}")
+                say(f"  {name}: v{decision['version']} promoted")
+        wait_http(f"{stack.url('inference-0')}/readyz", timeout_s=120)
+        fitted = train_peers(specs, work)
+        body = bodies(work)
+        ceiling_port = free_port()
+        ceiling = start_process("ceiling", [sys.executable, str(REPO / "bench" / "peers.py"), "ceiling",
+                                            "--port", str(ceiling_port)], ceiling_port, "/predict", "/docs",
+                                log_dir=logs)
+        servers.append(ceiling)
+        wanted = args.cases.split(",")
+        for name, short in MODELS.items():
+            if not any(c.startswith(short) for c in wanted):
+                continue
+            peers = peers_for(name, *fitted[name], logs)
+            servers.extend(peers)
+            refit = Server("refit", f"{stack.url('inference-0')}/v1/models/{name}/predict",
+                           stack.procs["inference-0"].pid)
+            for size in (1, 64):
+                label = f"{short}-{size}"
+                if label not in wanted:
+                    continue
+                say(f"  case {label}: {name}, {size}-row requests, c{args.connections}")
+                cases[label] = round_robin([ceiling, refit, *peers], body[size], args.rounds, args.seconds,
+                                           args.connections, say)
+            for peer in peers:
+                peer.stop()
+        if not args.no_workers:
+            stack.env["REFIT_INFERENCE_WORKERS"] = "0"
+            stack.restart("inference-0")
+            wait_http(f"{stack.url('inference-0')}/readyz", timeout_s=120)
+            cores = os.cpu_count()
+            refit_n = Server(f"refit×{cores}", f"{stack.url('inference-0')}/v1/models/digits-lr/predict",
+                             stack.procs["inference-0"].pid)
+            say(f"  case lr-1 with one refit worker per core ({cores}) against the one-worker ceiling")
+            cases[f"lr-1 workers={cores}"] = round_robin([ceiling, refit_n], body[1], args.rounds, args.seconds,
+                                                        args.connections, say)
+    finally:
+        for server in servers:
+            server.stop()
+        stack.stop()
+    report = table(cases)
+    say("\n" + report)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(f"<!-- {' '.join(sys.argv)} on {time.strftime('%Y-%m-%d %H:%M')} -->\n{report}\n")
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

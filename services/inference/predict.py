@@ -1,0 +1,242 @@
+"""The prediction request path: a bare ASGI handler in front of FastAPI.
+
+A prediction is the one request refit answers thousands of times a second, and FastAPI's
+routing and dependency solving cost more than parsing the body, running the model and writing
+the answer together (measured in docs/benchmarks.md). :class:`PredictPath` answers
+``POST /v1/models/{name}/predict`` before FastAPI sees it; the FastAPI route of the same path
+documents the operation in the OpenAPI schema and answers through the same
+:meth:`Predictions.answer` if it is ever reached. Errors are FastAPI's shape,
+``{"detail": ...}``, with the request id in a header.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+from typing import Any, Protocol
+
+import numpy as np
+import orjson
+from fastapi import HTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from refit.errors import ModelLoadError
+from refit.metrics import Metrics
+from refit.onnx_model import OnnxModel, Prediction
+from refit.settings import InferenceSettings
+from refit.specs import ModelSpecs
+from refit.web import is_json
+from services.inference.serving import Champions, Served
+
+MAX_REQUEST_ID = 200
+PREFIX, SUFFIX = "/v1/models/", "/predict"
+Headers = list[tuple[bytes, bytes]]
+
+PREDICT_BODY = {
+    "required": True,
+    "content": {"application/json": {"schema": {
+        "type": "object",
+        "description": "One of: features (one row), instances (rows of named features), "
+                       "inputs (rows of numbers in feature order), text, texts.",
+        "properties": {
+            "features": {"oneOf": [{"type": "object", "additionalProperties": {"type": "number"}},
+                                   {"type": "array", "items": {"type": "number"}}]},
+            "instances": {"type": "array", "items": {"type": "object"}},
+            "inputs": {"type": "array", "items": {"type": "array", "items": {"type": "number"}}},
+            "text": {"type": "string"},
+            "texts": {"type": "array", "items": {"type": "string"}},
+        },
+    }}},
+}
+
+
+# What a prediction answers (declared so that clients, and the fuzzing tests, can check it).
+# A non-finite model output is null: a regression value by design, a probability as orjson writes NaN.
+PREDICT_RESPONSES = {"200": {"description": "The predictions of the version named in the answer", "content": {
+    "application/json": {"schema": {
+        "type": "object", "required": ["model", "version", "digest", "request_id", "predictions"],
+        "properties": {
+            "model": {"type": "string"},
+            "version": {"type": "integer"},
+            "digest": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+            "request_id": {"type": "string"},
+            "predictions": {"type": "array", "items": {"oneOf": [
+                {"type": "object", "required": ["label", "probabilities"], "additionalProperties": False,
+                 "properties": {"label": {"type": "string"}, "probabilities": {
+                     "type": "object", "additionalProperties": {"type": ["number", "null"]}}}},
+                {"type": "object", "required": ["value"], "additionalProperties": False,
+                 "properties": {"value": {"type": ["number", "null"]}}},
+            ]}},
+        },
+    }}}}}
+
+
+def _bad(msg: str) -> HTTPException:
+    return HTTPException(422, detail=[{"loc": ["body"], "msg": msg, "type": "value_error"}])
+
+
+def to_batch(model: OnnxModel, body: Any, max_rows: int) -> tuple[list[Any], np.ndarray]:
+    """The rows as sent and the model's input tensor; every problem is a 422 naming it."""
+    if not isinstance(body, dict):
+        raise _bad("expected a JSON object")
+    if model.input_kind == "text":
+        texts = [body["text"]] if "text" in body else body.get("texts")
+        if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+            raise _bad("expected 'text' (a string) or 'texts' (a non-empty list of strings)")
+        rows: Any = texts
+    elif "inputs" in body:
+        rows = body["inputs"]
+    elif "features" in body:
+        rows = [body["features"]]
+    elif "instances" in body:
+        rows = body["instances"]
+    else:
+        raise _bad("expected one of 'features', 'instances' or 'inputs'")
+    if not isinstance(rows, list) or not rows:
+        raise _bad("expected a non-empty list of rows")
+    if len(rows) > max_rows:
+        raise _bad(f"at most {max_rows} rows per request")
+    if model.input_kind == "text":
+        return rows, model.matrix(rows)
+    names = model.features
+    sent = rows
+    try:
+        if isinstance(rows[0], dict):
+            rows = [[row[f] for f in names] if isinstance(row, dict) and len(row) == len(names) else None
+                    for row in rows]
+        matrix = np.array(rows, dtype=np.float32)
+    except KeyError as exc:
+        raise _bad(f"missing feature {exc.args[0]!r}") from None
+    except (TypeError, ValueError):
+        raise _bad(f"each row must hold exactly {len(names)} numbers: {', '.join(names[:8])}…") from None
+    if matrix.ndim != 2 or matrix.shape[1] != len(names):
+        raise _bad(f"each row must hold exactly {len(names)} numbers")
+    if not np.isfinite(matrix).all():
+        raise _bad("features must be finite numbers")
+    return sent, matrix
+
+
+def answer(served: Served, predicted: Prediction, request_id: str) -> bytes:
+    if predicted.labels is not None:
+        classes = served.model.classes or []
+        probs = predicted.probabilities.tolist() if predicted.probabilities is not None else []
+        rows: list[dict[str, Any]] = [
+            {"label": label, "probabilities": dict(zip(classes, p, strict=True))}
+            for label, p in zip(predicted.labels, probs, strict=True)]
+    else:
+        rows = [{"value": v if math.isfinite(v) else None} for v in predicted.values or []]
+    return orjson.dumps({"model": served.name, "version": served.version, "digest": served.digest,
+                         "request_id": request_id, "predictions": rows})
+
+
+
+class QueryLogLike(Protocol):
+    def offer(self, served: Served, request_id: str, rows: list[Any], predicted: Prediction) -> None: ...
+
+
+class _ClientGone(Exception):
+    pass
+
+
+def _header(headers: Headers, name: bytes) -> str | None:
+    for key, value in headers:
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+async def _read_body(receive: Receive, declared: str | None, limit: int) -> bytes:
+    """The whole body, refused (413) as soon as it is known to exceed ``limit`` bytes."""
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise HTTPException(413, f"request body exceeds {limit} bytes")
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _ClientGone
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise HTTPException(413, f"request body exceeds {limit} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+class Predictions:
+    """Answers one prediction request: (status, body, headers), every problem a 4xx naming it."""
+
+    def __init__(self, settings: InferenceSettings, specs: ModelSpecs, metrics: Metrics, limit: int) -> None:
+        self.max_rows = settings.max_batch_rows
+        self.names = set(specs.names())
+        self.metrics = metrics
+        self.limit = limit
+
+    async def answer(self, name: str, scope: Scope, receive: Receive) -> tuple[int, bytes, Headers]:
+        started = time.perf_counter()
+        headers: Headers = scope["headers"]
+        request_id = _header(headers, b"x-request-id")
+        try:
+            if request_id is None:
+                request_id = str(uuid.uuid4())
+            elif not 0 < len(request_id) <= MAX_REQUEST_ID or not request_id.isprintable():
+                request_id = str(uuid.uuid4())
+                raise HTTPException(400, f"X-Request-ID must be 1 to {MAX_REQUEST_ID} printable characters")
+            champions: Champions = scope["state"]["champions"]
+            served = champions.served.get(name)
+            if served is None:
+                if name not in self.names:
+                    raise HTTPException(404, f"no model named {name!r}")
+                raise HTTPException(503, f"model {name!r} has no champion yet", headers={"Retry-After": "1"})
+            content_type = _header(headers, b"content-type")
+            if content_type is not None and content_type != "application/json" and not is_json(content_type):
+                raise HTTPException(415, "expected a JSON body (Content-Type: application/json), "
+                                         f"got {content_type[:80]!r}")
+            raw = await _read_body(receive, _header(headers, b"content-length"), self.limit)
+            try:
+                body = orjson.loads(raw)
+            except orjson.JSONDecodeError as exc:
+                raise HTTPException(400, f"body is not valid JSON: {exc}") from None
+            rows, batch = to_batch(served.model, body, self.max_rows)
+            try:
+                predicted = served.model.run(batch)
+            except ModelLoadError as exc:
+                raise _bad(f"the model could not run on this input: {exc}") from None
+        except HTTPException as exc:
+            self.metrics.requests.labels(name if name in self.names else "unknown", "none", str(exc.status_code)).inc()
+            extra = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (exc.headers or {}).items()]
+            return exc.status_code, orjson.dumps({"detail": exc.detail}), [
+                (b"content-type", b"application/json"), (b"x-request-id", request_id.encode()), *extra]
+        query_log: QueryLogLike | None = scope["state"]["query_log"]
+        if query_log is not None:
+            query_log.offer(served, request_id, rows, predicted)
+        content = answer(served, predicted, request_id)
+        served.answered.inc()
+        served.latency.observe(time.perf_counter() - started)
+        return 200, content, [(b"content-type", b"application/json"), (b"x-refit-model-version",
+                                                                        str(served.version).encode()),
+                              (b"x-request-id", request_id.encode())]
+
+
+class PredictPath:
+    """ASGI middleware answering ``POST /v1/models/{name}/predict`` itself; anything else goes on."""
+
+    def __init__(self, app: ASGIApp, predictions: Predictions) -> None:
+        self.app = app
+        self.predictions = predictions
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope.get("path", "")
+        name = path[len(PREFIX):-len(SUFFIX)]
+        if scope["type"] != "http" or scope["method"] != "POST" or not path.startswith(PREFIX) or \
+                not path.endswith(SUFFIX) or not name or "/" in name:
+            await self.app(scope, receive, send)
+            return
+        try:
+            status, body, headers = await self.predictions.answer(name, scope, receive)
+        except _ClientGone:
+            return
+        headers.append((b"content-length", str(len(body)).encode()))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})

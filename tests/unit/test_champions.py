@@ -1,0 +1,120 @@
+"""A replica's champions. It loads a new one beside the serving one only if memory allows it (the
+pure rule, the reading of the machine's and the container's memory, a promotion refused while
+the old champion keeps serving), and a rollback to the version just replaced needs no load."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from refit import signing
+from refit.artifacts import LocalArtifactStore
+from refit.core.serving import SESSION_BYTES_PER_ARTIFACT_BYTE, headroom_for
+from refit.datasets import sample_rows
+from refit.events import ModelPromoted, ModelRolledBack
+from refit.memory import available_bytes
+from refit.specs import load_specs
+from services.inference.serving import Champions
+from services.trainer.fit import fit
+from services.trainer.store import Row
+
+MiB = 2**20
+KEY = b"test-key"
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize(("artifact", "available", "reserve", "room"), [
+    (10 * MiB, None, 256 * MiB, True),                                       # unknown: never blocks a swap
+    (10 * MiB, 256 * MiB + 10 * MiB * SESSION_BYTES_PER_ARTIFACT_BYTE, 256 * MiB, True),  # exactly enough
+    (10 * MiB, 256 * MiB + 10 * MiB * SESSION_BYTES_PER_ARTIFACT_BYTE - 1, 256 * MiB, False),
+    (0, 0, 0, True),
+    (1, 0, 0, False),
+    (10 * MiB, 0, 0, False),
+    (100 * MiB, 8 * 1024 * MiB, 256 * MiB, True),
+])
+def test_headroom_for(artifact: int, available: int | None, reserve: int, room: bool) -> None:
+    assert headroom_for(artifact, available, reserve) is room
+
+
+def test_available_memory_is_capped_by_a_cgroup_v2_limit(tmp_path: Path) -> None:
+    (tmp_path / "memory.max").write_text("1073741824\n")
+    (tmp_path / "memory.current").write_text(str(1024 * MiB - 100 * MiB))
+    assert available_bytes(tmp_path) == 100 * MiB
+
+
+def test_available_memory_reads_cgroup_v1_and_ignores_no_limit(tmp_path: Path) -> None:
+    (tmp_path / "memory").mkdir()
+    (tmp_path / "memory" / "memory.limit_in_bytes").write_text("536870912\n")
+    (tmp_path / "memory" / "memory.usage_in_bytes").write_text(str(500 * MiB))
+    assert available_bytes(tmp_path) == 12 * MiB
+    (tmp_path / "memory.max").write_text("max\n")
+    (tmp_path / "memory.current").write_text("1")
+    assert available_bytes(tmp_path) > 12 * MiB  # v2 says no limit: the machine's memory
+
+
+def test_no_cgroup_files_means_the_machines_memory(tmp_path: Path) -> None:
+    assert available_bytes(tmp_path) > 0
+
+
+def promotion(digest: str, sequence: int, version: int) -> tuple[bytes, str]:
+    payload = ModelPromoted(model="digits", sequence=sequence, candidate_id=None, version=version, digest=digest,
+                            artifact_uri=f"file:///{digest}", task="classification").to_bytes()
+    return payload, signing.sign(KEY, payload)
+
+
+def test_a_promotion_without_headroom_is_refused_and_the_champion_keeps_serving(tmp_path: Path) -> None:
+    specs = load_specs(REPO / "config" / "models.yaml")
+    spec = specs.get("digits")
+    rows = [Row(str(i), r["features"], None, str(r["label"]), None, "")  # type: ignore[arg-type]
+            for i, r in enumerate(sample_rows("digits", 7)[:400])]
+    store = LocalArtifactStore(tmp_path)
+    first, second = store.put(fit(spec, rows).onnx_bytes), store.put(fit(spec, rows[:300]).onnx_bytes)
+    room = {"bytes": 8 * 1024 * MiB}
+    champions = Champions(specs, store, KEY, reserve_bytes=256 * MiB, available=lambda: room["bytes"])
+
+    async def scenario() -> None:
+        assert await champions.apply(*promotion(first, 1, 1), "topic")
+        room["bytes"] = 256 * MiB + 1000  # the second session would not fit beside the first
+        assert not await champions.apply(*promotion(second, 2, 2), "topic")
+        assert champions.served["digits"].version == 1
+        assert champions.refused == {"signature": 0, "load": 0, "decode": 0, "memory": 1}
+        room["bytes"] = 1024 * MiB  # memory freed: the same decision, redelivered, now swaps
+        assert await champions.apply(*promotion(second, 2, 2), "topic")
+        assert champions.served["digits"].version == 2
+
+    asyncio.run(scenario())
+
+
+class CountingStore(LocalArtifactStore):
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.fetched: list[str] = []
+
+    def get(self, digest: str) -> bytes:
+        self.fetched.append(digest)
+        return super().get(digest)
+
+
+def test_a_rollback_to_the_replaced_version_reuses_its_loaded_session(tmp_path: Path) -> None:
+    specs = load_specs(REPO / "config" / "models.yaml")
+    rows = [Row(str(i), r["features"], None, str(r["label"]), None, "")  # type: ignore[arg-type]
+            for i, r in enumerate(sample_rows("digits", 7)[:300])]
+    store = CountingStore(tmp_path)
+    first, second = store.put(fit(specs.get("digits"), rows).onnx_bytes), \
+        store.put(fit(specs.get("digits"), rows[:250]).onnx_bytes)
+    champions = Champions(specs, store, KEY)
+
+    async def scenario() -> None:
+        assert await champions.apply(*promotion(first, 1, 1), "topic")
+        one = champions.served["digits"].model
+        assert await champions.apply(*promotion(second, 2, 2), "topic")
+        back = ModelRolledBack(model="digits", sequence=3, candidate_id=None, version=1, digest=first,
+                               artifact_uri="file:///x", task="classification").to_bytes()
+        assert await champions.apply(back, signing.sign(KEY, back), "topic")
+        assert champions.served["digits"].version == 1
+        assert champions.served["digits"].model is one  # the same session, not a new load
+        assert store.fetched == [first, second]
+
+    asyncio.run(scenario())
