@@ -28,6 +28,7 @@ import statistics
 import tempfile
 import threading
 import time
+from datetime import datetime
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -104,6 +105,12 @@ class Swap:
     answered: float           # monotonic, the call returned
     decided_at: str           # the decision's occurred_at (UTC), as the monitor recorded it
     everywhere: float = math.inf   # monotonic, every replica seen answering with this version
+    everywhere_wall: float = math.inf  # the same moment on the wall clock (time.time())
+
+    @property
+    def decision_to_serving(self) -> float:
+        """Seconds from the decision (its occurred_at, the monitor's clock: the same machine) to every replica."""
+        return self.everywhere_wall - datetime.fromisoformat(self.decided_at).timestamp()
 
 
 @dataclass
@@ -150,8 +157,12 @@ def wrong_versions(outcomes: list[Outcome], intervals: list[tuple[int, float, fl
 
 def measure(monitor: str, replicas: list[str], row: dict[str, float], rollbacks: int = 20, clients: int = 4,
             steady_s: float = 4.0, gap_s: float = 0.1, max_seconds: float = 120.0,
-            max_requests: int = 200_000) -> Result:
-    """Both phases under one load; the stack must already serve two champions of digits."""
+            max_requests: int = 200_000, targets: list[int] | None = None) -> Result:
+    """Both phases under one load; the stack must already serve two champions of digits.
+
+    Without ``targets`` each rollback returns to the champion just replaced, which every replica
+    keeps loaded; with ``targets`` (three or more versions, cycled) every swap loads a session.
+    """
     with httpx.Client(timeout=30) as client:
         initial = served(client, replicas[0], row)
         assert initial is not None and all(served(client, u, row) == initial for u in replicas)
@@ -160,10 +171,12 @@ def measure(monitor: str, replicas: list[str], row: dict[str, float], rollbacks:
             time.sleep(steady_s / 2)
             swaps_from = time.monotonic()
             swaps = []
-            for _ in range(rollbacks):
+            for number in range(rollbacks):
                 requested = time.monotonic()
-                response = client.post(f"{monitor}/v1/models/digits/rollback", json={"reason": "swap under load"},
-                                       headers=TOKEN)
+                body: dict[str, object] = {"reason": "swap under load"}
+                if targets:
+                    body["to_version"] = targets[number % len(targets)]
+                response = client.post(f"{monitor}/v1/models/digits/rollback", json=body, headers=TOKEN)
                 assert response.status_code == 200, response.text
                 event = response.json()
                 swap = Swap(int(event["version"]), requested, time.monotonic(), str(event["occurred_at"]))
@@ -174,7 +187,7 @@ def measure(monitor: str, replicas: list[str], row: dict[str, float], rollbacks:
                     if pending:
                         assert time.monotonic() < give_up, f"{sorted(pending)} never served v{swap.version}"
                         time.sleep(0.01)
-                swap.everywhere = time.monotonic()
+                swap.everywhere, swap.everywhere_wall = time.monotonic(), time.time()
                 time.sleep(gap_s)
             swaps_to = time.monotonic()
             time.sleep(steady_s / 2)
@@ -189,11 +202,14 @@ def measure(monitor: str, replicas: list[str], row: dict[str, float], rollbacks:
 def report(result: Result) -> str:
     total = len(result.outcomes)
     spans = [s.everywhere - s.requested for s in result.swaps]
+    decided = [s.decision_to_serving for s in result.swaps]
     lines = [
         f"requests {total} (steady {len(result.steady)}, during swaps {len(result.swapping)}), "
         f"failures {len(result.failures)}, wrong version {len(result.wrong_version)}",
         f"swaps {len(result.swaps)}: call -> every replica serving p50 {1000 * statistics.median(spans):.0f} ms, "
         f"max {1000 * max(spans):.0f} ms",
+        f"decision -> every replica serving p50 {1000 * statistics.median(decided):.0f} ms, "
+        f"max {1000 * max(decided):.0f} ms",
         f"steady      p50 {result.quantile_ms(result.steady, 50):.1f} ms  "
         f"p99 {result.quantile_ms(result.steady, 99):.1f} ms",
         f"swaps       p50 {result.quantile_ms(result.swapping, 50):.1f} ms  "
@@ -205,7 +221,7 @@ def report(result: Result) -> str:
 
 def main() -> None:
     from refit.stack import Stack
-    from refit.demo import two_champions
+    from refit.demo import champions
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--rollbacks", type=int, default=20)
@@ -213,21 +229,28 @@ def main() -> None:
     parser.add_argument("--steady-s", type=float, default=8.0)
     parser.add_argument("--gap-s", type=float, default=0.2)
     parser.add_argument("--max-seconds", type=float, default=180.0)
+    parser.add_argument("--load-each-swap", action="store_true",
+                        help="three champions, cycled, so that every swap loads a session (default: rollbacks "
+                             "alternate between two champions, each kept loaded by every replica)")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes per replica")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         specs = yaml.safe_load((REPO / "config" / "models.yaml").read_text())
         specs["models"] = [m for m in specs["models"] if m["name"] == "digits"]
         (Path(tmp) / "models.yaml").write_text(yaml.safe_dump(specs))
-        stack = Stack(Path(tmp) / "state", Path(tmp) / "models.yaml", inference_replicas=2).start()
+        stack = Stack(Path(tmp) / "state", Path(tmp) / "models.yaml", inference_replicas=2,
+                      env={"REFIT_INFERENCE_WORKERS": str(args.workers)}).start()
         try:
             monitor, replicas = stack.url("monitor"), [stack.url(r) for r in stack.replicas]
             with httpx.Client(timeout=30) as client:
-                _, _, row = two_champions(client, stack.url("ingest"), monitor, replicas, "refit-local-token")
+                versions, row = champions(client, stack.url("ingest"), monitor, replicas, "refit-local-token",
+                                          3 if args.load_each_swap else 2)
             result = measure(monitor, replicas, row, args.rollbacks, args.clients, args.steady_s, args.gap_s,
-                             args.max_seconds)
+                             args.max_seconds, targets=versions if args.load_each_swap else None)
         finally:
             stack.stop()
-    print(f"replicas 2, clients {args.clients}, rollbacks {args.rollbacks}")
+    print(f"replicas 2 × {args.workers} worker(s), clients {args.clients}, rollbacks {args.rollbacks}, "
+          f"{'every swap loads a session' if args.load_each_swap else 'alternating between two kept champions'}")
     print(report(result))
 
 

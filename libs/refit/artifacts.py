@@ -88,12 +88,17 @@ class HttpArtifactStore:
 
     def __init__(self, base_url: str, timeout_s: float = 30.0) -> None:
         self.base_url = base_url.rstrip("/")
-        self.timeout_s = timeout_s
+        # One client for the store's life: building one (its TLS context) took 50-180 ms, which
+        # was most of a swap's time (docs/benchmarks.md).
+        self.client = httpx.Client(timeout=timeout_s)
+
+    def close(self) -> None:
+        self.client.close()
 
     def get(self, digest: str) -> bytes:
         check_digest(digest)
         try:
-            response = httpx.get(f"{self.base_url}/v1/artifacts/{digest}", timeout=self.timeout_s)
+            response = self.client.get(f"{self.base_url}/v1/artifacts/{digest}")
         except httpx.HTTPError as exc:
             raise ArtifactError(f"cannot fetch artifact {digest}: {exc}") from None
         if response.status_code != 200:

@@ -82,9 +82,16 @@ def run(ingest_url: str, monitor_url: str, inference_url: str, model: str = "dig
 
 def two_champions(client: httpx.Client, ingest_url: str, monitor_url: str, replica_urls: list[str], token: str,
                   timeout_s: float = 90.0) -> tuple[int, int, dict[str, object]]:
-    """Two promoted digits versions, the second serving on every replica: (first, second, a probe row).
+    """Two promoted digits versions, the second serving on every replica: (first, second, a probe row)."""
+    versions, row = champions(client, ingest_url, monitor_url, replica_urls, token, 2, timeout_s)
+    return versions[0], versions[1], row
 
-    The first wave is always promoted; the second wave's candidate may be rejected, in which case
+
+def champions(client: httpx.Client, ingest_url: str, monitor_url: str, replica_urls: list[str], token: str,
+              count: int, timeout_s: float = 90.0) -> tuple[list[int], dict[str, object]]:
+    """``count`` (up to 3) promoted digits versions, the last serving on every replica; and a probe row.
+
+    The first wave is always promoted; a later wave's candidate may be rejected, in which case
     retraining on the same data gives a candidate that matches the champion and passes.
     """
     waves = digits_waves(3)
@@ -92,19 +99,23 @@ def two_champions(client: httpx.Client, ingest_url: str, monitor_url: str, repli
     first = wait_for_decisions(client, monitor_url, "digits", 1, timeout_s)[0]
     if first["event_type"] != "ModelPromoted":
         raise RuntimeError(f"the first digits model was not promoted: {first['reasons']}")
-    post_rows(client, ingest_url, "digits", waves[1])
-    history = wait_for_decisions(client, monitor_url, "digits", 2, timeout_s)
-    while history[0]["event_type"] != "ModelPromoted":
-        response = client.post(f"{monitor_url}/v1/models/digits/retrain", json={"reason": "second champion"},
-                               headers={"authorization": f"Bearer {token}"})
-        response.raise_for_status()
-        history = wait_for_decisions(client, monitor_url, "digits", len(history) + 1, timeout_s)
+    versions = [int(first["version"])]  # type: ignore[call-overload]
+    for wave in waves[1:count]:
+        seen = len(client.get(f"{monitor_url}/v1/models/digits/decisions").json())
+        post_rows(client, ingest_url, "digits", wave)
+        history = wait_for_decisions(client, monitor_url, "digits", seen + 1, timeout_s)
+        while history[0]["event_type"] != "ModelPromoted":
+            response = client.post(f"{monitor_url}/v1/models/digits/retrain", json={"reason": "another champion"},
+                                   headers={"authorization": f"Bearer {token}"})
+            response.raise_for_status()
+            history = wait_for_decisions(client, monitor_url, "digits", len(history) + 1, timeout_s)
+        versions.append(int(history[0]["version"]))  # type: ignore[call-overload]
     row = waves[0][0]["features"]
-    second = history[0]["version"]
     deadline = time.monotonic() + timeout_s
     for url in replica_urls:
-        while client.post(f"{url}/v1/models/digits/predict", json={"features": row}).json().get("version") != second:
+        while client.post(f"{url}/v1/models/digits/predict", json={"features": row}).json().get("version") \
+                != versions[-1]:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{url} did not serve v{second} within {timeout_s}s")
+                raise TimeoutError(f"{url} did not serve v{versions[-1]} within {timeout_s}s")
             time.sleep(0.05)
-    return int(first["version"]), int(second), row  # type: ignore[return-value]
+    return versions, row  # type: ignore[return-value]

@@ -177,7 +177,8 @@ def create_app(settings: InferenceSettings, specs: ModelSpecs | None = None) -> 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
-        champions = Champions(specs, HttpArtifactStore(settings.monitor_url), key, settings.session_threads, metrics,
+        store = HttpArtifactStore(settings.monitor_url)
+        champions = Champions(specs, store, key, settings.session_threads, metrics,
                               reserve_bytes=settings.memory_reserve_mb * 2**20)
         publisher = Publisher(settings, client_id=f"refit-{settings.replica_id}")
         query_log = QueryLog(publisher, settings.replica_id, settings.predictions_queue_size,
@@ -203,6 +204,7 @@ def create_app(settings: InferenceSettings, specs: ModelSpecs | None = None) -> 
                 stop.set()
         finally:
             await publisher.close()
+            store.close()
 
     # FastAPI's native OpenTelemetry hooks look the providers up on every request; refit exports
     # Prometheus metrics of its own.

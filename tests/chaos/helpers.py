@@ -120,8 +120,14 @@ def served_version(client: httpx.Client, url: str, row: dict[str, float]) -> int
 
 def two_champions(client: httpx.Client, stack: Stack) -> tuple[int, int, dict[str, float]]:
     """Two promoted versions of digits, serving on every replica; and a probe row."""
-    return demo.two_champions(client, stack.url("ingest"), stack.url("monitor"),  # type: ignore[return-value]
-                              [stack.url(r) for r in stack.replicas], TOKEN["authorization"].split()[1])
+    (first, second), row = champions(client, stack, 2)
+    return first, second, row
+
+
+def champions(client: httpx.Client, stack: Stack, count: int) -> tuple[list[int], dict[str, float]]:
+    """``count`` promoted versions of digits, the last serving on every replica; and a probe row."""
+    return demo.champions(client, stack.url("ingest"), stack.url("monitor"),  # type: ignore[return-value]
+                          [stack.url(r) for r in stack.replicas], TOKEN["authorization"].split()[1], count)
 
 
 def topic_values(bootstrap: str, topic: str, until: Callable[[list[bytes]], bool], timeout_s: float = 30,
