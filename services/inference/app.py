@@ -223,7 +223,7 @@ def create_app(settings: InferenceSettings, specs: ModelSpecs | None = None) -> 
     async def predict(name: str, request: Request) -> Response:
         """Predict with the current champion; the response names the version that answered and its request id."""
         status, body, headers = await predictions.answer(name, request.scope, request.receive)
-        return Response(body, status, media_type="application/json", headers=dict(headers))
+        return Response(body, status, headers={k.decode("latin-1"): v.decode("latin-1") for k, v in headers})
 
     @app.get("/v1/stats")
     async def stats(request: Request) -> dict[str, Any]:

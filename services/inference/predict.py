@@ -105,7 +105,8 @@ def to_batch(model: OnnxModel, body: Any, max_rows: int) -> tuple[list[Any], np.
         if isinstance(rows[0], dict):
             rows = [[row[f] for f in names] if isinstance(row, dict) and len(row) == len(names) else None
                     for row in rows]
-        matrix = np.array(rows, dtype=np.float32)
+        with np.errstate(over="ignore"):  # beyond float32 becomes inf, refused just below
+            matrix = np.array(rows, dtype=np.float32)
     except KeyError as exc:
         raise _bad(f"missing feature {exc.args[0]!r}") from None
     except (TypeError, ValueError):
@@ -117,7 +118,8 @@ def to_batch(model: OnnxModel, body: Any, max_rows: int) -> tuple[list[Any], np.
     return sent, matrix
 
 
-def answer(served: Served, predicted: Prediction, request_id: str) -> bytes:
+def encode(served: Served, predicted: Prediction, request_id: str) -> bytes:
+    """The 200 body: the version that answered and one prediction per row (PREDICT_RESPONSES)."""
     if predicted.labels is not None:
         classes = served.model.classes or []
         probs = predicted.probabilities.tolist() if predicted.probabilities is not None else []
@@ -128,7 +130,6 @@ def answer(served: Served, predicted: Prediction, request_id: str) -> bytes:
         rows = [{"value": v if math.isfinite(v) else None} for v in predicted.values or []]
     return orjson.dumps({"model": served.name, "version": served.version, "digest": served.digest,
                          "request_id": request_id, "predictions": rows})
-
 
 
 class QueryLogLike(Protocol):
@@ -211,7 +212,7 @@ class Predictions:
         query_log: QueryLogLike | None = scope["state"]["query_log"]
         if query_log is not None:
             query_log.offer(served, request_id, rows, predicted)
-        content = answer(served, predicted, request_id)
+        content = encode(served, predicted, request_id)
         served.answered.inc()
         served.latency.observe(time.perf_counter() - started)
         return 200, content, [(b"content-type", b"application/json"), (b"x-refit-model-version",
