@@ -1,18 +1,24 @@
-"""What every service's HTTP edge shares: body limits, error mapping, running under uvicorn."""
+"""What every service's HTTP edge shares: body limits, strict JSON bodies, error mapping and the errors
+the OpenAPI documents declare, running under uvicorn."""
 
 from __future__ import annotations
 
+import copy
 import email.message
 import hmac
+import json
 import math
-from collections.abc import Callable
-from typing import Any
+import re
+from collections.abc import Callable, Coroutine, Iterable, Mapping
+from http import HTTPStatus
+from typing import Any, TypeVar
 
 import uvicorn
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from refit.errors import BrokerUnavailableError
@@ -79,12 +85,14 @@ _ECHO_DEPTH = 16  # how deep an echoed input is kept; deeper parts become "…"
 
 
 def _json_safe(value: Any, depth: int = 0) -> Any:
-    """``value`` as JSON can carry it: bytes as text (undecodable bytes replaced), NaN and
-    infinities as their names, nesting cut at ``_ECHO_DEPTH``. Validation errors echo the
-    offending input, which may be any of these: a body nested 500 levels deep is valid JSON,
-    and encoding it back recursively raised RecursionError."""
+    """``value`` as JSON can carry it: bytes as text (undecodable bytes replaced), lone surrogates
+    as their escapes, NaN and infinities as their names, nesting cut at ``_ECHO_DEPTH``.
+    Validation errors echo the offending input, which may be any of these: a body nested 500
+    levels deep is valid JSON, and encoding it back recursively raised RecursionError."""
     if isinstance(value, bytes | bytearray):
         return bytes(value).decode("utf-8", errors="replace")
+    if isinstance(value, str):
+        return _printable(value)
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
     if isinstance(value, dict | list | tuple) and depth >= _ECHO_DEPTH:
@@ -94,6 +102,97 @@ def _json_safe(value: Any, depth: int = 0) -> Any:
     if isinstance(value, list | tuple):
         return [_json_safe(v, depth + 1) for v in value]
     return value
+
+
+# -- JSON bodies -----------------------------------------------------------------------------------
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")  # \ud800 to \udfff, in any case
+
+
+def _printable(text: str) -> str:
+    """``text`` with any lone surrogate written as its escape (``\\ud800``), so it can be UTF-8."""
+    return text if text.isascii() else text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _lone_surrogate(text: str) -> str | None:
+    """The first lone surrogate of ``text`` as its escape, or None when ``text`` is valid Unicode."""
+    if text.isascii():
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return _printable(exc.object[exc.start])
+    return None
+
+
+def _surrogate_errors(value: Any) -> list[dict[str, Any]]:
+    """A validation error for every string (value or key) of a decoded body holding a lone surrogate.
+
+    Iterative: the standard library decodes nesting about a thousand levels deep."""
+    errors: list[dict[str, Any]] = []
+    stack: list[tuple[tuple[str | int, ...], Any]] = [((), value)]
+    while stack:
+        path, item = stack.pop()
+        children: list[tuple[tuple[str | int, ...], Any]]
+        if isinstance(item, str):
+            if (bad := _lone_surrogate(item)) is not None:
+                errors.append(_surrogate_error(path, bad))
+            continue
+        if isinstance(item, dict):
+            for key in item:
+                if (bad := _lone_surrogate(key)) is not None:
+                    errors.append(_surrogate_error((*path, _printable(key)), bad))
+            children = [((*path, _printable(k)), v) for k, v in item.items()]
+        elif isinstance(item, list):
+            children = [((*path, i), v) for i, v in enumerate(item)]
+        else:
+            continue
+        stack.extend(reversed(children))  # popped in document order
+    return errors
+
+
+def _surrogate_error(path: tuple[str | int, ...], surrogate: str) -> dict[str, Any]:
+    return {"loc": ["body", *path], "type": "string_unicode",
+            "msg": f"not valid Unicode text: a lone surrogate ({surrogate}); send the character itself "
+                   "or a complete surrogate pair"}
+
+
+def decode_json(body: bytes) -> Any:
+    """Decode a JSON body exactly as FastAPI does (the standard library: ``NaN`` is a number, so
+    validation refuses it naming its field), but refuse any string that is not Unicode text.
+
+    The standard library turns ``"\\ud800"`` (or the raw bytes ED A0 80, which it decodes with
+    ``surrogatepass``) into a lone surrogate, which every later encoding refuses: the event's
+    bytes, SQLite, the JSON answer; those were 500s. Now it is a 422 naming the field. Only a body
+    with non-ASCII bytes or a surrogate escape can hold one, so only such a body is walked.
+    Raises :class:`json.JSONDecodeError` for what is not JSON at all.
+    """
+    value = json.loads(body)
+    if not body.isascii() or _SURROGATE_ESCAPE.search(body):
+        errors = _surrogate_errors(value)
+        if errors:
+            raise HTTPException(422, errors)
+    return value
+
+
+class _JSONRequest(Request):
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            self._json = decode_json(await self.body())
+        return self._json
+
+
+class JSONRoute(APIRoute):
+    """A route whose declared JSON body is decoded by :func:`decode_json`, not by the standard library
+    alone. Use it for every route of an app: ``app.router.route_class = JSONRoute`` before adding any."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def decoded(request: Request) -> Response:
+            return await handler(_JSONRequest(request.scope, request.receive))
+
+        return decoded
 
 
 def add_error_handlers(app: FastAPI) -> None:
@@ -125,6 +224,7 @@ def require_token(*accepted: str) -> Callable[[Request], None]:
     """
     encoded = [a.encode() for a in accepted]
 
+    @answers(401)
     def check(request: Request) -> None:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         given = token.encode()
@@ -133,6 +233,80 @@ def require_token(*accepted: str) -> Callable[[Request], None]:
             raise HTTPException(401, "a valid bearer token is required", headers={"WWW-Authenticate": "Bearer"})
 
     return check
+
+
+# -- declared error answers ------------------------------------------------------------------------
+
+# The body of every error refit answers, except 422 (FastAPI's validation list, ``HTTPValidationError``).
+ERROR_SCHEMA: dict[str, Any] = {"title": "Error", "type": "object", "required": ["detail"],
+                                "properties": {"detail": {"type": "string"}}}
+_MEANINGS = {
+    400: "The request could not be read: a body that is not JSON or not text, nested too deeply; "
+         "a malformed header",
+    401: "A valid bearer token is required",
+    404: "No such model, artifact, or champion",
+    409: "Conflicts with the current state",
+    413: "The request body exceeds the service's limit",
+    415: "The body is not JSON",
+    502: "A peer service failed",
+    503: "Unavailable for now (the broker, a peer service, a champion); retry later",
+}
+_ANSWERS = "__refit_answers__"
+_Dependency = TypeVar("_Dependency", bound=Callable[..., Any])
+
+
+def answers(*statuses: int) -> Callable[[_Dependency], _Dependency]:
+    """Mark a dependency with the error statuses it answers: :func:`declare_errors` declares them
+    on every operation that depends on it, so a new route using it cannot forget them."""
+
+    def mark(dependency: _Dependency) -> _Dependency:
+        setattr(dependency, _ANSWERS, statuses)
+        return dependency
+
+    return mark
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for error statuses, each with the body refit sends (``{"detail": "…"}``)."""
+    return {status: {"description": _MEANINGS.get(status) or HTTPStatus(status).phrase,
+                     "content": {"application/json": {"schema": copy.deepcopy(ERROR_SCHEMA)}}}
+            for status in sorted(statuses)}
+
+
+def declare_errors(app: FastAPI, routes: Mapping[str, Iterable[int]] | None = None) -> None:
+    """Declare in ``app``'s OpenAPI document the error statuses each operation really answers.
+
+    Call it once every route was added. Derived for every operation: 400 and (behind
+    :class:`BodyLimit`) 413 when it takes a body, declared or in ``openapi_extra``; the statuses
+    of the dependencies marked with :func:`answers` (401 for :func:`require_token`). ``routes``
+    adds what an operation's own code answers, by ``"METHOD /path"``, e.g.
+    ``{"POST /v1/models/{name}/rollback": [409, 503]}``. 422 is not declared here: FastAPI declares
+    it for every operation with a parameter or a declared body, ``openapi_extra`` for a route
+    that reads its body itself.
+    """
+    given = {key: set(statuses) for key, statuses in (routes or {}).items()}
+    if any(422 in statuses for statuses in given.values()):
+        raise ValueError("422 is FastAPI's to declare (or the route's openapi_extra), not declare_errors'")
+    limited = any(m.cls is BodyLimit for m in app.user_middleware)
+    for route in app.routes:
+        if not isinstance(route, APIRoute) or not route.include_in_schema:
+            continue
+        statuses = _dependency_answers(route.dependant)
+        if route.body_field is not None or "requestBody" in (route.openapi_extra or {}):
+            statuses |= {400, 413} if limited else {400}
+        for method in route.methods:
+            statuses |= given.pop(f"{method} {route.path}", set())
+        route.responses = {**error_responses(*statuses), **route.responses}
+    if given:
+        raise ValueError(f"no such operation: {', '.join(sorted(given))}")
+    app.openapi_schema = None  # built again, with these
+
+
+def _dependency_answers(dependant: Any) -> set[int]:
+    found = set(getattr(dependant.call, _ANSWERS, ()))
+    for sub in dependant.dependencies:
+        found |= _dependency_answers(sub)
+    return found
 
 
 def serve(app: Any, settings: CommonSettings) -> None:

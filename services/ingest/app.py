@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import email.message
 import hashlib
 import json
 import uuid
@@ -23,7 +22,8 @@ from refit.kafka import Publisher
 from refit.metrics import Metrics
 from refit.specs import ModelSpec, ModelSpecs, load_specs
 from refit.settings import IngestSettings
-from refit.web import BodyLimit, add_error_handlers, require_token
+from refit.web import (BodyLimit, JSONRoute, add_error_handlers, declare_errors, decode_json, is_json,
+                       require_token)
 
 # Sample ids derived from an idempotency key are stable: posting the same key twice
 # yields the same id, which every consumer stores only once.
@@ -126,30 +126,23 @@ def _error(exc: Exception, row: int | None, field_prefix: tuple[str | int, ...] 
     return {"loc": loc, "msg": msg or message, "type": "value_error"}
 
 
-def _is_json(content_type: str | None) -> bool:
-    message = email.message.Message()
-    message["content-type"] = content_type or ""
-    subtype = message.get_content_subtype()
-    return message.get_content_maintype() == "application" and (subtype == "json" or subtype.endswith("+json"))
-
-
 def _parse_batch(body: bytes, content_type: str | None) -> BatchIn:
     """Decode and validate a batch body once, with FastAPI's answers for a declared JSON body.
 
     FastAPI decodes with the standard library and then validates; orjson is about four
-    times faster on a batch of numbers. What orjson refuses (NaN, integers beyond 64 bits,
-    other encodings) is decoded again by the standard library, so such rows are still
-    reported by the field that holds them.
+    times faster on a batch of numbers. What orjson refuses (NaN, other encodings, lone
+    surrogates) is decoded again by the standard library, so such rows are still reported by
+    the field that holds them (see :func:`refit.web.decode_json`).
     """
     if not body:
         raise RequestValidationError([{"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}])
     data: Any = body
-    if _is_json(content_type):
+    if is_json(content_type):
         try:
             data = orjson.loads(body)
         except orjson.JSONDecodeError:
             try:
-                data = json.loads(body)
+                data = decode_json(body)
             except json.JSONDecodeError as exc:
                 raise RequestValidationError([{"type": "json_invalid", "loc": ("body", exc.pos),
                                                "msg": "JSON decode error", "input": {}, "ctx": {"error": exc.msg}}],
@@ -196,6 +189,7 @@ def create_app(settings: IngestSettings, specs: ModelSpecs | None = None) -> Fas
     producers = [Depends(require_token(*(k.get_secret_value() for k in settings.api_keys)))] \
         if settings.api_keys else []
     app = FastAPI(title="refit ingest", version="1", lifespan=lifespan)
+    app.router.route_class = JSONRoute  # a lone surrogate in a body is a 422, not a 500 (refit.web)
     metrics.mount(app)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     add_error_handlers(app)
@@ -250,4 +244,5 @@ def create_app(settings: IngestSettings, specs: ModelSpecs | None = None) -> Fas
             raise HTTPException(503, "broker unreachable")
         return {"status": "ready"}
 
+    declare_errors(app, {"POST /v1/samples": [503], "POST /v1/samples:batch": [503], "GET /readyz": [503]})
     return app

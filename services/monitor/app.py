@@ -23,7 +23,7 @@ from refit.kafka import Publisher, consume
 from refit.metrics import Metrics
 from refit.settings import MonitorSettings
 from refit.specs import ModelSpecs, TriggersSpec, load_specs
-from refit.web import BodyLimit, add_error_handlers, require_token
+from refit.web import BodyLimit, JSONRoute, add_error_handlers, answers, declare_errors, require_token
 from services.monitor.feedback import FeedbackStore
 from services.monitor.registry import Registry
 from services.monitor.reports import report
@@ -52,6 +52,7 @@ def get_monitor(request: Request) -> Monitor:
 MonitorDep = Annotated[Monitor, Depends(get_monitor)]
 
 
+@answers(404)
 def known_model(name: str, monitor: MonitorDep) -> str:
     try:
         monitor.specs.get(name)
@@ -93,6 +94,19 @@ def computable(config: TriggersSpec) -> TriggersSpec:
     return config
 
 
+# What each operation's own code answers besides 422; 400, 401, 404 and 413 come from the body,
+# the token and the model-name dependency (refit.web.declare_errors). 503: a publish the broker
+# did not acknowledge; 502/503: the trainer, which owns the dataset, failed or is not configured.
+ROUTE_ERRORS = {
+    "POST /v1/models/{name}/retrain": [503],
+    "POST /v1/models/{name}/rollback": [409, 503],
+    "GET /v1/models/{name}/champion": [404],
+    "GET /v1/models/{name}/dataset": [502, 503],
+    "GET /v1/artifacts/{digest}": [400, 404],
+    "GET /readyz": [503],
+}
+
+
 def create_app(settings: MonitorSettings, specs: ModelSpecs | None = None) -> FastAPI:
     specs = specs or load_specs(settings.specs_path)
     metrics = Metrics("monitor")
@@ -126,6 +140,7 @@ def create_app(settings: MonitorSettings, specs: ModelSpecs | None = None) -> Fa
             trigger_store.close()
 
     app = FastAPI(title="refit monitor", version="1", lifespan=lifespan)
+    app.router.route_class = JSONRoute  # a lone surrogate in a body is a 422, not a 500 (refit.web)
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
     metrics.mount(app)
     add_error_handlers(app)
@@ -290,4 +305,5 @@ def create_app(settings: MonitorSettings, specs: ModelSpecs | None = None) -> Fa
             raise HTTPException(503, "broker unreachable")
         return {"status": "ready"}
 
+    declare_errors(app, ROUTE_ERRORS)
     return app

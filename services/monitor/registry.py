@@ -165,6 +165,13 @@ class Registry:
         found = self._version("model = ? AND version = ?", (model, version))
         return found[0] if found else None
 
+    def first_for_request(self, model: str, request_id: str) -> Version | None:
+        """The first version registered for a retrain request (a trainer killed after publishing
+        its candidate and before marking the request done publishes another for it)."""
+        found = self._version("model = ? AND json_extract(CAST(candidate AS TEXT), '$.retrain_request_id') = ?"
+                              " ORDER BY version LIMIT 1", (model, request_id))
+        return found[0] if found else None
+
     def pending(self) -> list[Version]:
         return self._version("status = 'pending' ORDER BY created_at", ())
 

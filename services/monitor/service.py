@@ -70,8 +70,9 @@ class Monitor:
             try:
                 spec = self.specs.get(event.model)
                 if isinstance(event, CandidateTrained):
-                    self.registry.add_candidate(event)
-                    self.triggers.candidate_arrived(event.model, event.candidate_id)
+                    version = self.registry.add_candidate(event)
+                    if self.answered_before(version) is None:  # a duplicate answers no request in flight
+                        self.triggers.candidate_arrived(event.model, event.candidate_id)
                     continue
                 if isinstance(event, PredictionServed):
                     predicted.extend(predicted_rows(spec.task, event))
@@ -177,8 +178,20 @@ class Monitor:
         except (ArtifactError, ModelLoadError) as exc:
             return exc
 
+    def answered_before(self, version: Version) -> Version | None:
+        """The earlier version of the same model and retrain request, if ``version`` is a second
+        candidate for it (the trainer, killed after publishing a candidate and before marking its
+        request done, trains the request again after its restart)."""
+        request_id = version.candidate.retrain_request_id
+        first = self.registry.first_for_request(version.model, request_id) if request_id else None
+        return first if first is not None and first.version < version.version else None
+
     async def judge(self, version: Version) -> None:
         spec = self.specs.get(version.model)
+        first = self.answered_before(version)
+        if first is not None:
+            await self.refuse_duplicate(version, first)
+            return
         holdout = self.registry.holdout(spec.name, spec.training.holdout_max_rows)
         if len(holdout.ids) < spec.safeguard.min_holdout:
             if version.candidate_id not in self._deferred:
@@ -209,6 +222,37 @@ class Monitor:
             self.notifier.notify("promoted" if outcome.promote else "rejected", spec.name, orjson.loads(payload))
             log.info("decided", model=spec.name, version=version.version, decision=event.event_type,
                      event_id=str(event.event_id), scores=outcome.candidate_scores, reasons=outcome.reasons)
+        await self.publish_outbox()
+
+    async def refuse_duplicate(self, version: Version, first: Version) -> None:
+        """Reject a second candidate for one retrain request without judging it, in a signed decision
+        naming the version that answered the request.
+
+        One request gets one judgement: judged too, a duplicate would give the request a second
+        chance at the safeguard's tolerance (a trainer crashing in a loop would give it any number),
+        and, its bytes often identical, swap inference to the same model again as a new version.
+        The rejection keeps the audit trail whole: every candidate on the topic has its decision.
+        """
+        spec = self.specs.get(version.model)
+        async with self._decide:
+            champion = self.registry.serving(spec.name)
+            event = CandidateRejected(
+                model=spec.name, sequence=self.registry.next_sequence(spec.name),
+                candidate_id=version.candidate_id, version=version.version, digest=version.digest,
+                artifact_uri=f"{self.settings.public_url}/v1/artifacts/{version.digest}", task=spec.task,
+                champion_version=champion.version if champion else None,
+                reasons=[f"duplicate: retrain request {version.candidate.retrain_request_id} was already answered "
+                         f"by v{first.version} (candidate {first.candidate_id}); a second candidate for one "
+                         "request is not judged"],
+            )
+            payload = event.to_bytes()
+            self.registry.record_decision(event, version.version, "rejected", None, payload,
+                                          signing.sign(self.key, payload))
+            self.metrics.decisions.labels(spec.name, "duplicate").inc()
+            self.notifier.notify("rejected", spec.name, orjson.loads(payload))
+            log.warning("duplicate candidate rejected unjudged", model=spec.name, version=version.version,
+                        first=first.version, request_id=version.candidate.retrain_request_id,
+                        event_id=str(event.event_id))
         await self.publish_outbox()
 
     async def rollback(self, model: str, to_version: int | None, reason: str,

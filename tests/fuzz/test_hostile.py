@@ -11,6 +11,7 @@ import asyncio
 import http.client
 import json
 import shutil
+import socket
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -216,6 +217,71 @@ def test_undecodable_bytes_are_a_4xx(stack: Stack, client: httpx.Client) -> None
             response = client.request(method, url, content=b"0\xb6n\xe0\xf6\xff{",
                                       headers={**headers, "content-type": content_type})
             assert 400 <= response.status_code < 500, (url, content_type, response.status_code, response.text[:200])
+
+
+def string_routes(stack: Stack) -> list[tuple[str, str, dict[str, str], str, int]]:
+    """Every operation whose body carries a free string: method, URL, headers, a raw body with ``{s}``
+    where a string goes, and the status that body gets with a valid string there."""
+    ingest, monitor, inference = stack.url("ingest"), stack.url("monitor"), stack.url("inference-0")
+    zeros = ", ".join(["0.0"] * 10)
+    return [
+        ("POST", f"{ingest}/v1/samples", JSON,
+         f'{{"model": "diabetes", "features": [{zeros}], "label": 1.0, "source": "s{{s}}", '
+         '"idempotency_key": "hostile-{s}", "request_id": "r-{s}"}', 202),
+        ("POST", f"{ingest}/v1/samples:batch", JSON,
+         '{"model": "food-mood", "samples": [{"text": "warm {s} soup", "label": "comfort", "source": "{s}"}]}', 202),
+        ("POST", f"{monitor}/v1/models/food-mood/retrain", {**AUTH, **JSON}, '{"reason": "hostile {s}"}', 202),
+        # diabetes has had one champion only: a valid rollback request is refused for that, not for its reason
+        ("POST", f"{monitor}/v1/models/diabetes/rollback", {**AUTH, **JSON}, '{"reason": "{s}"}', 409),
+        ("PUT", f"{monitor}/v1/models/diabetes/config", {**AUTH, **JSON},
+         '{"schedules": [{"name": "{s}", "cron": {"hour": 3}}]}', 0),  # valid: changes the triggers; not sent
+        ("POST", f"{inference}/v1/models/food-mood/predict", JSON, '{"texts": ["warm {s} soup"]}', 200),
+    ]
+
+
+def test_lone_surrogates_are_a_4xx_and_a_valid_pair_goes_all_the_way(stack: Stack, client: httpx.Client) -> None:
+    """JSON may escape a lone surrogate ("\\ud800"); the standard library decodes it, and encoding it
+    later (the event's bytes, SQLite) was a 500. A valid pair is an ordinary character."""
+    monitor = stack.url("monitor")
+    accepted = {}
+    for method, url, headers, body, valid in string_routes(stack):
+        for lone in ("\\ud800", "\\udfff"):
+            response = client.request(method, url, headers=headers, content=body.replace("{s}", lone))
+            assert 400 <= response.status_code < 500, (url, lone, response.status_code, response.text[:300])
+            if not url.endswith("/predict"):  # inference reads bodies with orjson: a 400, not JSON
+                assert response.status_code == 422 and "lone surrogate" in response.json()["detail"][0]["msg"], \
+                    (url, response.text[:300])
+        if valid:
+            response = client.request(method, url, headers=headers, content=body.replace("{s}", "\\ud83d\\ude00"))
+            assert response.status_code == valid, (url, response.status_code, response.text[:300])
+            accepted[url.rsplit("/", 1)[1]] = response.json()
+    assert client.get(f"{monitor}/v1/models/diabetes/config").json()["source"] == "spec"
+
+    # The retrain request and its reason went through the broker, both stores and the trainer to a decision.
+    request_id = accepted["retrain"]["request_id"]
+    fired = client.get(f"{monitor}/v1/models/food-mood/triggers").json()["fired"]
+    assert {"request_id": request_id, "reason": "hostile \U0001f600"}.items() <= \
+        next(f for f in fired if f["request_id"] == request_id).items()
+    deadline = time.monotonic() + 120
+    while not [v for v in client.get(f"{monitor}/v1/models/food-mood/versions").json()
+               if v["retrain_request_id"] == request_id and v["status"] != "pending"]:
+        assert time.monotonic() < deadline, "no decision on the candidate of the request"
+        time.sleep(0.5)
+
+
+@pytest.mark.parametrize("target", [b"/v1/models/%ED%A0%80", b"/v1/models/\xed\xa0\x80",
+                                    b"/v1/reports?days=%ED%BF%BF", b"/v1/reports?days=\xed\xbf\xbf"])
+def test_surrogate_bytes_in_a_url_never_become_a_string(stack: Stack, target: bytes) -> None:
+    """Percent-encoded, they are decoded as UTF-8 with replacement (U+FFFD: an unknown model, a bad
+    number); raw in the request line, the HTTP server refuses the request (400)."""
+    address = urllib.parse.urlsplit(stack.url("monitor"))
+    with socket.create_connection((address.hostname, address.port), timeout=TIMEOUT) as connection:
+        connection.sendall(b"GET " + target + b" HTTP/1.1\r\nHost: refit\r\nConnection: close\r\n\r\n")
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    status = int(answer.split(b" ", 2)[1])
+    assert status in (400, 404, 422), answer[:300]
 
 
 TRAVERSALS = ["..%2F..%2Fetc%2Fpasswd", "../../x", "../../../../../../etc/passwd", "%2e%2e%2f%2e%2e%2fetc%2fpasswd",

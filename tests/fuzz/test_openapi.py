@@ -2,8 +2,9 @@
 
 One real stack (digits, diabetes, food-mood promoted, so inference has champions to serve);
 then, per operation, a few hundred generated cases (see ``openapi_fuzz``): none may be a
-server error, carry a traceback, or contradict the declared response schema, and afterwards
-no service may have logged a traceback or an error the input caused.
+server error, carry a traceback, answer a status code its document does not declare (ingest,
+monitor) or contradict the declared response schema, and afterwards no service may have logged
+a traceback or an error the input caused.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ pytestmark = pytest.mark.integration
 # Cases per operation: 29 operations x 300 take about two minutes on two cores.
 EXAMPLES = 300
 SERVICES = ("ingest", "monitor", "inference-0")
+# Services whose documents declare every error they answer (refit.web.declare_errors): an
+# undeclared status code fails; the others' are counted in the table.
+DECLARED = ("ingest", "monitor", "inference-0")
 
 
 def test_every_operation_answers_generated_input_without_a_server_error(stack_factory, specs_file, capsys) -> None:
@@ -30,7 +34,8 @@ def test_every_operation_answers_generated_input_without_a_server_error(stack_fa
 
     runs = []
     for service in SERVICES:
-        runs += fuzz_service(service, stack.url(service), EXAMPLES, load_specs(specs_path), digests)
+        runs += fuzz_service(service, stack.url(service), EXAMPLES, load_specs(specs_path), digests,
+                             strict_statuses=service in DECLARED)
     with capsys.disabled():
         print(f"\n{table(runs)}")
 

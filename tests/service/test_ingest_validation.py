@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from fastapi.testclient import TestClient
 
 from refit.settings import IngestSettings
 from refit.stack import free_port
-from services.ingest.app import create_app
+from services.ingest.app import create_app, get_publisher
 from tests.conftest import SPECS
 
 
@@ -86,3 +88,82 @@ def test_api_keys_when_configured_are_required() -> None:
         # A known key passes authentication; without a broker the answer is then 503, never 2xx.
         assert c.post("/v1/samples", json=digits(), headers={"authorization": "Bearer k2"}).status_code == 503
         assert c.get("/healthz").status_code == 200
+
+
+# -- lone surrogates ----------------------------------------------------------------------------------------------
+# The standard library's JSON decodes "\ud800" (and the raw bytes ED A0 80) into a str no encoder takes:
+# the event's bytes failed (500). Every string a body carries is a place for one.
+
+class RecordingPublisher:
+    """Acknowledges everything and keeps what it was given."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[str, bytes, bytes, object]] = []
+
+    async def publish_many_raw(self, records) -> None:
+        self.records.extend(records)
+
+
+@pytest.fixture
+def accepting():
+    """ingest with a publisher that acknowledges, so a valid body gets its 202."""
+    settings = IngestSettings(bootstrap_servers=f"127.0.0.1:{free_port()}", specs_path=SPECS, publish_timeout_s=2)
+    app = create_app(settings)
+    publisher = RecordingPublisher()
+    app.dependency_overrides[get_publisher] = lambda: publisher
+    with TestClient(app, raise_server_exceptions=False) as c:
+        c.publisher = publisher
+        yield c
+
+
+FEATURES = ", ".join(f'"p{i}": 0' for i in range(64))
+# (a sample as raw JSON with {s} where a string goes; the location its 422 names below the sample, {s} escaped)
+SURROGATE_PLACES = [
+    ('{"model": "digits", "features": {<p0..p63>}, "label": "3", "source": "{s}"}', ["source"]),
+    ('{"model": "digits", "features": {<p0..p63>}, "label": "3", "idempotency_key": "{s}"}', ["idempotency_key"]),
+    ('{"model": "digits", "features": {<p0..p63>}, "label": "3", "request_id": "r-{s}"}', ["request_id"]),
+    ('{"model": "digits", "features": {<p0..p63>}, "label": "{s}"}', ["label"]),
+    ('{"model": "digits", "features": {<p0..p63>}, "label": "3", "event_time": "{s}"}', ["event_time"]),
+    ('{"model": "digits", "features": {<p0..p63>, "p{s}": 0}, "label": "3"}', ["features", "p{s}"]),
+    ('{"model": "digits", "features": {<p0..p63>}, "label": "3", "{s}": 1}', ["{s}"]),
+    ('{"model": "food-mood", "text": "warm {s} soup", "label": "comfort"}', ["text"]),
+]
+# (what the JSON text holds, how the 422 writes it): two escapes, and a raw surrogate (bytes ED BF BF),
+# which the standard library decodes as well.
+LONE_SURROGATES = [("\\ud800", "\\ud800"), ("\\udfff", "\\udfff"), ("\udfff", "\\udfff")]
+
+
+def sample_bodies(template: str, text: str) -> dict[str, tuple[list[str | int], bytes]]:
+    """The sample alone and as row 0 of a batch, as raw bytes, with the location prefix of each."""
+    single = template.replace("<p0..p63>", FEATURES).replace("{s}", text)
+    model = "food-mood" if "food-mood" in single else "digits"
+    row = single.replace(f'"model": "{model}", ', "", 1)
+    return {"/v1/samples": (["body"], single.encode("utf-8", "surrogatepass")),
+            "/v1/samples:batch": (["body", "samples", 0], f'{{"model": "{model}", "samples": [{row}]}}'.encode(
+                "utf-8", "surrogatepass"))}
+
+
+@pytest.mark.parametrize(("text", "shown"), LONE_SURROGATES, ids=["ud800", "udfff", "raw-bytes"])
+@pytest.mark.parametrize(("template", "loc"), SURROGATE_PLACES, ids=[p[1][0] for p in SURROGATE_PLACES])
+def test_a_lone_surrogate_anywhere_is_a_422_naming_the_field(accepting, template, loc, text, shown) -> None:
+    for path, (prefix, body) in sample_bodies(template, text).items():
+        response = accepting.post(path, content=body, headers={"content-type": "application/json"})
+        assert response.status_code == 422, (path, response.text)
+        error = response.json()["detail"][0]
+        assert error["loc"] == [*prefix, *(part.replace("{s}", shown) for part in loc)], (path, error)
+        assert f"lone surrogate ({shown})" in error["msg"]
+    assert accepting.publisher.records == []
+
+
+def test_a_valid_surrogate_pair_is_accepted_and_published_as_utf8(accepting) -> None:
+    single = ('{"model": "food-mood", "text": "warm \\ud83d\\ude00 soup", "label": "comfort", '
+              '"source": "\\ud83d\\ude00", "idempotency_key": "k-\\ud83d\\ude00"}')
+    one = accepting.post("/v1/samples", content=single, headers={"content-type": "application/json"})
+    assert one.status_code == 202, one.text
+    batch = ('{"model": "digits", "samples": [{"features": {%s}, "label": "3", "source": "\\ud83d\\ude00"}]}'
+             % FEATURES)
+    many = accepting.post("/v1/samples:batch", content=batch, headers={"content-type": "application/json"})
+    assert many.status_code == 202, many.text
+    events = [json.loads(value) for _, _, value, _ in accepting.publisher.records]
+    assert [e["source"] for e in events] == ["\U0001f600", "\U0001f600"]
+    assert events[0]["text"] == "warm \U0001f600 soup"

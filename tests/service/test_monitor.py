@@ -1,0 +1,242 @@
+"""The monitor without a broker: a real Monitor (its SQLite stores, a real diabetes model judged on a real
+holdout) behind its HTTP app, with a publisher that acknowledges everything and keeps what it was given."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import orjson
+import pytest
+from fastapi.testclient import TestClient
+from skl2onnx import to_onnx
+from skl2onnx.common.data_types import FloatTensorType
+from sklearn.linear_model import Ridge
+
+from refit import topics
+from refit.artifacts import LocalArtifactStore
+from refit.datasets import sample_rows
+from refit.events import (ArtifactRef, CandidateTrained, ConversionCheck, InputSignature, SampleIngested,
+                          TrainingStats)
+from refit.kafka import Incoming
+from refit.metrics import Metrics
+from refit.onnx_model import META_FEATURES, META_INPUT_KIND, META_TASK
+from refit.settings import LOCAL_API_TOKEN, MonitorSettings
+from refit.specs import ModelSpec, load_specs
+from refit.stack import free_port
+from services.monitor.app import create_app, get_monitor
+from services.monitor.feedback import FeedbackStore
+from services.monitor.registry import Registry
+from services.monitor.service import Monitor
+from services.monitor.trigger_store import TriggerStore
+from tests.conftest import SPECS
+
+AUTH = {"authorization": f"Bearer {LOCAL_API_TOKEN}", "content-type": "application/json"}
+SPEC = load_specs(SPECS).get("diabetes")
+ROWS = sample_rows("diabetes")
+TRAINING, HOLDOUT = ROWS[:300], ROWS[300:]  # 142 holdout rows: above the spec's min_holdout of 40
+
+
+class RecordingPublisher:
+    """Acknowledges everything and keeps (topic, value) of what it was given."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes]] = []
+
+    async def publish(self, event: Any, headers: Any = None) -> None:
+        self.sent.append((event.topic, event.to_bytes()))
+
+    async def publish_raw(self, topic: str, key: bytes, value: bytes, headers: Any = None) -> None:
+        self.sent.append((topic, value))
+
+    async def ready(self) -> bool:
+        return True
+
+    def decisions(self) -> list[dict[str, Any]]:
+        return [orjson.loads(value) for topic, value in self.sent if topic == topics.DECISIONS]
+
+
+@pytest.fixture(scope="module")
+def onnx_bytes() -> bytes:
+    """A diabetes regressor as the trainer would store it (ONNX with refit's metadata)."""
+    features = list(SPEC.input.features)
+    x = np.array([[r["features"][f] for f in features] for r in TRAINING], dtype=np.float32)
+    model = Ridge(alpha=0.1).fit(x, [r["label"] for r in TRAINING])
+    proto = to_onnx(model, initial_types=[("input", FloatTensorType([None, len(features)]))])
+    onnx.helper.set_model_props(proto, {META_TASK: "regression", META_INPUT_KIND: "numeric",
+                                        META_FEATURES: orjson.dumps(features).decode()})
+    return proto.SerializeToString()
+
+
+@pytest.fixture
+def monitor(tmp_path: Path) -> Iterator[Monitor]:
+    settings = MonitorSettings(bootstrap_servers=f"127.0.0.1:{free_port()}", specs_path=SPECS,
+                               state_dir=tmp_path, artifact_dir=tmp_path / "artifacts")
+    specs = load_specs(SPECS)
+    registry = Registry(tmp_path / "monitor.sqlite")
+    feedback = FeedbackStore(tmp_path / "feedback.sqlite", {s.name: s.task for s in specs.models}, 1000)
+    trigger_store = TriggerStore(tmp_path / "triggers.sqlite")
+    built = Monitor(settings, specs, registry, LocalArtifactStore(settings.artifact_dir), RecordingPublisher(),
+                    feedback, trigger_store, Metrics("monitor"))  # type: ignore[arg-type]
+    registry.add_holdout([SampleIngested(model="diabetes", sample_id=f"h{i}", features=r["features"],
+                                         label=r["label"]) for i, r in enumerate(HOLDOUT)])
+    yield built
+    registry.close()
+    feedback.close()
+    trigger_store.close()
+
+
+@pytest.fixture
+def api(monitor: Monitor) -> TestClient:
+    """The monitor's HTTP app on ``monitor`` (no lifespan: nothing consumes, nothing connects)."""
+    app = create_app(monitor.settings, monitor.specs)
+    app.dependency_overrides[get_monitor] = lambda: monitor
+    return TestClient(app, raise_server_exceptions=False)
+
+
+CandidateFactory = Callable[..., CandidateTrained]
+
+
+@pytest.fixture
+def candidate(monitor: Monitor, onnx_bytes: bytes) -> CandidateFactory:
+    """A diabetes candidate of the same model bytes, for a retrain request (or none)."""
+    digest = monitor.artifacts.put(onnx_bytes)
+
+    def make(request_id: str | None, spec: ModelSpec = SPEC) -> CandidateTrained:
+        return CandidateTrained(
+            model=spec.name, candidate_id=str(uuid.uuid4()), task=spec.task,
+            artifact=ArtifactRef(digest=digest, size_bytes=len(onnx_bytes), uri=f"file:{digest}"),
+            signature=InputSignature(kind="numeric", features=list(spec.input.features)),
+            training=TrainingStats(rows_seen=len(TRAINING), rows_trained=len(TRAINING), rows_held_back=0,
+                                   duration_s=0.01, estimator=spec.estimator.class_path,
+                                   spec_hash=spec.spec_hash(), code_version="test"),
+            conversion=ConversionCheck(rows=10, max_abs_diff=0.0, tolerance=1e-4, passed=True),
+            retrain_request_id=request_id,
+            trigger="manual" if request_id else "sample_count")
+
+    return make
+
+
+async def arrive_and_judge(monitor: Monitor, event: CandidateTrained) -> None:
+    """What the consumer and the judging loop do with a candidate from the topic."""
+    assert await monitor.handle([Incoming(record=None, event=event)]) == {}  # type: ignore[arg-type]
+    for version in monitor.registry.pending():
+        await monitor.judge(version)
+
+
+# -- a second candidate for one retrain request -------------------------------------------------------------------
+
+
+async def test_a_second_candidate_for_a_decided_request_is_rejected_unjudged(monitor: Monitor,
+                                                                              candidate: CandidateFactory) -> None:
+    """The trainer, killed after publishing its candidate and before marking the request done, trains the
+    request again: the same request, here the same bytes. Judged, it would be promoted again (a tie passes)."""
+    first = candidate("request-1")
+    await arrive_and_judge(monitor, first)
+    monitor.triggers.store.fired("diabetes", "manual", "next", {}, "request-2", first.occurred_at, 1, None)
+    await arrive_and_judge(monitor, replace_id(first))  # the duplicate, while request-2 is in flight
+    _, _, in_flight, _ = monitor.triggers.store.state("diabetes")
+    assert in_flight is not None and in_flight.request_id == "request-2"  # not answered by the duplicate
+
+    promoted, duplicate = monitor.publisher.decisions()  # type: ignore[attr-defined]
+    assert (promoted["event_type"], promoted["version"]) == ("ModelPromoted", 1)
+    assert (duplicate["event_type"], duplicate["version"], duplicate["sequence"]) == ("CandidateRejected", 2, 2)
+    assert duplicate["reasons"] == [f"duplicate: retrain request request-1 was already answered by v1 (candidate "
+                                    f"{first.candidate_id}); a second candidate for one request is not judged"]
+    assert (duplicate["checks"], duplicate["holdout"], duplicate["candidate_scores"]) == ([], None, {})
+    assert duplicate["champion_version"] == 1
+    assert monitor.registry.serving("diabetes").version == 1  # type: ignore[union-attr]
+    assert [(v.version, v.status) for v in monitor.registry.versions("diabetes")] == [(2, "rejected"),
+                                                                                      (1, "promoted")]
+    assert monitor.metrics.decisions.labels("diabetes", "duplicate")._value.get() == 1
+
+    await arrive_and_judge(monitor, candidate("request-2"))  # the next request is judged as usual
+    third = monitor.publisher.decisions()[-1]  # type: ignore[attr-defined]
+    assert (third["event_type"], third["version"], third["champion_version"]) == ("ModelPromoted", 3, 1)
+    assert third["checks"] and third["holdout"]["size"] == len(HOLDOUT)
+    _, _, in_flight, _ = monitor.triggers.store.state("diabetes")
+    assert in_flight is None
+
+
+async def test_a_duplicate_is_rejected_even_before_the_first_is_decided(monitor: Monitor,
+                                                                        candidate: CandidateFactory) -> None:
+    """With a holdout too small, the first candidate waits; its duplicate is refused at once, and
+    candidates of no request (sample-count trainings) are never duplicates."""
+    monitor.registry._db.execute("DELETE FROM holdout")
+    first = candidate("request-1")
+    for event in (first, replace_id(first), candidate(None), candidate(None)):
+        await arrive_and_judge(monitor, event)
+    assert [(d["event_type"], d["version"]) for d in monitor.publisher.decisions()] == [  # type: ignore[attr-defined]
+        ("CandidateRejected", 2)]
+    assert [(v.version, v.status) for v in monitor.registry.versions("diabetes")] == [
+        (4, "pending"), (3, "pending"), (2, "rejected"), (1, "pending")]
+
+
+def replace_id(event: CandidateTrained) -> CandidateTrained:
+    """The same training published again: a new candidate id (and event id), the same request and bytes."""
+    return event.model_copy(update={"candidate_id": str(uuid.uuid4()), "event_id": uuid.uuid4()})
+
+
+# -- lone surrogates in the control plane -------------------------------------------------------------------------
+
+# (method, path, raw body with {s} where a string goes, the location its 422 names, {s} escaped)
+SURROGATE_PLACES = [
+    ("POST", "/v1/models/diabetes/retrain", '{"reason": "new {s} labels"}', ["body", "reason"]),
+    ("POST", "/v1/models/diabetes/rollback", '{"reason": "{s}"}', ["body", "reason"]),
+    ("POST", "/v1/models/diabetes/rollback", '{"to_version": 1, "{s}": 1}', ["body", "{s}"]),
+    ("PUT", "/v1/models/diabetes/config", '{"schedules": [{"name": "{s}", "cron": {"hour": 3}}]}',
+     ["body", "schedules", 0, "name"]),
+    ("PUT", "/v1/models/diabetes/config", '{"schedules": [{"name": "n", "cron": {"hour": 3}, "timezone": "{s}"}]}',
+     ["body", "schedules", 0, "timezone"]),
+    ("PUT", "/v1/models/diabetes/config", '{"schedules": [{"name": "n", "cron": {"{s}": 3}}]}',
+     ["body", "schedules", 0, "cron", "{s}"]),
+]
+
+
+@pytest.mark.parametrize(("text", "shown"), [("\\ud800", "\\ud800"), ("\\udfff", "\\udfff"), ("\udfff", "\\udfff")],
+                         ids=["ud800", "udfff", "raw-bytes"])
+@pytest.mark.parametrize(("method", "path", "body", "loc"), SURROGATE_PLACES,
+                         ids=[f"{p[1].rsplit('/', 1)[1]}-{p[3][-1]}" for p in SURROGATE_PLACES])
+def test_a_lone_surrogate_in_a_body_is_a_422_naming_the_field(api: TestClient, monitor: Monitor, method: str,
+                                                              path: str, body: str, loc: list[Any], text: str,
+                                                              shown: str) -> None:
+    response = api.request(method, path, headers=AUTH, content=body.replace("{s}", text).encode(
+        "utf-8", "surrogatepass"))
+    assert response.status_code == 422, response.text
+    error = response.json()["detail"][0]
+    assert error["loc"] == [p.replace("{s}", shown) if isinstance(p, str) else p for p in loc]
+    assert f"lone surrogate ({shown})" in error["msg"]
+    assert monitor.publisher.sent == []  # type: ignore[attr-defined]
+    assert api.get("/v1/models/diabetes/config").json()["source"] == "spec"
+
+
+async def test_a_valid_surrogate_pair_is_taken_everywhere(api: TestClient, monitor: Monitor,
+                                                          candidate: CandidateFactory) -> None:
+    for request_id in ("a", "b"):  # two champions, so that there is something to roll back to
+        await arrive_and_judge(monitor, candidate(request_id))
+    pair, emoji = "\\ud83d\\ude00", "\U0001f600"
+
+    retrain = api.post("/v1/models/diabetes/retrain", headers=AUTH, content=f'{{"reason": "new {pair}"}}')
+    assert retrain.status_code == 202, retrain.text
+    assert monitor.triggers.store.history("diabetes")[0]["reason"] == f"new {emoji}"
+    rollback = api.post("/v1/models/diabetes/rollback", headers=AUTH, content=f'{{"reason": "{pair}"}}')
+    assert rollback.status_code == 200, rollback.text
+    assert monitor.publisher.decisions()[-1]["reasons"] == [f"rollback from v2 to v1: {emoji}"]  # type: ignore
+    schedule = f'{{"name": "{pair}", "cron": {{"hour": 3}}, "timezone": "Europe/Paris"}}'
+    config = api.put("/v1/models/diabetes/config", headers=AUTH, content=f'{{"schedules": [{schedule}]}}')
+    assert config.status_code == 200, config.text
+    assert api.get("/v1/models/diabetes/config").json()["triggers"]["schedules"][0]["name"] == emoji
+
+
+@pytest.mark.parametrize("path", ["/v1/models/%ED%A0%80", "/v1/models/%ED%A0%80/decisions", "/v1/artifacts/%ED%A0%80",
+                                  "/v1/models/diabetes/decisions?limit=%ED%A0%80", "/v1/reports?days=%ED%BF%BF",
+                                  "/v1/models/diabetes/dataset?format=%ED%A0%80"])
+def test_surrogate_bytes_in_a_path_or_query_are_a_4xx(api: TestClient, path: str) -> None:
+    """URLs are decoded as UTF-8 with replacement: such bytes arrive as U+FFFD, never as a surrogate."""
+    response = api.get(path)
+    assert 400 <= response.status_code < 500, response.text
+    assert response.json()["detail"]
