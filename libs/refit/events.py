@@ -186,7 +186,8 @@ class ModelPromoted(_Decision):
 
 
 class CandidateRejected(_Decision):
-    """The candidate failed the safeguard; the champion stays."""
+    """The candidate failed the safeguard, or was a duplicate for a retrain request already answered
+    (rejected unjudged, its reason says so); the champion stays."""
 
     event_type: Literal["CandidateRejected"] = "CandidateRejected"
     schema_version: Literal[1] = 1
