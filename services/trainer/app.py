@@ -9,7 +9,7 @@ from collections import Counter
 import io
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -21,7 +21,6 @@ from fastapi.responses import StreamingResponse
 import refit
 from refit import topics
 from refit.artifacts import LocalArtifactStore
-from refit.core.filters import apply_filters
 from refit.core.schema import validate_features, validate_label, validate_text
 from refit.core.split import is_holdout
 from refit.errors import BrokerUnavailableError, RefitError, SchemaError, UnknownModelError
@@ -31,8 +30,9 @@ from refit.kafka import Incoming, Publisher, consume
 from refit.metrics import Metrics
 from refit.settings import TrainerSettings
 from refit.specs import ModelSpec, ModelSpecs, load_specs
-from services.trainer.fit import fit
+from services.trainer.fit import fit_set
 from services.trainer.store import EXPORT_COLUMNS, DatasetStore
+from services.trainer.training_set import prepare
 
 log = structlog.get_logger("trainer")
 
@@ -85,8 +85,8 @@ class Trainer:
         pending = self.store.pending_request(spec.name)
         if pending is not None:
             return pending[1], pending[0]
-        total, new = self.store.counts(spec.name)
         threshold = spec.training.min_new_samples
+        total, new = self.store.counts(spec.name, at_most=max(spec.training.min_samples, threshold or 0))
         if threshold is not None and new >= threshold and total >= spec.training.min_samples:
             return "sample_count", None
         return None
@@ -106,39 +106,40 @@ class Trainer:
     async def train(self, spec: ModelSpec, trigger: str, request_id: str | None, stop: asyncio.Event) -> None:
         bound = log.bind(model=spec.name, trigger=trigger, request_id=request_id)
         now = datetime.now(UTC)
-        age = spec.training.window_max_age_days
-        window, top = self.store.window(spec.name, spec.training.window_max_rows,
-                                        now - timedelta(days=age) if age else None)
-        rows, filtered = apply_filters(spec, window)
-        classes = {r.label for r in rows}
-        if len(rows) < spec.training.min_samples or (spec.task == "classification" and len(classes) < 2):
-            bound.info("not enough data to train", rows=len(rows), classes=len(classes), filters=filtered.as_dict())
+        # Reading and filtering a large window takes seconds: off the event loop, like fitting.
+        data, window = await asyncio.to_thread(prepare, self.store, spec, now)
+        filtered, top = window.filters, window.top_seq
+        if filtered.kept < spec.training.min_samples or (spec.task == "classification" and window.classes < 2):
+            bound.info("not enough data to train", rows=filtered.kept, classes=window.classes,
+                       filters=filtered.as_dict())
             self.store.finish_requests(spec.name, "insufficient data", now)
             self.store.mark_trained(spec.name, top, now)
             return
-        bound.info("training", rows=len(rows), filters=filtered.as_dict())
+        bound.info("training", rows=filtered.kept, filters=filtered.as_dict())
         for name, removed in filtered.as_dict().items():
             if name not in ("seen", "kept") and removed:
                 self.metrics.samples_filtered.labels(spec.name, name).inc(removed)
         try:
-            fitted = await asyncio.to_thread(fit, spec, rows)
+            fitted = await asyncio.to_thread(fit_set, spec, data)
         except (RefitError, ValueError) as exc:
             bound.error("training failed", error=str(exc))
             self.metrics.trainings.labels(spec.name, type(exc).__name__).inc()
             self.store.finish_requests(spec.name, f"failed: {exc}", now)
             self.store.mark_trained(spec.name, top, now)
             return
+        finally:
+            del data  # not held while the candidate is stored and published (that may wait for a broker)
         digest = await asyncio.to_thread(self.artifacts.put, fitted.onnx_bytes)
-        times = [datetime.fromisoformat(r.occurred_at) for r in window]
+        assert window.first_at is not None and window.last_at is not None  # at least min_samples rows
         event = CandidateTrained(
             model=spec.name, candidate_id=str(uuid.uuid4()), task=spec.task,
             artifact=ArtifactRef(digest=digest, size_bytes=len(fitted.onnx_bytes), uri=self.artifacts.uri(digest)),
             signature=InputSignature(kind=spec.input.kind, features=list(spec.input.features)),
             classes=fitted.classes,
             training=TrainingStats(
-                rows_seen=len(window), rows_trained=fitted.rows_trained, rows_held_back=fitted.rows_held_back,
-                filters=filtered.as_dict(),
-                first_sample_at=min(times), last_sample_at=max(times),
+                rows_seen=window.rows_seen, rows_trained=fitted.rows_trained,
+                rows_held_back=fitted.rows_held_back, filters=filtered.as_dict(),
+                first_sample_at=window.first_at, last_sample_at=window.last_at,
                 duration_s=round(fitted.duration_s, 4), estimator=spec.estimator.class_path,
                 spec_hash=spec.spec_hash(), code_version=refit.__version__),
             conversion=fitted.conversion, retrain_request_id=request_id, trigger=trigger,
@@ -149,8 +150,10 @@ class Trainer:
         self.trainings += 1
         self.metrics.trainings.labels(spec.name, "success").inc()
         self.metrics.training_duration.labels(spec.name).observe(fitted.duration_s)
+        stages = {name: round(s, 3) for name, s in (window.seconds | fitted.seconds).items()}
         bound.info("candidate published", candidate_id=event.candidate_id, digest=digest,
-                   seconds=round(fitted.duration_s, 3), conversion_passed=fitted.conversion.passed)
+                   seconds=round(fitted.duration_s, 3), stages=stages, iterations=fitted.iterations,
+                   conversion_passed=fitted.conversion.passed)
 
     async def _publish_until_done(self, event: CandidateTrained, stop: asyncio.Event) -> None:
         delay = 0.5

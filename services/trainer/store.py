@@ -5,16 +5,19 @@ Holdout rows never enter it: the split is decided before a row is written.
 
 from __future__ import annotations
 
+import math
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 
+from refit.core.filters import Columns, feature_values
 from refit.events import RetrainRequested, SampleIngested
 
 _SCHEMA = """
@@ -53,11 +56,16 @@ CREATE TABLE IF NOT EXISTS trainings (
 """
 # Columns added after the first release, for state directories created before them.
 _ADDED_COLUMNS = {"idempotency_key": "TEXT", "event_time": "TEXT", "request_id": "TEXT"}
+# samples_window serves every read by model: the window (newest rows by seq, optionally by age),
+# counts and export, each from the index alone or a range of it. It replaced (model, occurred_at),
+# with which the window query visited every row of the model and sorted them.
 _INDEXES = """
 CREATE UNIQUE INDEX IF NOT EXISTS samples_idempotency ON samples (model, idempotency_key)
     WHERE idempotency_key IS NOT NULL;
-CREATE INDEX IF NOT EXISTS samples_occurred ON samples (model, occurred_at);
+CREATE INDEX IF NOT EXISTS samples_window ON samples (model, seq, occurred_at);
+DROP INDEX IF EXISTS samples_occurred;
 """
+_WINDOW_COLUMNS = "seq, sample_id, features, text, label, confidence, occurred_at"
 EXPORT_COLUMNS = ("sample_id", "features", "text", "label", "confidence", "source", "occurred_at",
                   "idempotency_key", "event_time", "request_id")
 
@@ -70,6 +78,61 @@ class Row:
     label: str
     confidence: float | None
     occurred_at: str
+
+
+@dataclass(frozen=True)
+class Window:
+    """A training window as columns, oldest first: all the trainer holds of its dataset."""
+
+    sample_ids: list[str]
+    columns: Columns
+    first_at: datetime | None
+    last_at: datetime | None
+    top_seq: int
+
+    def __len__(self) -> int:
+        return len(self.sample_ids)
+
+
+class _WindowBuilder:
+    """Fills preallocated columns from pages of stored rows (``_WINDOW_COLUMNS`` order)."""
+
+    def __init__(self, size: int, features: Sequence[str] | None) -> None:
+        self.size, self.names, self.filled = size, features, 0
+        self.ids: list[str] = []
+        self.codes: dict[str, int] = {}
+        self.labels = np.empty(size, dtype=np.int64)
+        self.confidence = np.empty(size, dtype=np.float64)
+        self.features = np.empty((size, len(features)), dtype=np.float64) if features is not None else None
+        self.texts: list[str | None] = []
+        self.first: datetime | None = None
+        self.last: datetime | None = None
+
+    def add(self, rows: list[tuple[Any, ...]]) -> None:
+        start, end = self.filled, self.filled + len(rows)
+        if end > self.size:
+            raise RuntimeError(f"window holds {self.size} rows, the store returned more")
+        self.ids.extend(r[1] for r in rows)
+        self.labels[start:end] = [self.codes.setdefault(r[4], len(self.codes)) for r in rows]
+        self.confidence[start:end] = [math.inf if r[5] is None else r[5] for r in rows]
+        if self.features is not None:
+            names = self.names or ()
+            self.features[start:end] = [feature_values(orjson.loads(r[2]) if r[2] is not None else None, names)
+                                        for r in rows]
+        else:
+            self.texts.extend(r[3] for r in rows)
+        times = [datetime.fromisoformat(r[6]) for r in rows]
+        first, last = min(times), max(times)
+        self.first = first if self.first is None else min(self.first, first)
+        self.last = last if self.last is None else max(self.last, last)
+        self.filled = end
+
+    def build(self, top_seq: int) -> Window:
+        if self.filled != self.size:
+            raise RuntimeError(f"window holds {self.size} rows, the store returned {self.filled}")
+        texts = self.texts if self.features is None else None
+        columns = Columns(self.labels, list(self.codes), self.confidence, self.features, texts)
+        return Window(self.ids, columns, self.first, self.last, top_seq)
 
 
 class DatasetStore:
@@ -135,30 +198,66 @@ class DatasetStore:
             self._db.execute("UPDATE requests SET done_at = ?, outcome = ? WHERE model = ? AND done_at IS NULL",
                              (now.isoformat(), outcome, model))
 
-    def counts(self, model: str) -> tuple[int, int]:
-        """(rows in the dataset, rows newer than the last training)."""
+    def counts(self, model: str, at_most: int | None = None) -> tuple[int, int]:
+        """(rows in the dataset, rows newer than the last training), each counted up to ``at_most``.
+
+        Whether a model is due needs no more than its thresholds, and the trainer asks after every
+        batch it stores: an exact count walks the model's whole index (0.15 s at 800,000 rows).
+        """
+        count = "SELECT COUNT(*) FROM (SELECT 1 FROM samples WHERE model = ? AND seq > ? LIMIT ?)"
+        limit = -1 if at_most is None else at_most  # SQLite: a negative LIMIT is no limit
         with self._lock:
-            total, newest = self._db.execute("SELECT COUNT(*), COALESCE(MAX(seq), 0) FROM samples WHERE model = ?",
-                                             (model,)).fetchone()
             row = self._db.execute("SELECT last_seq FROM trainings WHERE model = ?", (model,)).fetchone()
             last = row[0] if row else 0
-            new = self._db.execute("SELECT COUNT(*) FROM samples WHERE model = ? AND seq > ?", (model, last)).fetchone()[0]
+            total = self._db.execute(count, (model, 0, limit)).fetchone()[0]
+            new = self._db.execute(count, (model, last, limit)).fetchone()[0]
         return int(total), int(new)
 
-    def window(self, model: str, max_rows: int, since: datetime | None = None) -> tuple[list[Row], int]:
-        """The newest ``max_rows`` rows received after ``since`` (oldest first) and the highest seq among them.
+    def read_window(self, model: str, features: Sequence[str] | None, max_rows: int,
+                    since: datetime | None = None, page: int = 1024) -> Window:
+        """The newest ``max_rows`` rows received after ``since``, oldest first, as columns.
 
-        Only the window is ever read into memory, however large the dataset grows.
+        ``features``: the spec's feature names, or None for a text model. Only the window is
+        read, a page at a time into preallocated arrays; the lock is held per page, and rows
+        stored meanwhile are newer than the window, so they are not part of it.
         """
-        cutoff = since.isoformat() if since is not None else ""
+        size, low, top = self._bounds(model, max_rows, since)
+        builder = _WindowBuilder(size, features)
+        for rows in self._pages(model, low, top, since, page):
+            builder.add(rows)
+        return builder.build(top)
+
+    def window(self, model: str, max_rows: int, since: datetime | None = None) -> tuple[list[Row], int]:
+        """The same window as :meth:`read_window`, as one object per row, and its highest seq.
+
+        For small windows (tests, tools): training reads :meth:`read_window`.
+        """
+        _, low, top = self._bounds(model, max_rows, since)
+        rows = [Row(r[1], orjson.loads(r[2]) if r[2] is not None else None, r[3], r[4], r[5], r[6])
+                for page in self._pages(model, low, top, since, 1024) for r in page]
+        return rows, top
+
+    def _bounds(self, model: str, max_rows: int, since: datetime | None) -> tuple[int, int, int]:
+        """(rows, lowest seq, highest seq) of the window, from the index alone."""
         with self._lock:
-            rows = self._db.execute(
-                "SELECT seq, sample_id, features, text, label, confidence, occurred_at FROM samples"
-                " WHERE model = ? AND occurred_at >= ? ORDER BY seq DESC LIMIT ?", (model, cutoff, max_rows)).fetchall()
-        rows.reverse()
-        top = rows[-1][0] if rows else 0
-        return [Row(r[1], orjson.loads(r[2]) if r[2] is not None else None, r[3], r[4], r[5], r[6])
-                for r in rows], top
+            size, low, top = self._db.execute(
+                "SELECT COUNT(*), MIN(seq), MAX(seq) FROM (SELECT seq FROM samples"
+                " WHERE model = ? AND occurred_at >= ? ORDER BY seq DESC LIMIT ?)",
+                (model, since.isoformat() if since is not None else "", max_rows)).fetchone()
+        return int(size), int(low or 0), int(top or 0)
+
+    def _pages(self, model: str, low: int, top: int, since: datetime | None,
+               page: int) -> Iterator[list[tuple[Any, ...]]]:
+        cutoff, last = since.isoformat() if since is not None else "", low - 1
+        while last < top:
+            with self._lock:
+                rows = self._db.execute(
+                    f"SELECT {_WINDOW_COLUMNS} FROM samples WHERE model = ? AND seq > ? AND seq <= ?"
+                    " AND occurred_at >= ? ORDER BY seq LIMIT ?", (model, last, top, cutoff, page)).fetchall()
+            if not rows:
+                return
+            last = rows[-1][0]
+            yield rows
 
     def mark_trained(self, model: str, seq: int, now: datetime) -> None:
         with self._lock:
