@@ -30,7 +30,7 @@ from refit.onnx_model import OnnxModel, Prediction
 from refit.settings import InferenceSettings
 from refit.specs import ModelSpecs, load_specs
 from refit.web import BodyLimit, declare_errors
-from services.inference.predict import PREDICT_BODY, PREDICT_RESPONSES, PredictPath, Predictions
+from services.inference.predict import PREDICT_BODY, PREDICT_RESPONSES, InferenceApp, Predictions
 from services.inference.serving import Champions, Served
 
 log = structlog.get_logger("inference")
@@ -214,14 +214,12 @@ def create_app(settings: InferenceSettings, specs: ModelSpecs | None = None) -> 
 
     # FastAPI's native OpenTelemetry hooks look the providers up on every request; refit exports
     # Prometheus metrics of its own.
-    app = FastAPI(title="refit inference", version="1", lifespan=lifespan,
-                  telemetry={"tracing": False, "metrics": False, "logs": False})
+    app = InferenceApp(title="refit inference", version="1", lifespan=lifespan,
+                       telemetry={"tracing": False, "metrics": False, "logs": False})
     limit = max(1024 * 1024, settings.max_batch_rows * MAX_BYTES_PER_ROW)
     predictions = Predictions(settings, specs, metrics, limit)
+    app.predictions = predictions  # answered before FastAPI's layers (services/inference/predict.py)
     app.add_middleware(BodyLimit, limit=limit)
-    # Outermost: predictions skip FastAPI's routing and dependency solving (measured: ~60 µs of the
-    # ~100 µs a FastAPI route costs per request on this stack; docs/benchmarks.md).
-    app.add_middleware(PredictPath, predictions=predictions)
     metrics.mount(app)
 
     @app.post("/v1/models/{name}/predict",

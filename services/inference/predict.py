@@ -1,25 +1,28 @@
-"""The prediction request path: a bare ASGI handler in front of FastAPI.
+"""The prediction request path: answered in front of FastAPI.
 
 A prediction is the one request refit answers thousands of times a second, and FastAPI's
-routing and dependency solving cost more than parsing the body, running the model and writing
-the answer together (measured in docs/benchmarks.md). :class:`PredictPath` answers
+layers, routing and dependency solving cost more than parsing the body, running the model and
+writing the answer together (measured in docs/benchmarks.md). :class:`InferenceApp` answers
 ``POST /v1/models/{name}/predict`` before FastAPI sees it; the FastAPI route of the same path
 documents the operation in the OpenAPI schema and answers through the same
-:meth:`Predictions.answer` if it is ever reached. Errors are FastAPI's shape,
-``{"detail": ...}``, with the request id in a header.
+:meth:`Predictions.answer` if it is ever reached (tests compare the two). Errors are FastAPI's
+shape, ``{"detail": ...}``, with the request id in a header.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
+import secrets
 import time
 import uuid
 from typing import Any, Protocol
 
 import numpy as np
 import orjson
-from fastapi import HTTPException
-from starlette.types import ASGIApp, Receive, Scope, Send
+import structlog
+from fastapi import FastAPI, HTTPException
+from starlette.types import Receive, Scope, Send
 
 from refit.errors import ModelLoadError
 from refit.metrics import Metrics
@@ -28,6 +31,8 @@ from refit.settings import InferenceSettings
 from refit.specs import ModelSpecs
 from refit.web import is_json
 from services.inference.serving import Champions, Served
+
+log = structlog.get_logger("inference")
 
 MAX_REQUEST_ID = 200
 PREFIX, SUFFIX = "/v1/models/", "/predict"
@@ -113,7 +118,7 @@ def to_batch(model: OnnxModel, body: Any, max_rows: int) -> tuple[list[Any], np.
         raise _bad(f"each row must hold exactly {len(names)} numbers: {', '.join(names[:8])}…") from None
     if matrix.ndim != 2 or matrix.shape[1] != len(names):
         raise _bad(f"each row must hold exactly {len(names)} numbers")
-    if not np.isfinite(matrix).all():
+    if not np.isfinite(matrix.sum(dtype=np.float64)):  # one pass; JSON has no NaN, a float32 overflow is inf
         raise _bad("features must be finite numbers")
     return sent, matrix
 
@@ -173,6 +178,14 @@ class Predictions:
         self.names = set(specs.names())
         self.metrics = metrics
         self.limit = limit
+        # Request ids this process makes: a random prefix (58 random bits once the UUID's version
+        # and variant are set) and a counter below 2**62, as a version-4 UUID. Unique for any
+        # practical purpose, without a getrandom(2) call per request.
+        self._prefix = secrets.randbits(64) << 64
+        self._counter = itertools.count(1)
+
+    def new_request_id(self) -> str:
+        return str(uuid.UUID(int=self._prefix | next(self._counter) & (2**62 - 1), version=4))
 
     async def answer(self, name: str, scope: Scope, receive: Receive) -> tuple[int, bytes, Headers]:
         started = time.perf_counter()
@@ -180,9 +193,9 @@ class Predictions:
         request_id = _header(headers, b"x-request-id")
         try:
             if request_id is None:
-                request_id = str(uuid.uuid4())
+                request_id = self.new_request_id()
             elif not 0 < len(request_id) <= MAX_REQUEST_ID or not request_id.isprintable():
-                request_id = str(uuid.uuid4())
+                request_id = self.new_request_id()
                 raise HTTPException(400, f"X-Request-ID must be 1 to {MAX_REQUEST_ID} printable characters")
             champions: Champions = scope["state"]["champions"]
             served = champions.served.get(name)
@@ -220,24 +233,32 @@ class Predictions:
                               (b"x-request-id", request_id.encode())]
 
 
-class PredictPath:
-    """ASGI middleware answering ``POST /v1/models/{name}/predict`` itself; anything else goes on."""
+class InferenceApp(FastAPI):
+    """FastAPI, with ``POST /v1/models/{name}/predict`` answered before any of FastAPI's layers.
 
-    def __init__(self, app: ASGIApp, predictions: Predictions) -> None:
-        self.app = app
-        self.predictions = predictions
+    Everything else (the other routes, OpenAPI, lifespan) is FastAPI's. A subclass rather than a
+    middleware: FastAPI's own outer layers (error and telemetry middleware, body limit, the
+    Starlette app) cost a prediction about as much again as the model (docs/benchmarks.md).
+    """
+
+    predictions: Predictions | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path: str = scope.get("path", "")
+        if self.predictions is None or scope["type"] != "http" or scope["method"] != "POST":
+            await super().__call__(scope, receive, send)
+            return
+        path: str = scope["path"]
         name = path[len(PREFIX):-len(SUFFIX)]
-        if scope["type"] != "http" or scope["method"] != "POST" or not path.startswith(PREFIX) or \
-                not path.endswith(SUFFIX) or not name or "/" in name:
-            await self.app(scope, receive, send)
+        if not path.startswith(PREFIX) or not path.endswith(SUFFIX) or not name or "/" in name:
+            await super().__call__(scope, receive, send)
             return
         try:
             status, body, headers = await self.predictions.answer(name, scope, receive)
         except _ClientGone:
             return
+        except Exception as exc:  # a bug, not the client's: answered like FastAPI's error middleware
+            log.exception("prediction failed", model=name, error=repr(exc))
+            status, body, headers = 500, b'{"detail":"Internal Server Error"}', [(b"content-type", b"application/json")]
         headers.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})

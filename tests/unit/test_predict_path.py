@@ -4,11 +4,13 @@ documented FastAPI route answers: same status, body and headers, for answers and
 from __future__ import annotations
 
 import asyncio
+import functools
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+from fastapi import FastAPI
 
 from refit.datasets import sample_rows
 from refit.metrics import Metrics
@@ -16,7 +18,6 @@ from refit.onnx_model import OnnxModel
 from refit.settings import InferenceSettings
 from refit.specs import load_specs
 from services.inference.app import create_app
-from services.inference.predict import PredictPath
 from services.inference.serving import Champions, Served
 from services.trainer.fit import fit
 from services.trainer.store import Row
@@ -39,7 +40,7 @@ def state() -> dict[str, Any]:
 
 
 async def call(app: Any, state: dict[str, Any], path: str, body: bytes, headers: list[tuple[bytes, bytes]],
-               chunks: int = 1) -> tuple[int, dict[bytes, bytes], bytes]:
+               chunks: int = 1) -> tuple[int, dict[bytes, bytes], bytes, bool]:
     scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
              "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "", "headers": headers,
              "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 2), "state": dict(state)}
@@ -57,7 +58,7 @@ async def call(app: Any, state: dict[str, Any], path: str, body: bytes, headers:
     await app(scope, receive, send)
     start = sent[0]
     content = b"".join(m.get("body", b"") for m in sent[1:])
-    return start["status"], dict(start["headers"]), content
+    return start["status"], dict(start["headers"]), content, "app" in scope  # FastAPI marks what it handled
 
 
 CASES = {
@@ -82,8 +83,7 @@ CASES = {
 @pytest.mark.parametrize("chunks", [1, 3])
 def test_the_fast_path_answers_what_the_route_answers(state: dict[str, Any], case: str, chunks: int) -> None:
     app = create_app(InferenceSettings(), SPECS)
-    without = create_app(InferenceSettings(), SPECS)  # the same app with the FastAPI route answering
-    without.user_middleware = [m for m in without.user_middleware if m.cls is not PredictPath]
+    without = functools.partial(FastAPI.__call__, app)  # the same app, the FastAPI route answering
     path, body, content_type = CASES[case]
     headers = [(b"host", b"x"), (b"content-type", content_type), (b"x-request-id", b"req-1")]
 
@@ -91,7 +91,8 @@ def test_the_fast_path_answers_what_the_route_answers(state: dict[str, Any], cas
         return (await call(app, state, path, body, headers, chunks),
                 await call(without, state, path, body, headers, chunks))
 
-    (status, fast_headers, fast_body), (route_status, route_headers, route_body) = asyncio.run(both())
+    (status, fast_headers, fast_body, by_fastapi), (route_status, route_headers, route_body, _) = asyncio.run(both())
+    assert not by_fastapi  # the fast path answered, not FastAPI
     assert status == route_status
     assert orjson.loads(fast_body) == orjson.loads(route_body)
     # The route's 413 comes from the body-limit middleware, before a request id is known; the
@@ -105,3 +106,17 @@ def test_the_fast_path_answers_what_the_route_answers(state: dict[str, Any], cas
         assert status == 200 and answer["version"] == 3 and answer["request_id"] == "req-1"
     else:
         assert status != 200 or case.startswith(("rows", "json"))
+
+
+def test_request_ids_are_unique_version_4_uuids_across_processes_and_requests() -> None:
+    import re
+    import uuid
+
+    from refit.metrics import Metrics
+    from services.inference.predict import Predictions
+
+    makers = [Predictions(InferenceSettings(), SPECS, Metrics("inference"), 1024) for _ in range(3)]  # 3 "processes"
+    ids = [m.new_request_id() for m in makers for _ in range(10_000)]
+    assert len(set(ids)) == len(ids)
+    pattern = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+    assert all(pattern.match(i) and uuid.UUID(i).version == 4 for i in ids)
