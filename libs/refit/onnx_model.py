@@ -28,6 +28,13 @@ class Prediction:
     probabilities: np.ndarray | None  # rows x classes, columns in ``classes`` order
     values: list[float] | None
 
+    def rows(self, start: int, end: int) -> Prediction:
+        """The predictions of rows ``start`` to ``end`` (exclusive)."""
+        return Prediction(
+            labels=self.labels[start:end] if self.labels is not None else None,
+            probabilities=self.probabilities[start:end] if self.probabilities is not None else None,
+            values=self.values[start:end] if self.values is not None else None)
+
 
 class OnnxModel:
     """An onnxruntime session plus the metadata needed to feed and read it."""

@@ -11,6 +11,7 @@ shape, ``{"detail": ...}``, with the request id in a header.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import math
 import secrets
@@ -170,6 +171,54 @@ async def _read_body(receive: Receive, declared: str | None, limit: int) -> byte
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
+class Coalesce:
+    """One model call for all the requests that reached the model in the same event-loop pass.
+
+    No waiting: the first request of a pass schedules the call with ``call_soon``, so it runs as
+    soon as the requests already being handled have added their rows. Under load many requests
+    arrive together and the model's fixed cost per call (most of a single-row prediction's time
+    in a server, docs/benchmarks.md) is paid once for all of them; alone, a request pays one
+    more pass of the loop. Rows of different requests never mix in an answer: each gets its own
+    slice, and if the joint call fails each request is run alone, so an error stays its own.
+    """
+
+    def __init__(self) -> None:
+        self.pending: dict[int, tuple[OnnxModel, list[tuple[np.ndarray, asyncio.Future[Prediction]]]]] = {}
+
+    def run(self, model: OnnxModel, batch: np.ndarray) -> asyncio.Future[Prediction]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Prediction] = loop.create_future()
+        waiting = self.pending.get(id(model))
+        if waiting is None:
+            waiting = self.pending[id(model)] = (model, [])
+            loop.call_soon(self._flush, id(model))
+        waiting[1].append((batch, future))
+        return future
+
+    def _flush(self, key: int) -> None:
+        model, waiting = self.pending.pop(key)
+        if len(waiting) > 1:
+            try:
+                joint = model.run(np.concatenate([batch for batch, _ in waiting]))
+            except Exception:  # run each alone below, so each request gets its own answer or error
+                pass
+            else:
+                start = 0
+                for batch, future in waiting:
+                    end = start + len(batch)
+                    if not future.cancelled():
+                        future.set_result(joint.rows(start, end))
+                    start = end
+                return
+        for batch, future in waiting:
+            if future.cancelled():
+                continue
+            try:
+                future.set_result(model.run(batch))
+            except Exception as exc:  # a callback must not raise: the request gets the error
+                future.set_exception(exc)
+
+
 class Predictions:
     """Answers one prediction request: (status, body, headers), every problem a 4xx naming it."""
 
@@ -178,6 +227,7 @@ class Predictions:
         self.names = set(specs.names())
         self.metrics = metrics
         self.limit = limit
+        self.coalesce = Coalesce()
         # Request ids this process makes: a random prefix (58 random bits once the UUID's version
         # and variant are set) and a counter below 2**62, as a version-4 UUID. Unique for any
         # practical purpose, without a getrandom(2) call per request.
@@ -214,7 +264,7 @@ class Predictions:
                 raise HTTPException(400, f"body is not valid JSON: {exc}") from None
             rows, batch = to_batch(served.model, body, self.max_rows)
             try:
-                predicted = served.model.run(batch)
+                predicted = await self.coalesce.run(served.model, batch)
             except ModelLoadError as exc:
                 raise _bad(f"the model could not run on this input: {exc}") from None
         except HTTPException as exc:
