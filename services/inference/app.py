@@ -5,16 +5,12 @@ from __future__ import annotations
 import asyncio
 import gc
 import math
-import time
-import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
 import httpx
-import numpy as np
-import orjson
 import structlog
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import Response
@@ -22,11 +18,11 @@ from pydantic import ValidationError
 
 from refit import signing, topics
 from refit.artifacts import HttpArtifactStore
-from refit.errors import BrokerUnavailableError, ModelLoadError
+from refit.errors import BrokerUnavailableError
 from refit.events import CandidateRejected, ModelPromoted, ModelRolledBack, PredictionServed
 from refit.kafka import Incoming, Publisher, consume
 from refit.metrics import Metrics
-from refit.onnx_model import OnnxModel, Prediction
+from refit.onnx_model import Prediction
 from refit.settings import InferenceSettings
 from refit.specs import ModelSpecs, load_specs
 from refit.web import BodyLimit, declare_errors
