@@ -27,6 +27,10 @@ CREATE TABLE IF NOT EXISTS holdout (
     label TEXT NOT NULL,
     UNIQUE (model, sample_id)
 );
+-- The judge reads a model's newest holdout rows: walked backwards on this index, never sorted
+-- (without it every holdout row of the model was visited and sorted: 0.74 s instead of 0.036 s for
+-- the newest 5,000 of 200,000 rows).
+CREATE INDEX IF NOT EXISTS holdout_by_model_seq ON holdout (model, seq);
 CREATE TABLE IF NOT EXISTS versions (
     model TEXT NOT NULL,
     version INTEGER NOT NULL,

@@ -240,3 +240,14 @@ def test_surrogate_bytes_in_a_path_or_query_are_a_4xx(api: TestClient, path: str
     response = api.get(path)
     assert 400 <= response.status_code < 500, response.text
     assert response.json()["detail"]
+
+
+def test_the_newest_holdout_rows_are_read_through_an_index_not_a_sort(tmp_path: Path) -> None:
+    from services.monitor.registry import Registry
+
+    registry = Registry(tmp_path / "monitor.sqlite")
+    for query, args in (("SELECT sample_id FROM holdout WHERE model = ? ORDER BY seq DESC LIMIT ?", ("m", 10)),
+                        ("SELECT sample_id FROM holdout WHERE model = ? AND seq <= ? ORDER BY seq DESC LIMIT ?",
+                         ("m", 5, 10))):
+        plan = " ".join(str(row[-1]) for row in registry._db.execute(f"EXPLAIN QUERY PLAN {query}", args))
+        assert "holdout_by_model_seq" in plan and "TEMP B-TREE" not in plan, plan
