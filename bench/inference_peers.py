@@ -148,8 +148,13 @@ def start_process(name: str, argv: list[str], port: int, path: str, health: str,
                   log_dir: Path | None = None) -> Server:
     log = open(log_dir / f"{name}.log", "ab") if log_dir else subprocess.DEVNULL  # noqa: SIM115
     proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
-    wait_http(f"http://127.0.0.1:{port}{health}", timeout_s=120, proc=proc)
-    return Server(name, f"http://127.0.0.1:{port}{path}", proc.pid, proc)
+    server = Server(name, f"http://127.0.0.1:{port}{path}", proc.pid, proc)
+    try:
+        wait_http(f"http://127.0.0.1:{port}{health}", timeout_s=120, proc=proc)
+    except Exception:
+        server.stop()  # started here, stopped here: a server that never answered is not left behind
+        raise
+    return server
 
 
 def peers_for(model: str, pipeline_path: Path, mlflow_dir: Path, logs: Path) -> list[Server]:
@@ -157,13 +162,17 @@ def peers_for(model: str, pipeline_path: Path, mlflow_dir: Path, logs: Path) -> 
     sklearn = start_process(f"sklearn-{model}", [sys.executable, str(REPO / "bench" / "peers.py"), "sklearn",
                                                    "--model", str(pipeline_path), "--port", str(sk_port)],
                             sk_port, "/predict", "/docs", log_dir=logs)
-    mlflow = start_process(f"mlflow-{model}", [str(Path(sys.executable).parent / "mlflow"), "models", "serve",
-                                                 "-m", str(mlflow_dir), "--env-manager", "local", "-h", "127.0.0.1",
-                                                 "-p", str(ml_port), "-w", "1"],
-                           ml_port, "/invocations", "/ping",
-                           # MLflow runs `uvicorn` by name: the venv's bin must be on PATH.
-                           env={"PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"},
-                           log_dir=logs)
+    try:
+        mlflow = start_process(f"mlflow-{model}", [str(Path(sys.executable).parent / "mlflow"), "models", "serve",
+                                                     "-m", str(mlflow_dir), "--env-manager", "local", "-h", "127.0.0.1",
+                                                     "-p", str(ml_port), "-w", "1"],
+                               ml_port, "/invocations", "/ping",
+                               # MLflow runs `uvicorn` by name: the venv's bin must be on PATH.
+                               env={"PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"},
+                               log_dir=logs)
+    except Exception:
+        sklearn.stop()  # ours: never leave it running when MLflow cannot start
+        raise
     return [Server("sklearn", sklearn.url, sklearn.pid, sklearn.proc), Server("mlflow", mlflow.url, mlflow.pid,
                                                                               mlflow.proc)]
 
