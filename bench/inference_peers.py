@@ -37,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -215,7 +216,7 @@ def check_answers(servers: list[Server], body: Path) -> None:
 
 
 def round_robin(servers: list[Server], body: Path, rounds: int, seconds: float, connections: int,
-                say: callable) -> Case:  # type: ignore[valid-type]
+                say: Callable[[str], None]) -> Case:
     case = Case({s.name: [] for s in servers})
     check_answers(servers, body)
     for server in servers:  # warm-up, discarded

@@ -45,11 +45,10 @@ def reuse_port_socket(host: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
     sock.listen(2048)
-    sock.set_inheritable(True)
     return sock
 
 
-def supervise(module: str, workers: int, env: dict[str, str] | None = None) -> int:
+def supervise(module: str, workers: int) -> int:
     """Run ``workers`` copies of ``python -m module`` until SIGTERM/SIGINT; restart any that dies."""
     stopping = False
 
@@ -60,7 +59,7 @@ def supervise(module: str, workers: int, env: dict[str, str] | None = None) -> i
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     with tempfile.TemporaryDirectory(prefix="refit-metrics-") as metrics_dir:
-        base = {**os.environ, **(env or {}), "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
+        base = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
 
         def start(index: int) -> subprocess.Popen[bytes]:
             return subprocess.Popen([sys.executable, "-m", module], env={**base, WORKER_INDEX: str(index)})

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import math
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
@@ -197,11 +196,6 @@ def create_app(settings: InferenceSettings, specs: ModelSpecs | None = None) -> 
                     publisher=publisher, stop=stop, fetch_max_wait_ms=settings.decisions_fetch_wait_ms))
                 if query_log is not None:
                     tasks.create_task(query_log.run(stop))
-                # Everything imported and built so far lives as long as the process: keep it out of
-                # the collector's full passes (their cost grows with the heap, and they were most of
-                # the difference to a bare FastAPI app's tail latency; docs/benchmarks.md).
-                gc.collect()
-                gc.freeze()
                 yield {"champions": champions, "query_log": query_log}
                 stop.set()
         finally:
