@@ -43,7 +43,27 @@ async def ensure_topics(settings: CommonSettings, names: Sequence[str] = topics.
                                        for n in missing])
             log.info("topics created", topics=missing)
     finally:
-        await admin.close()
+        await close_quietly(admin.close(), "topic admin")
+
+
+async def close_quietly(closing: Awaitable[None], what: str, timeout_s: float = 10.0) -> None:
+    """Await one aiokafka client's close, bounded, without letting the close end the caller.
+
+    aiokafka's close can raise a ``CancelledError`` of its own: the fetcher and the sender await
+    request tasks they have just cancelled (aio-libs/aiokafka#647, still open in 0.14). Escaping
+    a consumer's loop, that ended the task as *cancelled*, which a ``TaskGroup`` does not report:
+    an inference replica stopped following decisions without a word. Only a cancellation of the
+    caller itself goes on; anything else is logged.
+    """
+    try:
+        await asyncio.wait_for(closing, timeout=timeout_s)
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise
+        log.warning("client close was cancelled from inside the client", client=what)
+    except (KafkaError, OSError, asyncio.TimeoutError) as exc:
+        log.info("client close failed", client=what, error=repr(exc))
 
 
 async def retry_forever(what: str, attempt: Callable[[], Awaitable[Any]], stop: asyncio.Event | None = None,
@@ -104,10 +124,7 @@ class Publisher:
     async def _reset(self) -> None:
         producer, self._producer = self._producer, None
         if producer is not None:
-            try:
-                await asyncio.wait_for(producer.stop(), timeout=5)
-            except (KafkaError, OSError, asyncio.TimeoutError):
-                pass
+            await close_quietly(producer.stop(), f"{self.client_id} producer", timeout_s=5)
 
     async def publish_raw(self, topic: str, key: bytes, value: bytes,
                           headers: list[tuple[str, bytes]] | None = None) -> None:
@@ -327,11 +344,8 @@ async def consume(settings: CommonSettings, *, name: str, subscribe: Sequence[st
             log.warning("consumer restarting", consumer=name, error=repr(exc))
             await asyncio.sleep(1.0)
         finally:
-            for closing in (consumer.stop(), watch.admin.close()):
-                try:
-                    await asyncio.wait_for(closing, timeout=10)
-                except (KafkaError, OSError, asyncio.TimeoutError):
-                    pass
+            await close_quietly(consumer.stop(), f"{name} consumer")
+            await close_quietly(watch.admin.close(), f"{name} watch")
 
 
 async def _handle(records: list[ConsumerRecord[bytes, bytes]], name: str,
