@@ -119,6 +119,8 @@ class InferenceSettings(_SignedDecisions):
     max_batch_rows: int = _f(1024, "rows per prediction request", ge=1)
     decisions_fetch_wait_ms: int = _f(50, "longest the broker may hold an empty fetch of the decisions topic: "
                                            "bounds the time from a decision to the swap", ge=1, le=500)
+    reconcile_s: float = _f(30.0, "how often the replica asks the monitor for each champion, to catch up a "
+                                  "decision it missed or a swap it refused; 0 = only at start-up", ge=0)
     memory_reserve_mb: int = _f(256, "memory that must stay free after loading a new champion beside the serving "
                                      "one; a swap that would leave less is refused (the old champion keeps serving)",
                                 ge=0)

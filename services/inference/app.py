@@ -143,27 +143,54 @@ class QueryLog:
         self.counts["dropped_unpublished"] += len(records)
 
 
-async def bootstrap(settings: InferenceSettings, champions: Champions, stop: asyncio.Event) -> None:
-    """Load each model's current champion from the monitor (the decision it signed), retrying until done."""
-    pending = set(champions.specs.names())
-    delay = 0.5
+def _signed_champion(response: httpx.Response) -> tuple[bytes, str] | None:
+    """The champion's signed decision from the monitor's answer; None when there is none yet (404).
+
+    ValueError for any other answer (a monitor still starting, or something that is not one).
+    """
+    if response.status_code == 404:
+        return None
+    if response.status_code != 200:
+        raise ValueError(f"HTTP {response.status_code}")
+    body = response.json()
+    if not isinstance(body, dict) or not isinstance(body.get("decision"), str) or \
+            not isinstance(body.get("signature"), str):
+        raise ValueError("not a champion's signed decision")
+    return body["decision"].encode(), body["signature"]
+
+
+async def follow_monitor(settings: InferenceSettings, champions: Champions, stop: asyncio.Event) -> None:
+    """Load each model's current champion from the monitor (the decision it signed), then keep checking.
+
+    At start-up, retry until every model answered (a 404: no champion yet, the topic will bring
+    it). Then ask again every ``reconcile_s``: a decision this replica never read from the topic,
+    or a swap it refused (no memory, an artifact fetch that failed), is caught up within that
+    time. A decision already followed changes nothing (``should_swap`` compares sequences).
+    """
+    names = champions.specs.names()
+    pending, delay, started = set(names), 0.5, False
     async with httpx.AsyncClient(base_url=settings.monitor_url, timeout=10) as client:
-        while pending and not stop.is_set():
+        while not stop.is_set():
             for name in sorted(pending):
                 try:
-                    response = await client.get(f"/v1/models/{name}/champion")
-                except httpx.HTTPError as exc:
-                    log.info("monitor not reachable yet", error=repr(exc))
+                    champion = _signed_champion(await client.get(f"/v1/models/{name}/champion"))
+                except (httpx.HTTPError, ValueError) as exc:
+                    log.info("monitor not answering", model=name, error=repr(exc))
                     break
-                if response.status_code == 200:
-                    body = response.json()
-                    await champions.apply(body["decision"].encode(), body["signature"], "monitor")
-                    pending.discard(name)
-                elif response.status_code == 404:
-                    pending.discard(name)  # no champion yet: the decisions topic will bring it
+                if champion is not None and await champions.apply(*champion, "monitor") and started:
+                    log.warning("caught up from the monitor: the decisions topic had not brought it", model=name)
+                pending.discard(name)
             if pending:
-                await asyncio.sleep(delay)
+                wait = delay
                 delay = min(delay * 2, 5.0)
+            elif settings.reconcile_s == 0:
+                return
+            else:
+                pending, delay, started, wait = set(names), 0.5, True, settings.reconcile_s
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=wait)
+            except TimeoutError:
+                pass
 
 
 def create_app(settings: InferenceSettings, specs: ModelSpecs | None = None) -> FastAPI:
@@ -188,7 +215,7 @@ def create_app(settings: InferenceSettings, specs: ModelSpecs | None = None) -> 
 
         try:
             async with asyncio.TaskGroup() as tasks:
-                tasks.create_task(bootstrap(settings, champions, stop))
+                tasks.create_task(follow_monitor(settings, champions, stop))
                 # No consumer group: every replica reads every decision; old ones are skipped by sequence.
                 tasks.create_task(consume(
                     settings, name=settings.replica_id, subscribe=[topics.DECISIONS], group_id=None,
@@ -224,7 +251,8 @@ def create_app(settings: InferenceSettings, specs: ModelSpecs | None = None) -> 
         """Counters of this replica: swaps, refused decisions, and the query log's queue."""
         champions: Champions = request.state.champions
         query_log: QueryLog | None = request.state.query_log
-        return {"replica_id": settings.replica_id, "swaps": champions.swaps, "refused": champions.refused,
+        return {"replica_id": settings.replica_id, "swaps": champions.swaps,
+                "swaps_by_source": dict(champions.swaps_by_source), "refused": champions.refused,
                 "predictions": query_log.stats() if query_log is not None else {"publishing": False}}
 
     @app.get("/v1/models")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -55,6 +56,7 @@ class Champions:
         # The champion each swap replaced, kept loaded: rolling back to it is instant.
         self.previous: dict[str, Served] = {}
         self.swaps = 0
+        self.swaps_by_source: Counter[str] = Counter()  # "topic", or "monitor" (start-up and catching up)
         self.reserve_bytes = reserve_bytes
         self.available = available
         self.refused: dict[str, int] = {"signature": 0, "load": 0, "decode": 0, "memory": 0}
@@ -109,6 +111,7 @@ class Champions:
             if current is not None:
                 self.previous[event.model] = current
             self.swaps += 1
+            self.swaps_by_source[source] += 1
             self.metrics.swaps.labels(event.model).inc()
             self.metrics.swap_duration.labels(event.model).observe(time.perf_counter() - started)
             bound.info("serving", previous=current.version if current else None)
