@@ -54,6 +54,21 @@ def test_available_memory_reads_cgroup_v1_and_ignores_no_limit(tmp_path: Path) -
     assert available_bytes(tmp_path) > 12 * MiB  # v2 says no limit: the machine's memory
 
 
+def test_page_cache_the_kernel_can_reclaim_is_not_counted_as_used(tmp_path: Path) -> None:
+    """A busy container's usage fills with page cache up to its limit; only the working set counts."""
+    (tmp_path / "memory.max").write_text(str(1024 * MiB))
+    (tmp_path / "memory.current").write_text(str(1024 * MiB))  # at the limit, mostly cache
+    (tmp_path / "memory.stat").write_text(f"anon {300 * MiB}\nfile {724 * MiB}\nactive_file {124 * MiB}\n"
+                                          f"inactive_file {600 * MiB}\n")
+    assert available_bytes(tmp_path) == 600 * MiB
+    v1 = tmp_path / "v1"
+    (v1 / "memory").mkdir(parents=True)
+    (v1 / "memory" / "memory.limit_in_bytes").write_text(str(1024 * MiB))
+    (v1 / "memory" / "memory.usage_in_bytes").write_text(str(1000 * MiB))
+    (v1 / "memory" / "memory.stat").write_text(f"inactive_file {1 * MiB}\ntotal_inactive_file {500 * MiB}\n")
+    assert available_bytes(v1) == 524 * MiB  # the hierarchical total, as the kubelet reads it
+
+
 def test_no_cgroup_files_means_the_machines_memory(tmp_path: Path) -> None:
     assert available_bytes(tmp_path) > 0
 
