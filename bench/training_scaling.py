@@ -119,11 +119,7 @@ def child_populate(model: str, state: str, start: int, stop: int, seed: int) -> 
                                    occurred_at=datetime.fromtimestamp(t0 + (lo + k) / 1000, UTC))
             (holdout if is_holdout(sid, spec.training.holdout_fraction, model) else training).append(event)
         store.add_samples(training, holdout)
-        # Registry.add_holdout commits row by row (a sync per row); one transaction per chunk here,
-        # the rows are the same.
-        registry._db.execute("BEGIN")
         registry.add_holdout(holdout)
-        registry._db.execute("COMMIT")
     rows, _ = store.counts(model)
     return {"rows_in_store": rows, "seconds": time.perf_counter() - started}
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from refit.core.live import Outcome, live_scores, outcome, row_keys
 from refit.errors import SchemaError
 from refit.events import PredictionServed, SampleIngested
+from refit.sqlite import transaction
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS predictions (
@@ -114,21 +115,15 @@ class FeedbackStore:
     def record(self, predictions: Iterable[PredictedRow], labels: Iterable[LabeledRow]) -> int:
         """Store predictions and labels in one transaction, joining what meets; returns new outcomes."""
         joined, models = 0, set()
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                for p in predictions:
-                    models.add(p.model)
-                    joined += self._add_prediction(p)
-                for lab in labels:
-                    models.add(lab.model)
-                    joined += self._add_label(lab)
-                for model in models:
-                    self._prune_now_and_then(model)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._lock, transaction(self._db):
+            for p in predictions:
+                models.add(p.model)
+                joined += self._add_prediction(p)
+            for lab in labels:
+                models.add(lab.model)
+                joined += self._add_label(lab)
+            for model in models:
+                self._prune_now_and_then(model)
         return joined
 
     def _joined_already(self, model: str, key: str) -> bool:

@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 from refit.events import CandidateTrained, Event, SampleIngested
+from refit.sqlite import transaction
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS holdout (
@@ -105,7 +106,7 @@ class Registry:
 
     # holdout ---------------------------------------------------------------------------------
     def add_holdout(self, samples: list[SampleIngested]) -> None:
-        with self._lock:
+        with self._lock, transaction(self._db):
             self._db.executemany(
                 "INSERT OR IGNORE INTO holdout (model, sample_id, features, text, label) VALUES (?, ?, ?, ?, ?)",
                 [(s.model, s.sample_id, orjson.dumps(s.features) if s.features is not None else None, s.text,
@@ -135,22 +136,16 @@ class Registry:
     # versions --------------------------------------------------------------------------------
     def add_candidate(self, event: CandidateTrained) -> Version:
         """Register a candidate as the model's next version (idempotent by candidate id)."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                row = self._db.execute("SELECT 1 FROM versions WHERE candidate_id = ?", (event.candidate_id,)).fetchone()
-                if row is None:
-                    (top,) = self._db.execute("SELECT COALESCE(MAX(version), 0) FROM versions WHERE model = ?",
-                                              (event.model,)).fetchone()
-                    self._db.execute(
-                        "INSERT INTO versions (model, version, candidate_id, digest, status, created_at, candidate)"
-                        " VALUES (?, ?, ?, ?, 'pending', ?, ?)",
-                        (event.model, top + 1, event.candidate_id, event.artifact.digest,
-                         datetime.now(UTC).isoformat(), event.to_bytes()))
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._lock, transaction(self._db):
+            row = self._db.execute("SELECT 1 FROM versions WHERE candidate_id = ?", (event.candidate_id,)).fetchone()
+            if row is None:
+                (top,) = self._db.execute("SELECT COALESCE(MAX(version), 0) FROM versions WHERE model = ?",
+                                          (event.model,)).fetchone()
+                self._db.execute(
+                    "INSERT INTO versions (model, version, candidate_id, digest, status, created_at, candidate)"
+                    " VALUES (?, ?, ?, ?, 'pending', ?, ?)",
+                    (event.model, top + 1, event.candidate_id, event.artifact.digest,
+                     datetime.now(UTC).isoformat(), event.to_bytes()))
         found = self.version_by_candidate(event.candidate_id)
         assert found is not None
         return found
@@ -190,22 +185,16 @@ class Registry:
                         payload: bytes, signature: str) -> None:
         """Append a decision and update its version's status in one transaction."""
         sequence = getattr(event, "sequence")
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.execute(
-                    "INSERT INTO decisions (model, sequence, event_type, version, created_at, payload, signature)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (event.model, sequence, event.event_type, version, event.occurred_at.isoformat(), payload,
-                     signature))
-                if status is not None:
-                    self._db.execute("UPDATE versions SET status = ?, scores = ? WHERE model = ? AND version = ?",
-                                     (status, orjson.dumps(scores) if scores is not None else None, event.model,
-                                      version))
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._lock, transaction(self._db):
+            self._db.execute(
+                "INSERT INTO decisions (model, sequence, event_type, version, created_at, payload, signature)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (event.model, sequence, event.event_type, version, event.occurred_at.isoformat(), payload,
+                 signature))
+            if status is not None:
+                self._db.execute("UPDATE versions SET status = ?, scores = ? WHERE model = ? AND version = ?",
+                                 (status, orjson.dumps(scores) if scores is not None else None, event.model,
+                                  version))
 
     def mark_published(self, model: str, sequence: int) -> None:
         with self._lock:

@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from refit.core.triggers import InFlight
+from refit.sqlite import transaction
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS state (
@@ -79,15 +80,13 @@ class TriggerStore:
         flight = orjson.dumps({"request_id": request_id, "kind": kind, "requested_at": at.isoformat(),
                                "attempts": attempts})
         self._ensure(model)
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+        with self._lock, transaction(self._db):
             self._db.execute("UPDATE state SET new_samples = 0, last_fired_at = ?, in_flight = ? WHERE model = ?",
                              (at.isoformat(), flight, model))
             self._db.execute("INSERT INTO fired (model, kind, reason, evidence, request_id, retry_of, occurred_at)"
                              " VALUES (?, ?, ?, ?, ?, ?, ?)",
                              (model, kind, reason, orjson.dumps(evidence, default=str), request_id, retry_of,
                               at.isoformat()))
-            self._db.execute("COMMIT")
 
     def finish(self, model: str, outcome: str) -> None:
         """The request in flight got its candidate (or was given up): record how it ended."""

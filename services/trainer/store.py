@@ -19,6 +19,7 @@ import orjson
 
 from refit.core.filters import Columns, feature_values
 from refit.events import RetrainRequested, SampleIngested
+from refit.sqlite import transaction
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS samples (
@@ -163,8 +164,7 @@ class DatasetStore:
         for sample in training:
             by_model.setdefault(sample.model, []).append(sample)
         new: dict[str, int] = {}
-        with self._lock:
-            self._db.execute("BEGIN")
+        with self._lock, transaction(self._db):
             for model, samples in by_model.items():
                 before = self._db.total_changes
                 self._db.executemany(
@@ -176,7 +176,6 @@ class DatasetStore:
                 new[model] = self._db.total_changes - before
             self._db.executemany("INSERT OR IGNORE INTO holdout_seen (model, sample_id) VALUES (?, ?)",
                                  [(s.model, s.sample_id) for s in holdout])
-            self._db.execute("COMMIT")
         return new
 
     def add_request(self, event: RetrainRequested) -> None:
