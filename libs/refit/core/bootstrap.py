@@ -15,6 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 
 
+_CHUNK = 100  # resamples evaluated at once
+
+
 @dataclass(frozen=True)
 class Interval:
     """The observed difference (candidate − champion) and its percentile interval."""
@@ -62,15 +65,27 @@ def paired_bootstrap(task: str, y_true: Sequence[str] | Sequence[float], candida
     if n == 0 or len(candidate) != n or len(champion) != n:
         raise ValueError("y_true, candidate and champion must be non-empty and of equal length")
     rng = np.random.default_rng(seed)
-    idx = np.vstack([np.arange(n), rng.integers(0, n, size=(resamples, n))])  # row 0: the observed sample
     if task == "classification":
         labels = {label: i for i, label in enumerate(sorted({*map(str, y_true), *map(str, candidate),
                                                              *map(str, champion)}))}
-        enc = [np.array([labels[str(v)] for v in seq])[idx] for seq in (y_true, candidate, champion)]
-        a, b = _classification(enc[0], enc[1], len(labels)), _classification(enc[0], enc[2], len(labels))
+        t, c, h = (np.array([labels[str(v)] for v in seq], dtype=np.int32) for seq in (y_true, candidate, champion))
+
+        def metrics(rows: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+            return _classification(t[rows], c[rows], len(labels)), _classification(t[rows], h[rows], len(labels))
     else:
-        t, c, h = (np.asarray(seq, dtype=float)[idx] for seq in (y_true, candidate, champion))
-        a, b = _regression(t, c), _regression(t, h)
+        t, c, h = (np.asarray(seq, dtype=float) for seq in (y_true, candidate, champion))
+
+        def metrics(rows: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+            return _regression(t[rows], c[rows]), _regression(t[rows], h[rows])
+    # Resamples in chunks, drawn from the one generator in order (the same indices as one draw of
+    # them all): memory stays at a chunk's worth (~25 MiB at 5,000 rows), not 1,001 resamples'.
+    a, b = metrics(np.arange(n)[None, :])  # the observed sample
+    for start in range(0, resamples, _CHUNK):
+        rows = rng.integers(0, n, size=(min(_CHUNK, resamples - start), n))
+        more = metrics(rows)
+        for got, extra in zip((a, b), more, strict=True):
+            for metric in got:
+                got[metric] = np.concatenate([got[metric], extra[metric]])
     tail = (1 - confidence) / 2 * 100
     out = {}
     for metric in a:
