@@ -79,9 +79,9 @@ def _tolerance(rule: MetricRule, value: float | None, champion: float) -> Check:
 
 def _significance(rule: MetricRule, interval: Interval) -> Check:
     if rule.higher_is_better:
-        ok, bound, side = interval.high >= -_EPS, interval.high, "upper"
+        ok, side = interval.high >= -_EPS, "upper"
     else:
-        ok, bound, side = interval.low <= _EPS, interval.low, "lower"
+        ok, side = interval.low <= _EPS, "lower"
     detail = (f"{rule.name} difference {interval.observed:+.4g}, {interval.confidence:.0%} interval "
               f"[{interval.low:+.4g}, {interval.high:+.4g}]: {'not ' if ok else ''}significantly worse "
               f"({side} bound must reach 0)")
