@@ -14,7 +14,7 @@ from types import ModuleType
 from typing import Any, TypeVar
 
 import httpx
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 
 from refit import demo
 from refit.stack import Stack
@@ -130,31 +130,38 @@ def champions(client: httpx.Client, stack: Stack, count: int) -> tuple[list[int]
                           [stack.url(r) for r in stack.replicas], TOKEN["authorization"].split()[1], count)
 
 
-def topic_values(bootstrap: str, topic: str, until: Callable[[list[bytes]], bool], timeout_s: float = 30,
-                 quiet_s: float = 1.0) -> list[bytes]:
-    """Every record value of a topic from the beginning, read with a third-party client (librdkafka).
+def read_topics(bootstrap: str, names: list[str], until: Callable[[list[Message]], bool], timeout_s: float = 30,
+                quiet_s: float = 1.0) -> list[Message]:
+    """Every record of the topics from the beginning, read with a third-party client (librdkafka).
 
     The embedded broker reports wrong end offsets after multi-record batches, so instead of
     watermarks: read until ``until`` holds and nothing new came for ``quiet_s``.
     """
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"refit-chaos-{uuid.uuid4()}",
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"refit-test-reader-{uuid.uuid4()}",
                          "auto.offset.reset": "earliest", "enable.auto.commit": False, "log_level": 3})
-    values: list[bytes] = []
+    records: list[Message] = []
     try:
         metadata = consumer.list_topics(timeout=10)
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in metadata.topics[topic].partitions])
+        consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t in names for p in metadata.topics[t].partitions])
         deadline = time.monotonic() + timeout_s
         last_new = time.monotonic()
         while time.monotonic() < deadline:
             batch = consumer.consume(num_messages=1000, timeout=0.2)
             errors = [m.error() for m in batch if m.error() is not None]
             assert all(e.code() == KafkaError._PARTITION_EOF for e in errors), errors
-            fresh = [m.value() for m in batch if m.error() is None]
+            fresh = [m for m in batch if m.error() is None]
             if fresh:
-                values.extend(fresh)
+                records.extend(fresh)
                 last_new = time.monotonic()
-            if until(values) and time.monotonic() - last_new >= quiet_s:
+            if until(records) and time.monotonic() - last_new >= quiet_s:
                 break
     finally:
         consumer.close()
-    return values
+    return records
+
+
+def topic_values(bootstrap: str, topic: str, until: Callable[[list[bytes]], bool], timeout_s: float = 30,
+                 quiet_s: float = 1.0) -> list[bytes]:
+    """Every record value of one topic from the beginning (``read_topics``)."""
+    return [m.value() for m in read_topics(bootstrap, [topic], lambda ms: until([m.value() for m in ms]),
+                                           timeout_s, quiet_s)]

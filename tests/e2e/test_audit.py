@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Producer
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 
@@ -34,6 +34,7 @@ from refit.demo import digits_waves, post_rows, wait_for_decisions
 from refit.events import EVENT_TYPES
 from refit.settings import LOCAL_SIGNING_KEY
 from refit.stack import Stack
+from tests.chaos.helpers import read_topics, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 REPO = Path(__file__).resolve().parents[2]
@@ -53,15 +54,6 @@ def produce_bad_records(bootstrap: str) -> None:
         producer.produce(topics.SAMPLES, value=value, key=b"digits",
                          on_delivery=lambda err, _msg: failures.append(str(err)) if err else None)
     assert producer.flush(15) == 0 and failures == [], failures
-
-
-def wait_until(what: str, check: Any, timeout_s: float = 60) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if result := check():
-            return result
-        time.sleep(0.2)
-    raise AssertionError(f"{what} did not happen within {timeout_s}s")
 
 
 def retrain(client: httpx.Client, stack: Stack, model: str, reason: str) -> None:
@@ -113,34 +105,12 @@ def drive(stack: Stack) -> dict[str, int]:
 
 def consume_everything(bootstrap: str, expected: dict[str, int], timeout_s: float = 30,
                        quiet_s: float = 1.5) -> list[Any]:
-    """Every record of every refit topic, from the beginning.
+    """Every record of every refit topic, from the beginning, once each topic holds what the run produced."""
+    def enough(records: list[Any]) -> bool:
+        counts = Counter(m.topic() for m in records)
+        return all(counts[t] >= n for t, n in expected.items())
 
-    The embedded broker reports wrong end offsets after multi-record batches, so instead of
-    watermarks: read until each topic holds what the run produced and nothing came for ``quiet_s``.
-    """
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"refit-audit-{uuid.uuid4()}",
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False, "log_level": 3})
-    records: list[Any] = []
-    try:
-        metadata = consumer.list_topics(timeout=10)
-        consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t in topics.ALL
-                         for p in metadata.topics[t].partitions])
-        deadline = time.monotonic() + timeout_s
-        last_new = time.monotonic()
-        while time.monotonic() < deadline:
-            batch = consumer.consume(num_messages=1000, timeout=0.2)
-            errors = [m.error() for m in batch if m.error() is not None]
-            assert all(e.code() == KafkaError._PARTITION_EOF for e in errors), errors
-            fresh = [m for m in batch if m.error() is None]
-            if fresh:
-                records.extend(fresh)
-                last_new = time.monotonic()
-            counts = Counter(m.topic() for m in records)
-            if all(counts[t] >= n for t, n in expected.items()) and time.monotonic() - last_new >= quiet_s:
-                break
-    finally:
-        consumer.close()
-    return records
+    return read_topics(bootstrap, list(topics.ALL), enough, timeout_s, quiet_s)
 
 
 def audit(records: list[Any], schemas: dict[str, dict[str, Any]]) -> tuple[Counter[str], Counter[str], list[str]]:
