@@ -89,7 +89,7 @@ class Window:
     columns: Columns
     first_at: datetime | None
     last_at: datetime | None
-    top_seq: int
+    top_seq: int  # every row up to it is in the window or too old for it: what a training considered
 
     def __len__(self) -> int:
         return len(self.sample_ids)
@@ -237,13 +237,20 @@ class DatasetStore:
         return rows, top
 
     def _bounds(self, model: str, max_rows: int, since: datetime | None) -> tuple[int, int, int]:
-        """(rows, lowest seq, highest seq) of the window, from the index alone."""
+        """(rows, lowest seq, highest seq considered) of the window, from the index alone.
+
+        The highest seq is the model's, not the window's: a row above the window's newest is one
+        too old for it (received before ``since``), and it only gets older, so a training on this
+        window has considered it too. Marking the window's own top instead left such rows new
+        forever: with every row too old, the top of an empty window (0) made the whole dataset
+        new again, and a model with ``min_new_samples`` was due again at every poll.
+        """
         with self._lock:
-            size, low, top = self._db.execute(
-                "SELECT COUNT(*), MIN(seq), MAX(seq) FROM (SELECT seq FROM samples"
-                " WHERE model = ? AND occurred_at >= ? ORDER BY seq DESC LIMIT ?)",
-                (model, since.isoformat() if since is not None else "", max_rows)).fetchone()
-        return int(size), int(low or 0), int(top or 0)
+            size, low, top, newest = self._db.execute(
+                "SELECT COUNT(*), MIN(seq), MAX(seq), (SELECT MAX(seq) FROM samples WHERE model = ?)"
+                " FROM (SELECT seq FROM samples WHERE model = ? AND occurred_at >= ? ORDER BY seq DESC LIMIT ?)",
+                (model, model, since.isoformat() if since is not None else "", max_rows)).fetchone()
+        return int(size), int(low or 0), max(int(top or 0), int(newest or 0))
 
     def _pages(self, model: str, low: int, top: int, since: datetime | None,
                page: int) -> Iterator[list[tuple[Any, ...]]]:

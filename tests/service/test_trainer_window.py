@@ -62,6 +62,22 @@ def make_store(tmp_path: Path) -> Iterator[Callable[..., DatasetStore]]:
         store.close()
 
 
+def test_rows_too_old_for_the_window_are_not_new_once_a_training_considered_them(make_store) -> None:
+    """Else a model with ``min_new_samples`` is due again at every poll, training on nothing new."""
+    store = make_store(300)  # received T0 .. T0+299 min
+    empty = store.read_window("m", FEATURES, max_rows=1000, since=T0 + timedelta(days=1))
+    assert len(empty) == 0 and empty.top_seq == 300
+    store.mark_trained("m", empty.top_seq, T0)
+    assert store.counts("m") == (300, 0)
+
+    store.add_samples(samples(1000, 1100), [])  # seq 301..400, received T0+1000 min ..
+    store.add_samples(samples(300, 400), [])    # seq 401..500, received earlier (a late backlog)
+    window = store.read_window("m", FEATURES, max_rows=1000, since=T0 + timedelta(minutes=1000))
+    assert window.sample_ids == [f"s{i}" for i in range(1000, 1100)] and window.top_seq == 500
+    store.mark_trained("m", window.top_seq, T0)
+    assert store.counts("m") == (500, 0)
+
+
 def test_the_window_is_the_newest_rows_oldest_first_as_columns(make_store) -> None:
     store = make_store(500)
     window = store.read_window("m", FEATURES, max_rows=120)
