@@ -220,37 +220,37 @@ class DatasetStore:
         read, a page at a time into preallocated arrays; the lock is held per page, and rows
         stored meanwhile are newer than the window, so they are not part of it.
         """
-        size, low, top = self._bounds(model, max_rows, since)
+        size, low, high, considered = self._bounds(model, max_rows, since)
         builder = _WindowBuilder(size, features)
-        for rows in self._pages(model, low, top, since, page):
+        for rows in self._pages(model, low, high, since, page):
             builder.add(rows)
-        return builder.build(top)
+        return builder.build(considered)
 
     def window(self, model: str, max_rows: int, since: datetime | None = None) -> tuple[list[Row], int]:
         """The same window as :meth:`read_window`, as one object per row, and its highest seq.
 
         For small windows (tests, tools): training reads :meth:`read_window`.
         """
-        _, low, top = self._bounds(model, max_rows, since)
+        _, low, high, considered = self._bounds(model, max_rows, since)
         rows = [Row(r[1], orjson.loads(r[2]) if r[2] is not None else None, r[3], r[4], r[5], r[6])
-                for page in self._pages(model, low, top, since, 1024) for r in page]
-        return rows, top
+                for page in self._pages(model, low, high, since, 1024) for r in page]
+        return rows, considered
 
-    def _bounds(self, model: str, max_rows: int, since: datetime | None) -> tuple[int, int, int]:
-        """(rows, lowest seq, highest seq considered) of the window, from the index alone.
+    def _bounds(self, model: str, max_rows: int, since: datetime | None) -> tuple[int, int, int, int]:
+        """(rows, lowest seq, highest seq, highest seq considered) of the window, from the index alone.
 
-        The highest seq is the model's, not the window's: a row above the window's newest is one
-        too old for it (received before ``since``), and it only gets older, so a training on this
-        window has considered it too. Marking the window's own top instead left such rows new
+        The seq considered is the model's highest, not the window's: a row above the window's
+        newest is one too old for it (received before ``since``), and it only gets older, so a
+        training on this window has considered it too. Marking the window's own top instead left such rows new
         forever: with every row too old, the top of an empty window (0) made the whole dataset
         new again, and a model with ``min_new_samples`` was due again at every poll.
         """
         with self._lock:
-            size, low, top, newest = self._db.execute(
+            size, low, high, considered = self._db.execute(
                 "SELECT COUNT(*), MIN(seq), MAX(seq), (SELECT MAX(seq) FROM samples WHERE model = ?)"
                 " FROM (SELECT seq FROM samples WHERE model = ? AND occurred_at >= ? ORDER BY seq DESC LIMIT ?)",
                 (model, model, since.isoformat() if since is not None else "", max_rows)).fetchone()
-        return int(size), int(low or 0), max(int(top or 0), int(newest or 0))
+        return int(size), int(low or 0), int(high or 0), int(considered or 0)
 
     def _pages(self, model: str, low: int, top: int, since: datetime | None,
                page: int) -> Iterator[list[tuple[Any, ...]]]:

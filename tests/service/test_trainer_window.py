@@ -127,7 +127,7 @@ def test_reading_the_window_costs_the_same_however_large_the_store(make_store) -
 
 def test_rows_stored_while_the_window_is_read_are_not_part_of_it(make_store) -> None:
     store = make_store(100)
-    size, low, top = store._bounds("m", 50, None)
+    size, low, top, _ = store._bounds("m", 50, None)
     pages = store._pages("m", low, top, None, page=10)
     first = next(pages)
     store.add_samples(samples(100, 130), [])  # arrives between two pages

@@ -79,13 +79,11 @@ def paired_bootstrap(task: str, y_true: Sequence[str] | Sequence[float], candida
             return _regression(t[rows], c[rows]), _regression(t[rows], h[rows])
     # Resamples in chunks, drawn from the one generator in order (the same indices as one draw of
     # them all): memory stays at a chunk's worth (~25 MiB at 5,000 rows), not 1,001 resamples'.
-    a, b = metrics(np.arange(n)[None, :])  # the observed sample
-    for start in range(0, resamples, _CHUNK):
-        rows = rng.integers(0, n, size=(min(_CHUNK, resamples - start), n))
-        more = metrics(rows)
-        for got, extra in zip((a, b), more, strict=True):
-            for metric in got:
-                got[metric] = np.concatenate([got[metric], extra[metric]])
+    parts = [metrics(np.arange(n)[None, :])]  # row 0: the observed sample
+    parts += [metrics(rng.integers(0, n, size=(min(_CHUNK, resamples - start), n)))
+              for start in range(0, resamples, _CHUNK)]
+    a, b = ({metric: np.concatenate([part[side][metric] for part in parts]) for metric in parts[0][side]}
+            for side in (0, 1))
     tail = (1 - confidence) / 2 * 100
     out = {}
     for metric in a:
