@@ -161,7 +161,23 @@ class DifferenceInterval(_Value):
     resamples: int
 
 
-class _Decision(Event):
+class Evidence(_Value):
+    """What a decision rests on, every number and reason: the monitor's judging produces it, and a
+    decision event carries it as it is (its fields are the decision's)."""
+
+    holdout: HoldoutInfo | None = None
+    candidate_scores: dict[str, float] = Field(default_factory=dict)
+    champion_scores: dict[str, float] | None = None
+    intervals: dict[str, DifferenceInterval] | None = None
+    checks: list[Check] = Field(default_factory=list)
+    reasons: list[str] = Field(default_factory=list)
+
+    def evidence(self) -> dict[str, Any]:
+        """The evidence fields alone, as keyword arguments for a decision event."""
+        return {name: getattr(self, name) for name in Evidence.model_fields}
+
+
+class _Decision(Evidence, Event):
     topic: ClassVar[str] = topics.DECISIONS
     sequence: int
     candidate_id: str | None
@@ -170,12 +186,6 @@ class _Decision(Event):
     artifact_uri: str
     task: Literal["classification", "regression"]
     champion_version: int | None = None
-    holdout: HoldoutInfo | None = None
-    candidate_scores: dict[str, float] = Field(default_factory=dict)
-    champion_scores: dict[str, float] | None = None
-    intervals: dict[str, DifferenceInterval] | None = None
-    checks: list[Check] = Field(default_factory=list)
-    reasons: list[str] = Field(default_factory=list)
 
 
 class ModelPromoted(_Decision):

@@ -9,7 +9,7 @@ import hmac
 import json
 import math
 import re
-from collections.abc import Callable, Coroutine, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Mapping
 from http import HTTPStatus
 from typing import Any, TypeVar
 
@@ -22,6 +22,8 @@ from fastapi.routing import APIRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from refit.errors import BrokerUnavailableError
+from refit.lifecycle import Background
+from refit.logs import configure
 from refit.settings import CommonSettings
 
 
@@ -288,8 +290,8 @@ def declare_errors(app: FastAPI, routes: Mapping[str, Iterable[int]] | None = No
     if any(422 in statuses for statuses in given.values()):
         raise ValueError("422 is FastAPI's to declare (or the route's openapi_extra), not declare_errors'")
     limited = any(m.cls is BodyLimit for m in app.user_middleware)
-    for route in app.routes:
-        if not isinstance(route, APIRoute) or not route.include_in_schema:
+    for route in _api_routes(app.routes):
+        if not route.include_in_schema:
             continue
         statuses = _dependency_answers(route.dependant)
         if route.body_field is not None or "requestBody" in (route.openapi_extra or {}):
@@ -302,6 +304,16 @@ def declare_errors(app: FastAPI, routes: Mapping[str, Iterable[int]] | None = No
     app.openapi_schema = None  # built again, with these
 
 
+def _api_routes(routes: Iterable[Any]) -> Iterator[APIRoute]:
+    """Every operation of ``routes``, those of included routers too (FastAPI includes them lazily:
+    an included router stands in ``app.routes`` as one entry holding the router)."""
+    for route in routes:
+        if isinstance(route, APIRoute):
+            yield route
+        elif (router := getattr(route, "original_router", None)) is not None:
+            yield from _api_routes(router.routes)
+
+
 def _dependency_answers(dependant: Any) -> set[int]:
     found = set(getattr(dependant.call, _ANSWERS, ()))
     for sub in dependant.dependencies:
@@ -309,7 +321,70 @@ def _dependency_answers(dependant: Any) -> set[int]:
     return found
 
 
+S = TypeVar("S", bound=CommonSettings)
+
+
+def run(service: str, settings: S, create_app: Callable[[S], Any]) -> None:
+    """A service's ``main``: its logs configured, its app created and served (:func:`serve`)."""
+    configure(service, settings.log_level, settings.log_json)
+    serve(create_app(settings), settings)
+
+
 def serve(app: Any, settings: CommonSettings) -> None:
     """Run one worker on uvloop + httptools (measured fastest on this stack)."""
-    uvicorn.run(app, host=settings.host, port=settings.port, loop="uvloop", http="httptools",
-                log_config=None, access_log=False, timeout_graceful_shutdown=10)
+    run_server(app, uvicorn.Config(app, host=settings.host, port=settings.port, loop="uvloop", http="httptools",
+                                   log_config=None, access_log=False, timeout_graceful_shutdown=10))
+
+
+def run_server(app: Any, config: uvicorn.Config, **run: Any) -> None:
+    """Serve until a signal, or until a background task of ``app`` dies (:func:`background`): then
+    shut down as on a signal and exit with status 1, so a supervisor restarts the service."""
+    server = uvicorn.Server(config)
+    app.state.stop_server = lambda: setattr(server, "should_exit", True)
+    server.run(**run)
+    if getattr(app.state, "failed", False):
+        raise SystemExit(1)
+
+
+def background(app: FastAPI, service: str) -> Background:
+    """The service's background tasks, for its lifespan: one that dies fails ``/healthz`` at once
+    and ends the process with status 1 (:func:`run_server`)."""
+
+    def fatal() -> None:
+        app.state.failed = True
+        getattr(app.state, "stop_server", lambda: None)()
+
+    return Background(service, fatal)
+
+
+# -- health ----------------------------------------------------------------------------------------
+
+Readiness = Callable[[Request], Awaitable[str | None]]
+
+
+def health_routes(app: FastAPI, ready: Readiness | None = None) -> None:
+    """``GET /healthz``: 200 while every background task lives, else 503 naming the dead ones.
+    ``GET /readyz`` (with ``ready``): healthy, and ``ready`` gives no reason to wait (its reason
+    is the 503's detail). Both read the :class:`Background` the lifespan yields as ``background``."""
+
+    def dead(request: Request) -> None:
+        work: Background | None = getattr(request.state, "background", None)
+        if work is not None and not work.alive:
+            raise HTTPException(503, "background work died: " + ", ".join(f"{k} ({v})" for k, v in work.dead.items()))
+
+    @app.get("/healthz", responses=error_responses(503))
+    async def healthz(request: Request) -> dict[str, str]:
+        """200 while the service's background work runs (a liveness probe)."""
+        dead(request)
+        return {"status": "ok"}
+
+    if ready is None:
+        return
+
+    @app.get("/readyz", responses=error_responses(503))
+    async def readyz(request: Request) -> dict[str, str]:
+        """200 when the service can do its work now (a readiness probe)."""
+        dead(request)
+        if (reason := await ready(request)) is not None:
+            raise HTTPException(503, reason)
+        return {"status": "ready"}

@@ -98,6 +98,8 @@ def serve_worker(app: Any, host: str, port: int) -> None:
     """Serve ``app`` as one supervised worker: refit's uvicorn settings on a SO_REUSEPORT socket."""
     import uvicorn
 
+    from refit.web import run_server
+
     config = uvicorn.Config(app, host=host, port=port, loop="uvloop", http="httptools", log_config=None,
                             access_log=False, timeout_graceful_shutdown=10)
-    uvicorn.Server(config).run(sockets=[reuse_port_socket(host, port)])
+    run_server(app, config, sockets=[reuse_port_socket(host, port)])

@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 import httpx
 import structlog
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from pydantic import ValidationError
 
@@ -20,11 +20,12 @@ from refit.artifacts import HttpArtifactStore
 from refit.errors import BrokerUnavailableError
 from refit.events import CandidateRejected, ModelPromoted, ModelRolledBack, PredictionServed
 from refit.kafka import Incoming, Publisher, consume
+from refit.lifecycle import backoff, pause, retry
 from refit.metrics import Metrics
 from refit.onnx_model import Prediction
 from refit.settings import InferenceSettings
 from refit.specs import ModelSpecs, load_specs
-from refit.web import BodyLimit, declare_errors
+from refit.web import BodyLimit, background, declare_errors, health_routes
 from services.inference.predict import PREDICT_BODY, PREDICT_RESPONSES, InferenceApp, Predictions
 from services.inference.serving import Champions, Served
 
@@ -51,6 +52,8 @@ class QueryLog:
     A request only offers its prediction to a bounded queue (full: dropped and counted);
     :meth:`run` encodes and publishes in batches, retrying a failed batch a few times
     before dropping it, so a slow or absent broker costs predictions nothing.
+    
+    Over 80 lines: the queue's two sides (offer, never waiting; drain, batch, retry) and its counts.
     """
 
     def __init__(self, publisher: RecordPublisher, replica_id: str, capacity: int, batch_size: int) -> None:
@@ -121,26 +124,21 @@ class QueryLog:
         self.counts["dropped_unpublished"] += self.queue.qsize()
 
     async def _publish(self, records: list[Record], stop: asyncio.Event) -> None:
-        delay = 0.5
-        for tries_left in range(PUBLISH_TRIES - 1, -1, -1):
+        async def attempt() -> None:
             try:
                 await self.publisher.publish_many_raw(records)
-            except BrokerUnavailableError as exc:
+            except BrokerUnavailableError:
                 self.broker_ok = False
-                log.warning("predictions not published", events=len(records), tries_left=tries_left,
-                            error=str(exc))
-                if tries_left == 0 or stop.is_set():
-                    break
-                try:
-                    await asyncio.wait_for(stop.wait(), timeout=delay)
-                except TimeoutError:
-                    pass
-                delay *= 2
-            else:
-                self.broker_ok = True
-                self.counts["published"] += len(records)
-                return
-        self.counts["dropped_unpublished"] += len(records)
+                raise
+
+        try:
+            await retry("predictions", attempt, retry_on=(BrokerUnavailableError,), stop=stop, tries=PUBLISH_TRIES,
+                        cap=8.0)
+        except BrokerUnavailableError:
+            self.counts["dropped_unpublished"] += len(records)
+        else:
+            self.broker_ok = True
+            self.counts["published"] += len(records)
 
 
 def _signed_champion(response: httpx.Response) -> tuple[bytes, str] | None:
@@ -168,7 +166,7 @@ async def follow_monitor(settings: InferenceSettings, champions: Champions, stop
     time. A decision already followed changes nothing (``should_swap`` compares sequences).
     """
     names = champions.specs.names()
-    pending, delay, started = set(names), 0.5, False
+    pending, delays, started = set(names), backoff(cap=5.0), False
     async with httpx.AsyncClient(base_url=settings.monitor_url, timeout=10) as client:
         while not stop.is_set():
             for name in sorted(pending):
@@ -181,16 +179,12 @@ async def follow_monitor(settings: InferenceSettings, champions: Champions, stop
                     log.warning("caught up from the monitor: the decisions topic had not brought it", model=name)
                 pending.discard(name)
             if pending:
-                wait = delay
-                delay = min(delay * 2, 5.0)
+                wait = next(delays)
             elif settings.reconcile_s == 0:
                 return
             else:
-                pending, delay, started, wait = set(names), 0.5, True, settings.reconcile_s
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=wait)
-            except TimeoutError:
-                pass
+                pending, delays, started, wait = set(names), backoff(cap=5.0), True, settings.reconcile_s
+            await pause(stop, wait)
 
 
 def create_app(settings: InferenceSettings, specs: ModelSpecs | None = None) -> FastAPI:
@@ -206,7 +200,6 @@ def create_app(settings: InferenceSettings, specs: ModelSpecs | None = None) -> 
         publisher = Publisher(settings, client_id=f"refit-{settings.replica_id}")
         query_log = QueryLog(publisher, settings.replica_id, settings.predictions_queue_size,
                              settings.predictions_batch_size) if settings.publish_predictions else None
-        stop = asyncio.Event()
 
         async def follow(items: list[Incoming]) -> dict[int, str]:
             for item in items:
@@ -214,17 +207,16 @@ def create_app(settings: InferenceSettings, specs: ModelSpecs | None = None) -> 
             return {}
 
         try:
-            async with asyncio.TaskGroup() as tasks:
-                tasks.create_task(follow_monitor(settings, champions, stop))
+            async with background(app, settings.replica_id) as work:
+                work.start("reconcile", follow_monitor(settings, champions, work.stop))
                 # No consumer group: every replica reads every decision; old ones are skipped by sequence.
-                tasks.create_task(consume(
+                work.start("decisions", consume(
                     settings, name=settings.replica_id, subscribe=[topics.DECISIONS], group_id=None,
                     expected=(ModelPromoted, CandidateRejected, ModelRolledBack), handler=follow,
-                    publisher=publisher, stop=stop, fetch_max_wait_ms=settings.decisions_fetch_wait_ms))
+                    publisher=publisher, stop=work.stop, fetch_max_wait_ms=settings.decisions_fetch_wait_ms))
                 if query_log is not None:
-                    tasks.create_task(query_log.run(stop))
-                yield {"champions": champions, "query_log": query_log}
-                stop.set()
+                    work.start("query-log", query_log.run(work.stop))
+                yield {"champions": champions, "query_log": query_log, "background": work}
         finally:
             await publisher.close()
             store.close()
@@ -239,6 +231,10 @@ def create_app(settings: InferenceSettings, specs: ModelSpecs | None = None) -> 
     app.add_middleware(BodyLimit, limit=limit)
     metrics.mount(app)
 
+    # The OpenAPI declaration of predictions. InferenceApp answers this path before FastAPI
+    # (services/inference/predict.py): a breakpoint here never fires in a served replica. Reached
+    # (the app mounted inside another), it answers through the same Predictions.answer, and
+    # tests/unit/test_predict_path.py holds the two answers equal.
     @app.post("/v1/models/{name}/predict",
               openapi_extra={"requestBody": PREDICT_BODY, "responses": PREDICT_RESPONSES})
     async def predict(name: str, request: Request) -> Response:
@@ -261,17 +257,11 @@ def create_app(settings: InferenceSettings, specs: ModelSpecs | None = None) -> 
         return [{"name": n, "version": s.version, "digest": s.digest} if (s := champions.served.get(n))
                 else {"name": n, "version": None, "digest": None} for n in specs.names()]
 
-    @app.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @app.get("/readyz")
-    async def readyz(request: Request) -> dict[str, Any]:
+    async def ready(request: Request) -> str | None:
         champions: Champions = request.state.champions
-        if not champions.ready():
-            missing = [n for n in specs.names() if n not in champions.served]
-            raise HTTPException(503, f"no champion yet for {', '.join(missing)}")
-        return {"status": "ready"}
+        missing = [n for n in specs.names() if n not in champions.served]
+        return f"no champion yet for {', '.join(missing)}" if not champions.ready() else None
 
-    declare_errors(app, {"POST /v1/models/{name}/predict": [404, 415, 503], "GET /readyz": [503]})
+    health_routes(app, ready)
+    declare_errors(app, {"POST /v1/models/{name}/predict": [404, 415, 503]})
     return app

@@ -42,7 +42,11 @@ class NoHeadroom(ModelLoadError):
 
 
 class Champions:
-    """The current champion per model. Swapping is one dict assignment, atomic on the event loop."""
+    """The current champion per model. Swapping is one dict assignment, atomic on the event loop.
+
+    Over 80 lines: :meth:`apply` is the single funnel every decision goes through (authenticate,
+    compare sequences, fetch, check, warm, swap), and its steps are its short private methods.
+    """
 
     def __init__(self, specs: ModelSpecs, store: ArtifactReader, key: bytes, threads: int = 1,
                  metrics: Metrics | None = None, reserve_bytes: int = 0,

@@ -22,8 +22,8 @@ from refit.kafka import Publisher
 from refit.metrics import Metrics
 from refit.specs import ModelSpec, ModelSpecs, load_specs
 from refit.settings import IngestSettings
-from refit.web import (BodyLimit, JSONRoute, add_error_handlers, declare_errors, decode_json, is_json,
-                       require_token)
+from refit.web import (BodyLimit, JSONRoute, add_error_handlers, declare_errors, decode_json, health_routes,
+                       is_json, require_token)
 
 # Sample ids derived from an idempotency key are stable: posting the same key twice
 # yields the same id, which every consumer stores only once.
@@ -234,15 +234,9 @@ def create_app(settings: IngestSettings, specs: ModelSpecs | None = None) -> Fas
         await publish(publisher, spec.name, events)
         return Accepted(accepted=len(events), sample_ids=[e.sample_id for e in events])
 
-    @app.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    async def ready(request: Request) -> str | None:
+        return None if await (await get_publisher(request)).ready() else "broker unreachable"
 
-    @app.get("/readyz")
-    async def readyz(publisher: PublisherDep) -> dict[str, str]:
-        if not await publisher.ready():
-            raise HTTPException(503, "broker unreachable")
-        return {"status": "ready"}
-
-    declare_errors(app, {"POST /v1/samples": [503], "POST /v1/samples:batch": [503], "GET /readyz": [503]})
+    health_routes(app, ready)
+    declare_errors(app, {"POST /v1/samples": [503], "POST /v1/samples:batch": [503]})
     return app

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from refit.logs import configure
 from refit.settings import MonitorSettings
-from refit.web import serve
+from refit.web import run
 from services.monitor.app import create_app
 
 
 def main() -> None:
-    settings = MonitorSettings()
-    configure("monitor", settings.log_level, settings.log_json)
-    serve(create_app(settings), settings)
+    run("monitor", MonitorSettings(), create_app)
 
 
 if __name__ == "__main__":

@@ -1,31 +1,27 @@
-"""Scoring a candidate and the champion on the same holdout, and turning the verdict into checks.
+"""Scoring a candidate and the champion on the same holdout: the core's verdict, as the evidence a
+decision event carries.
 
-Synchronous and CPU-bound: the service calls :func:`assess` from a worker thread.
+Synchronous and CPU-bound: the decider calls :func:`assess` from a worker thread.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 from refit.core.bootstrap import paired_bootstrap
 from refit.core.metrics import scores
 from refit.core.safeguard import judge
 from refit.core.split import fingerprint
-from refit.events import CandidateTrained, Check, DifferenceInterval, HoldoutInfo
+from refit.events import CandidateTrained, Check, DifferenceInterval, Evidence, HoldoutInfo
 from refit.onnx_model import OnnxModel
 from refit.specs import ModelSpec
 from services.monitor.registry import Holdout
 
 
-@dataclass(frozen=True)
-class Outcome:
+class Judgement(Evidence):
+    """The safeguard's answer for one candidate, with the evidence its decision event carries."""
+
     promote: bool
-    checks: list[Check]
-    reasons: list[str]
-    candidate_scores: dict[str, float]
-    champion_scores: dict[str, float] | None
-    intervals: dict[str, DifferenceInterval] | None
-    holdout: HoldoutInfo
 
 
 def predict(model: OnnxModel, holdout: Holdout) -> list[str] | list[float]:
@@ -37,12 +33,12 @@ def truth(task: str, holdout: Holdout) -> list[str] | list[float]:
     return holdout.labels if task == "classification" else [float(v) for v in holdout.labels]
 
 
-def _reject(reason: Check, info: HoldoutInfo) -> Outcome:
-    return Outcome(False, [reason], [reason.detail], {}, None, None, info)
+def _reject(reason: Check, info: HoldoutInfo) -> Judgement:
+    return Judgement(promote=False, holdout=info, checks=[reason], reasons=[reason.detail])
 
 
 def assess(spec: ModelSpec, candidate: CandidateTrained, candidate_model: OnnxModel | Exception,
-           champion_model: OnnxModel | None, holdout: Holdout) -> Outcome:
+           champion_model: OnnxModel | None, holdout: Holdout) -> Judgement:
     """Judge ``candidate`` against ``champion_model`` (None for the first model) on ``holdout``."""
     info = HoldoutInfo(size=len(holdout.ids), fingerprint=fingerprint(holdout.ids))
     conv = candidate.conversion
@@ -67,10 +63,9 @@ def assess(spec: ModelSpec, candidate: CandidateTrained, candidate_model: OnnxMo
                                spec.safeguard.confidence, seed=int(info.fingerprint[:8], 16))
         intervals = {m: DifferenceInterval(**asdict(i)) for m, i in raw.items()}
     verdict = judge(cand, champ, spec.safeguard, raw if champion_model is not None else None)
-    checks = [Check(metric=c.metric, kind=c.kind, candidate=c.candidate, champion=c.champion,  # type: ignore[arg-type]
-                    difference=c.difference, threshold=c.threshold, passed=c.passed, detail=c.detail)
-              for c in verdict.checks]
     reasons = list(verdict.reasons)
     if champ is None:
         reasons.insert(0, "first model: judged on the absolute quality gates only")
-    return Outcome(verdict.promote, checks, reasons, cand, champ, intervals, info)
+    return Judgement(promote=verdict.promote, holdout=info, candidate_scores=cand, champion_scores=champ,
+                     intervals=intervals, reasons=reasons,
+                     checks=[Check.model_validate(c, from_attributes=True) for c in verdict.checks])

@@ -19,8 +19,13 @@ import orjson
 import structlog
 
 from refit import signing
+from refit.lifecycle import retry
 
 log = structlog.get_logger("monitor.notify")
+class Undelivered(Exception):
+    """A receiver answered, but not with success."""
+
+
 KINDS = ("promoted", "rejected", "rolled_back", "training_failed", "drift", "report")
 
 
@@ -53,18 +58,15 @@ class Notifier:
                 await asyncio.gather(*(self._deliver(client, url, body, headers) for url in self.urls))
 
     async def _deliver(self, client: httpx.AsyncClient, url: str, body: bytes, headers: dict[str, str]) -> None:
-        delay = 0.5
-        for attempt in range(1, self.attempts + 1):
-            try:
-                response = await client.post(url, content=body, headers=headers)
-                if response.status_code < 300:
-                    self.counts["delivered"] += 1
-                    return
-                error = f"HTTP {response.status_code}"
-            except httpx.HTTPError as exc:
-                error = repr(exc)
-            if attempt < self.attempts:
-                await asyncio.sleep(delay)
-                delay *= 2
-        self.counts["failed"] += 1
-        log.warning("webhook not delivered", url=url, attempts=self.attempts, error=error)
+        async def attempt() -> None:
+            response = await client.post(url, content=body, headers=headers)
+            if response.status_code >= 300:
+                raise Undelivered(f"HTTP {response.status_code}")
+
+        try:
+            await retry(f"webhook {url}", attempt, retry_on=(httpx.HTTPError, Undelivered), tries=self.attempts)
+        except (httpx.HTTPError, Undelivered) as exc:
+            self.counts["failed"] += 1
+            log.warning("webhook not delivered", url=url, attempts=self.attempts, error=repr(exc))
+        else:
+            self.counts["delivered"] += 1

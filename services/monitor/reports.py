@@ -8,6 +8,9 @@ from typing import Any
 
 import orjson
 
+from refit.core.schedule import due
+from refit.specs import Schedule
+from services.monitor.notify import Notifier
 from services.monitor.registry import Registry
 from services.monitor.trigger_store import TriggerStore
 
@@ -39,3 +42,23 @@ def model_report(model: str, days: float, now: datetime, registry: Registry, tri
 def report(models: list[str], days: float, now: datetime, registry: Registry, triggers: TriggerStore) -> dict[str, Any]:
     return {"days": days, "from": (now - timedelta(days=days)).isoformat(), "to": now.isoformat(),
             "models": [model_report(m, days, now, registry, triggers) for m in models]}
+
+
+class Reporter:
+    """Sends the periodic report to the webhooks when its schedule comes due (missed runs: once)."""
+
+    def __init__(self, models: list[str], days: float, cron: dict[str, Any], registry: Registry,
+                 triggers: TriggerStore, notifier: Notifier) -> None:
+        self.models, self.days, self.registry, self.triggers, self.notifier = models, days, registry, triggers, notifier
+        self.schedule = Schedule(name="report", cron=cron, timezone="UTC")
+
+    def send_if_due(self, now: datetime) -> None:
+        if not self.notifier.urls:
+            return
+        last = self.triggers.get("report_last_run")
+        if last is None:
+            self.triggers.put("report_last_run", now.isoformat())
+            return
+        if due(self.schedule, datetime.fromisoformat(last), now) is not None:
+            self.notifier.notify("report", None, report(self.models, self.days, now, self.registry, self.triggers))
+            self.triggers.put("report_last_run", now.isoformat())

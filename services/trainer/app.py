@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 import csv
-from collections import Counter
 import io
+import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import orjson
-
 import structlog
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
@@ -27,9 +26,11 @@ from refit.errors import BrokerUnavailableError, RefitError, SchemaError, Unknow
 from refit.events import (ArtifactRef, CandidateTrained, InputSignature, RetrainRequested, SampleIngested,
                           TrainingStats)
 from refit.kafka import Incoming, Publisher, consume
+from refit.lifecycle import pause, retry
 from refit.metrics import Metrics
 from refit.settings import TrainerSettings
 from refit.specs import ModelSpec, ModelSpecs, load_specs
+from refit.web import background, health_routes
 from services.trainer.fit import fit_set
 from services.trainer.store import EXPORT_COLUMNS, DatasetStore
 from services.trainer.training_set import prepare
@@ -47,7 +48,12 @@ def check_sample(spec: ModelSpec, event: SampleIngested) -> None:
 
 
 class Trainer:
-    """Consumes samples and retrain requests; runs at most one training per model at a time."""
+    """Consumes samples and retrain requests; runs at most one training per model at a time.
+
+    Over 80 lines: :meth:`train` is one training from window to published candidate, step by step
+    (read, filter, fit, store, publish, mark), each step a call; split, it would pass the window's
+    state between halves.
+    """
 
     def __init__(self, settings: TrainerSettings, specs: ModelSpecs, store: DatasetStore,
                  artifacts: LocalArtifactStore, publisher: Publisher, metrics: Metrics) -> None:
@@ -98,10 +104,7 @@ class Trainer:
                 reason = self.due(spec)
                 if reason is not None and not stop.is_set():
                     await self.train(spec, *reason, stop=stop)
-            try:
-                await asyncio.wait_for(self.wake.wait(), timeout=self.settings.poll_interval_s)
-            except TimeoutError:
-                pass
+            await pause(stop, self.settings.poll_interval_s, self.wake)
 
     async def train(self, spec: ModelSpec, trigger: str, request_id: str | None, stop: asyncio.Event) -> None:
         bound = log.bind(model=spec.name, trigger=trigger, request_id=request_id)
@@ -144,7 +147,9 @@ class Trainer:
                 spec_hash=spec.spec_hash(), code_version=refit.__version__),
             conversion=fitted.conversion, retrain_request_id=request_id, trigger=trigger,
         )
-        await self._publish_until_done(event, stop)
+        # Until the broker takes it: the candidate is stored and the request is not done until then.
+        await retry("candidate", lambda: self.publisher.publish(event), retry_on=(BrokerUnavailableError,),
+                    stop=stop)
         self.store.mark_trained(spec.name, top, now)
         self.store.finish_requests(spec.name, f"candidate {event.candidate_id}", now)
         self.trainings += 1
@@ -154,20 +159,6 @@ class Trainer:
         bound.info("candidate published", candidate_id=event.candidate_id, digest=digest,
                    seconds=round(fitted.duration_s, 3), stages=stages, iterations=fitted.iterations,
                    conversion_passed=fitted.conversion.passed)
-
-    async def _publish_until_done(self, event: CandidateTrained, stop: asyncio.Event) -> None:
-        delay = 0.5
-        while True:
-            try:
-                await self.publisher.publish(event)
-                return
-            except BrokerUnavailableError as exc:
-                if stop.is_set():
-                    raise
-                log.warning("candidate not yet published", model=event.model, error=str(exc), retry_in_s=delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
-
 
 def dataset_jsonl(pages: Iterator[list[tuple[Any, ...]]]) -> Iterator[bytes]:
     for page in pages:
@@ -208,28 +199,22 @@ def create_app(settings: TrainerSettings, specs: ModelSpecs | None = None) -> Fa
         store = DatasetStore(settings.state_dir / "trainer.sqlite")
         publisher = Publisher(settings, client_id="refit-trainer")
         trainer = Trainer(settings, specs, store, LocalArtifactStore(settings.artifact_dir), publisher, metrics)
-        stop = asyncio.Event()
         try:
-            async with asyncio.TaskGroup() as tasks:
-                tasks.create_task(consume(
+            async with background(app, "trainer") as work:
+                work.start("consumer", consume(
                     settings, name="trainer", subscribe=[topics.SAMPLES, topics.RETRAIN_REQUESTS],
                     group_id="refit-trainer", expected=(SampleIngested, RetrainRequested),
-                    handler=trainer.handle, publisher=publisher, stop=stop, counts=trainer.consumer_counts,
+                    handler=trainer.handle, publisher=publisher, stop=work.stop, counts=trainer.consumer_counts,
                     metrics=metrics))
-                tasks.create_task(trainer.run(stop))
-                yield {"trainer": trainer, "store": store}
-                stop.set()
-                trainer.wake.set()
+                work.start("trainings", trainer.run(work.stop))
+                yield {"trainer": trainer, "store": store, "background": work}
         finally:
             await publisher.close()
             store.close()
 
     app = FastAPI(title="refit trainer", version="1", lifespan=lifespan)
     metrics.mount(app)
-
-    @app.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    health_routes(app)
 
     @app.get("/v1/models/{name}/dataset")
     def export(name: str, request: Request,

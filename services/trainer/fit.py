@@ -26,8 +26,7 @@ from refit.errors import ConfigError, ModelLoadError
 from refit.events import ConversionCheck
 from refit.onnx_model import META_CLASSES, META_FEATURES, META_INPUT_KIND, META_TASK, OnnxModel
 from refit.specs import ModelSpec
-from services.trainer.store import Row
-from services.trainer.training_set import TrainingSet, select
+from services.trainer.training_set import TrainingSet
 
 
 @dataclass(frozen=True)
@@ -101,12 +100,6 @@ def check_conversion(spec: ModelSpec, pipeline: Pipeline, onnx_bytes: bytes, x: 
     scale = np.maximum(1.0, np.abs(want))
     diff = float((np.abs(np.asarray(got.values) - want) / scale).max()) if len(x) else 0.0
     return ConversionCheck(rows=len(x), max_abs_diff=diff, tolerance=tolerance, passed=diff <= tolerance)
-
-
-def fit(spec: ModelSpec, rows: list[Row]) -> Fitted:
-    """Fit on the rows not held back, convert, and check the conversion on the held-back rows."""
-    columns = Columns.from_samples(spec, rows)
-    return fit_set(spec, select(spec, [r.sample_id for r in rows], columns, np.arange(len(rows))))
 
 
 def fit_set(spec: ModelSpec, data: TrainingSet, threads: int = 1) -> Fitted:

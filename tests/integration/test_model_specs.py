@@ -23,9 +23,9 @@ from refit.core.safeguard import judge
 from refit.core.split import is_holdout
 from refit.onnx_model import OnnxModel
 from refit.specs import ModelSpec, load_specs
-from services.trainer.fit import _convert, build_pipeline, check_conversion, fit
-from services.trainer.store import Row
+from services.trainer.fit import _convert, build_pipeline, check_conversion
 from tests.conftest import SPECS
+from tests.support.training import Row, fit
 
 OCCURRED_AT = "2024-05-01T12:00:00+00:00"
 SPEC_LIST = load_specs(SPECS).models

@@ -17,11 +17,10 @@ from refit.core.split import is_holdout
 from refit.events import ArtifactRef, CandidateTrained, InputSignature, TrainingStats
 from refit.onnx_model import OnnxModel
 from refit.specs import ModelSpec, load_specs
-from services.monitor.judge import Outcome, assess
+from services.monitor.judge import Judgement, assess
 from services.monitor.registry import Holdout
-from services.trainer.fit import fit
-from services.trainer.store import Row
 from tests.conftest import SPECS
+from tests.support.training import Row, fit
 
 pytestmark = pytest.mark.integration
 AT = "2026-01-01T00:00:00+00:00"
@@ -65,12 +64,12 @@ class Scenario:
         return event, OnnxModel(fitted.onnx_bytes)
 
     def judge(self, candidate_rows: list[Row], champion_rows: list[Row] | None,
-              spec: ModelSpec | None = None) -> Outcome:
+              spec: ModelSpec | None = None) -> Judgement:
         champion = self.candidate(champion_rows)[1] if champion_rows is not None else None
         return assess(self.spec, *self.candidate(candidate_rows, spec), champion, self.holdout)
 
 
-def failed(outcome: Outcome) -> list[tuple[str, str]]:
+def failed(outcome: Judgement) -> list[tuple[str, str]]:
     return [(c.metric, c.kind) for c in outcome.checks if not c.passed]
 
 

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 from refit.events import SampleIngested
 from services.trainer.store import DatasetStore
+from tests.support.training import row_window, sample_ids
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -20,7 +21,7 @@ def test_each_sample_is_stored_once_by_id_and_by_key(tmp_path) -> None:
     assert store.add_samples([sample(1), sample(2, key="k")], []) == {"m": 2}
     # A redelivery (same id) and a different id carrying an already-seen key both change nothing.
     assert store.add_samples([sample(1), sample(3, key="k")], []) == {"m": 0}
-    assert store.sample_ids("m") == {"s1", "s2"}
+    assert sample_ids(store, "m") == {"s1", "s2"}
     store.close()
     reopened = DatasetStore(tmp_path / "t.sqlite")  # survives a restart
     assert reopened.counts("m") == (2, 2)
@@ -29,9 +30,9 @@ def test_each_sample_is_stored_once_by_id_and_by_key(tmp_path) -> None:
 def test_window_by_count_and_by_age_reads_only_the_newest(tmp_path) -> None:
     store = DatasetStore(tmp_path / "t.sqlite")
     store.add_samples([sample(i, at=T0 + timedelta(days=i)) for i in range(10)], [])
-    rows, top = store.window("m", max_rows=3)
+    rows, top = row_window(store, "m", max_rows=3)
     assert [r.sample_id for r in rows] == ["s7", "s8", "s9"]  # oldest first
-    recent, _ = store.window("m", max_rows=100, since=T0 + timedelta(days=6))
+    recent, _ = row_window(store, "m", max_rows=100, since=T0 + timedelta(days=6))
     assert [r.sample_id for r in recent] == ["s6", "s7", "s8", "s9"]
     store.mark_trained("m", top, T0)
     assert store.counts("m") == (10, 0)

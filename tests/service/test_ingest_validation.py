@@ -11,6 +11,7 @@ from refit.settings import IngestSettings
 from refit.stack import free_port
 from services.ingest.app import create_app, get_publisher
 from tests.conftest import SPECS
+from tests.support.fakes import RecordingPublisher
 
 
 @pytest.fixture
@@ -94,14 +95,6 @@ def test_api_keys_when_configured_are_required() -> None:
 # The standard library's JSON decodes "\ud800" (and the raw bytes ED A0 80) into a str no encoder takes:
 # the event's bytes failed (500). Every string a body carries is a place for one.
 
-class RecordingPublisher:
-    """Acknowledges everything and keeps what it was given."""
-
-    def __init__(self) -> None:
-        self.records: list[tuple[str, bytes, bytes, object]] = []
-
-    async def publish_many_raw(self, records) -> None:
-        self.records.extend(records)
 
 
 @pytest.fixture

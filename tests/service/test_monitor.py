@@ -17,8 +17,6 @@ from skl2onnx import to_onnx
 from skl2onnx.common.data_types import FloatTensorType
 from sklearn.linear_model import Ridge
 
-from refit import topics
-from refit.artifacts import LocalArtifactStore
 from refit.datasets import sample_rows
 from refit.events import (ArtifactRef, CandidateTrained, ConversionCheck, InputSignature, SampleIngested,
                           TrainingStats)
@@ -28,12 +26,11 @@ from refit.onnx_model import META_FEATURES, META_INPUT_KIND, META_TASK
 from refit.settings import LOCAL_API_TOKEN, MonitorSettings
 from refit.specs import ModelSpec, load_specs
 from refit.stack import free_port
-from services.monitor.app import create_app, get_monitor
-from services.monitor.feedback import FeedbackStore
-from services.monitor.registry import Registry
-from services.monitor.service import Monitor
-from services.monitor.trigger_store import TriggerStore
+from services.monitor.app import create_app
+from services.monitor.parts import Monitor, open_monitor
+from services.monitor.routes import get_monitor
 from tests.conftest import SPECS
+from tests.support.fakes import RecordingPublisher
 
 AUTH = {"authorization": f"Bearer {LOCAL_API_TOKEN}", "content-type": "application/json"}
 SPEC = load_specs(SPECS).get("diabetes")
@@ -41,23 +38,6 @@ ROWS = sample_rows("diabetes")
 TRAINING, HOLDOUT = ROWS[:300], ROWS[300:]  # 142 holdout rows: above the spec's min_holdout of 40
 
 
-class RecordingPublisher:
-    """Acknowledges everything and keeps (topic, value) of what it was given."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, bytes]] = []
-
-    async def publish(self, event: Any, headers: Any = None) -> None:
-        self.sent.append((event.topic, event.to_bytes()))
-
-    async def publish_raw(self, topic: str, key: bytes, value: bytes, headers: Any = None) -> None:
-        self.sent.append((topic, value))
-
-    async def ready(self) -> bool:
-        return True
-
-    def decisions(self) -> list[dict[str, Any]]:
-        return [orjson.loads(value) for topic, value in self.sent if topic == topics.DECISIONS]
 
 
 @pytest.fixture(scope="module")
@@ -76,18 +56,10 @@ def onnx_bytes() -> bytes:
 def monitor(tmp_path: Path) -> Iterator[Monitor]:
     settings = MonitorSettings(bootstrap_servers=f"127.0.0.1:{free_port()}", specs_path=SPECS,
                                state_dir=tmp_path, artifact_dir=tmp_path / "artifacts")
-    specs = load_specs(SPECS)
-    registry = Registry(tmp_path / "monitor.sqlite")
-    feedback = FeedbackStore(tmp_path / "feedback.sqlite", {s.name: s.task for s in specs.models}, 1000)
-    trigger_store = TriggerStore(tmp_path / "triggers.sqlite")
-    built = Monitor(settings, specs, registry, LocalArtifactStore(settings.artifact_dir), RecordingPublisher(),
-                    feedback, trigger_store, Metrics("monitor"))  # type: ignore[arg-type]
-    registry.add_holdout([SampleIngested(model="diabetes", sample_id=f"h{i}", features=r["features"],
-                                         label=r["label"]) for i, r in enumerate(HOLDOUT)])
-    yield built
-    registry.close()
-    feedback.close()
-    trigger_store.close()
+    with open_monitor(settings, load_specs(SPECS), RecordingPublisher(), Metrics("monitor")) as built:  # type: ignore[arg-type]
+        built.registry.add_holdout([SampleIngested(model="diabetes", sample_id=f"h{i}", features=r["features"],
+                                                   label=r["label"]) for i, r in enumerate(HOLDOUT)])
+        yield built
 
 
 @pytest.fixture
@@ -123,9 +95,9 @@ def candidate(monitor: Monitor, onnx_bytes: bytes) -> CandidateFactory:
 
 async def arrive_and_judge(monitor: Monitor, event: CandidateTrained) -> None:
     """What the consumer and the judging loop do with a candidate from the topic."""
-    assert await monitor.handle([Incoming(record=None, event=event)]) == {}  # type: ignore[arg-type]
+    assert await monitor.intake.handle([Incoming(record=None, event=event)]) == {}  # type: ignore[arg-type]
     for version in monitor.registry.pending():
-        await monitor.judge(version)
+        await monitor.decider.decide(version)
 
 
 # -- a second candidate for one retrain request -------------------------------------------------------------------
@@ -251,3 +223,30 @@ def test_the_newest_holdout_rows_are_read_through_an_index_not_a_sort(tmp_path: 
                          ("m", 5, 10))):
         plan = " ".join(str(row[-1]) for row in registry._db.execute(f"EXPLAIN QUERY PLAN {query}", args))
         assert "holdout_by_model_seq" in plan and "TEMP B-TREE" not in plan, plan
+
+
+# -- a candidate whose judging fails (issue 17, defect 1) ----------------------------------------------------------
+
+
+async def test_a_candidate_whose_judging_fails_is_rejected_with_the_reason_and_the_next_is_judged(
+        monitor: Monitor, candidate: CandidateFactory, onnx_bytes: bytes) -> None:
+    """A spec whose features changed after a candidate was trained: scoring it on the holdout raises.
+    Before, the exception ended the judging loop (a zombie monitor, the version pending forever)."""
+    proto = onnx.load_from_string(onnx_bytes)
+    onnx.helper.set_model_props(proto, {META_TASK: "regression", META_INPUT_KIND: "numeric",
+                                        META_FEATURES: orjson.dumps([*SPEC.input.features[:-1], "gone"]).decode()})
+    stale = candidate(None)
+    stale_digest = monitor.artifacts.put(proto.SerializeToString())
+    stale = stale.model_copy(update={"artifact": stale.artifact.model_copy(update={"digest": stale_digest})})
+
+    await arrive_and_judge(monitor, stale)
+    await arrive_and_judge(monitor, candidate(None))
+
+    rejected, promoted = monitor.publisher.decisions()  # type: ignore[attr-defined]
+    assert (rejected["event_type"], rejected["version"], rejected["checks"]) == ("CandidateRejected", 1, [])
+    assert rejected["reasons"] == ["judging failed: KeyError: 'gone'; the candidate is rejected and the champion "
+                                   "stays"]
+    assert (promoted["event_type"], promoted["version"], promoted["sequence"]) == ("ModelPromoted", 2, 2)
+    assert [(v.version, v.status) for v in monitor.registry.versions("diabetes")] == [(2, "promoted"),
+                                                                                      (1, "rejected")]
+    assert monitor.metrics.decisions.labels("diabetes", "judging_failed")._value.get() == 1

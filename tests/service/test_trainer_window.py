@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from refit.core.filters import apply_filters
 from refit.events import SampleIngested
 from refit.specs import ModelSpec
-from services.trainer.fit import fit, fit_set
+from services.trainer.fit import fit_set
 from services.trainer.store import DatasetStore
 from services.trainer.training_set import prepare
+from tests.support.training import apply_filters, fit, row_window
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 FEATURES = [f"f{i}" for i in range(8)]
@@ -81,7 +81,7 @@ def test_rows_too_old_for_the_window_are_not_new_once_a_training_considered_them
 def test_the_window_is_the_newest_rows_oldest_first_as_columns(make_store) -> None:
     store = make_store(500)
     window = store.read_window("m", FEATURES, max_rows=120)
-    rows, top = store.window("m", max_rows=120)
+    rows, top = row_window(store, "m", max_rows=120)
     assert window.sample_ids == [f"s{i}" for i in range(380, 500)] == [r.sample_id for r in rows]
     assert window.top_seq == top == 500
     assert window.first_at == T0 + timedelta(minutes=380) and window.last_at == T0 + timedelta(minutes=499)
@@ -96,7 +96,7 @@ def test_a_window_by_age_reads_the_same_rows_both_ways(make_store) -> None:
     store = make_store(300)
     since = T0 + timedelta(minutes=250)
     window = store.read_window("m", FEATURES, max_rows=1000, since=since)
-    assert window.sample_ids == [r.sample_id for r in store.window("m", max_rows=1000, since=since)[0]]
+    assert window.sample_ids == [r.sample_id for r in row_window(store, "m", max_rows=1000, since=since)[0]]
     assert window.sample_ids == [f"s{i}" for i in range(250, 300)]
     assert len(store.read_window("m", FEATURES, max_rows=20, since=since)) == 20
 
@@ -140,7 +140,7 @@ def test_the_trainer_fits_exactly_the_model_the_row_path_fits(make_store) -> Non
     s = spec(window=1_500)
     data, info = prepare(store, s, T0)
     fitted = fit_set(s, data)
-    rows, top = store.window("m", max_rows=1_500)
+    rows, top = row_window(store, "m", max_rows=1_500)
     kept, stats = apply_filters(s, rows)
     reference = fit(s, kept)
     assert info.filters == stats and info.rows_seen == 1_500 and info.top_seq == top == 2_000

@@ -17,8 +17,7 @@ from refit.events import ModelPromoted, ModelRolledBack
 from refit.memory import available_bytes
 from refit.specs import load_specs
 from services.inference.serving import Champions
-from services.trainer.fit import fit
-from services.trainer.store import Row
+from tests.support.training import Row, fit
 
 MiB = 2**20
 KEY = b"test-key"

@@ -17,12 +17,13 @@ import pytest
 from refit import topics
 from refit.core import live
 from refit.core.live import Outcome, live_scores, outcome, row_keys
-from refit.errors import BrokerUnavailableError, SchemaError
+from refit.errors import SchemaError
 from refit.events import PredictionServed, SampleIngested
 from refit.onnx_model import Prediction
 from services.inference.app import QueryLog, Record
 from services.inference.serving import Served
 from services.monitor.feedback import FeedbackStore, LabeledRow, PredictedRow, labeled_row, predicted_rows
+from tests.support.fakes import RecordingPublisher
 
 # -- the pure core ----------------------------------------------------------------------------
 
@@ -173,24 +174,12 @@ def test_only_samples_with_a_request_id_are_feedback() -> None:
 # -- the query log on inference ----------------------------------------------------------------
 
 
-class FakePublisher:
-    def __init__(self, fail_times: int = 0) -> None:
-        self.fail_times = fail_times
-        self.batches: list[list[Record]] = []
-
-    async def publish_many_raw(self, records: Sequence[Record]) -> None:
-        if self.fail_times:
-            self.fail_times -= 1
-            raise BrokerUnavailableError("the broker did not acknowledge the write")
-        self.batches.append(list(records))
-
-
 SERVED = Served("digits", 2, "cd" * 32, 5, SimpleNamespace(classes=["0", "1"]))  # type: ignore[arg-type]
 PREDICTED = Prediction(labels=["1"], probabilities=np.array([[0.25, 0.75]], dtype=np.float32), values=None)
 
 
 async def test_a_full_queue_drops_and_counts_without_waiting() -> None:
-    log = QueryLog(FakePublisher(), "inference-0", capacity=3, batch_size=10)
+    log = QueryLog(RecordingPublisher(), "inference-0", capacity=3, batch_size=10)
     for i in range(5):
         log.offer(SERVED, f"r{i}", [{"a": 1.0}], PREDICTED)
     assert log.stats() == {"publishing": True, "queued": 3, "capacity": 3, "enqueued": 3, "published": 0,
@@ -210,7 +199,7 @@ async def run_log(log: QueryLog, offered: int) -> None:
 
 
 async def test_predictions_are_published_in_batches_as_events() -> None:
-    publisher = FakePublisher()
+    publisher = RecordingPublisher()
     log = QueryLog(publisher, "inference-0", capacity=100, batch_size=4)
     await run_log(log, 10)
     assert sum(len(b) for b in publisher.batches) == 10 and max(len(b) for b in publisher.batches) <= 4
@@ -224,19 +213,19 @@ async def test_predictions_are_published_in_batches_as_events() -> None:
 
 
 async def test_a_batch_the_broker_refuses_is_retried_then_dropped_and_counted() -> None:
-    publisher = FakePublisher(fail_times=1)
+    publisher = RecordingPublisher(fail_times=1)
     log = QueryLog(publisher, "inference-0", capacity=100, batch_size=100)
     await run_log(log, 3)
     assert log.stats()["published"] == 3 and len(publisher.batches) == 1    # the retry succeeded
 
-    gone = FakePublisher(fail_times=1000)
+    gone = RecordingPublisher(fail_times=1000)
     log = QueryLog(gone, "inference-0", capacity=100, batch_size=100)
     await run_log(log, 3)
     assert (log.stats()["published"], log.stats()["dropped_unpublished"]) == (0, 3)
 
 
 def test_an_event_too_big_for_the_broker_is_dropped_not_retried() -> None:
-    log = QueryLog(FakePublisher(), "inference-0", capacity=10, batch_size=10)
+    log = QueryLog(RecordingPublisher(), "inference-0", capacity=10, batch_size=10)
     huge = [[0.123456789] * 1000] * 200
     records = log.encode([(SERVED, "big", huge, PREDICTED), (SERVED, "small", [[0.0]], PREDICTED)])
     assert [orjson.loads(r[2])["request_id"] for r in records] == ["small"]
@@ -244,7 +233,7 @@ def test_an_event_too_big_for_the_broker_is_dropped_not_retried() -> None:
 
 
 async def test_an_unexpected_publisher_failure_drops_the_batch_and_keeps_the_log_running() -> None:
-    class Broken(FakePublisher):
+    class Broken(RecordingPublisher):
         async def publish_many_raw(self, records: Sequence[Record]) -> None:
             raise RuntimeError("a bug in the client")
 

@@ -6,8 +6,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from refit.core.filters import apply_filters, malformed_reason
+from refit.core.filters import malformed_reason
 from refit.specs import ModelSpec
+from tests.support.training import apply_filters
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,7 @@ from refit.settings import InferenceSettings
 from refit.specs import load_specs
 from services.inference.app import create_app
 from services.inference.serving import Champions, Served
-from services.trainer.fit import fit
-from services.trainer.store import Row
+from tests.support.training import Row, fit
 
 REPO = Path(__file__).resolve().parents[2]
 SPECS = load_specs(REPO / "config" / "models.yaml")

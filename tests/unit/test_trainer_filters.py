@@ -11,9 +11,10 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from refit.core.filters import (Columns, FilterStats, apply_filters, feature_values, filter_columns, malformed_reason,
+from refit.core.filters import (Columns, FilterStats, feature_values, filter_columns, malformed_reason,
                                 row_groups)
 from refit.specs import ModelSpec
+from tests.support.training import apply_filters
 
 
 @dataclass(frozen=True)

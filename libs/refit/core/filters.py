@@ -13,8 +13,7 @@ input; ``keep`` keeps one row per distinct label.
 
 The filters work on columns (:class:`Columns`: a float matrix, label codes, a
 confidence vector), so a window of a million rows costs a few arrays and sorts, not a
-Python object per row and value; :func:`apply_filters` runs the same code over
-objects.
+Python object per row and value; :meth:`Columns.from_samples` builds them from objects.
 """
 
 from __future__ import annotations
@@ -22,7 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Protocol
 
 import numpy as np
 
@@ -41,9 +40,6 @@ class Sample(Protocol):
     def label(self) -> str: ...
     @property
     def confidence(self) -> float | None: ...
-
-
-S = TypeVar("S", bound=Sample)
 
 
 @dataclass(frozen=True)
@@ -143,12 +139,6 @@ def _label_reason(spec: ModelSpec, label: str) -> str | None:
 def malformed_reason(spec: ModelSpec, row: Sample) -> str | None:
     """Why a stored row cannot be trained on (e.g. stored before the spec's label set changed)."""
     return _input_reason(spec, row) or _label_reason(spec, row.label)
-
-
-def apply_filters(spec: ModelSpec, rows: Sequence[S]) -> tuple[list[S], FilterStats]:
-    """The rows to train on, oldest first, and what each filter removed."""
-    kept, stats = filter_columns(spec, Columns.from_samples(spec, rows))
-    return [rows[i] for i in kept.tolist()], stats
 
 
 def filter_columns(spec: ModelSpec, columns: Columns) -> tuple[np.ndarray, FilterStats]:

@@ -1,0 +1,130 @@
+"""What the trigger engine observes per model between evaluations.
+
+Every labeled sample that arrives is first scored by the champion (prequential: before anyone
+trains on it), feeding a rolling live metric and an ADWIN detector on the error stream. A recent
+window of inputs is kept for the drift tests, which compare it with a reference window (the
+holdout rows that had arrived when the champion was promoted). Synchronous and CPU-bound: the
+engine calls :func:`score` and :func:`drift` from a worker thread.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from refit.core.changes import ADWIN
+from refit.core.drift import DriftPolicy, detect_drift
+from refit.core.triggers import Live
+from refit.events import SampleIngested
+from refit.specs import ModelSpec, TriggersSpec
+from services.monitor.registry import Holdout
+from services.monitor.sessions import Champion
+
+_PENDING_MAX = 5000
+
+
+@dataclass
+class Observed:
+    """What the engine keeps in memory per model (rebuilt after a restart as samples arrive)."""
+
+    pending: deque[SampleIngested] = field(default_factory=lambda: deque(maxlen=_PENDING_MAX))
+    recent: deque[SampleIngested] = field(default_factory=lambda: deque(maxlen=500))
+    since_drift_check: int = 0
+    version: int | None = None
+    errors: deque[float] = field(default_factory=lambda: deque(maxlen=200))
+    detector: ADWIN = field(default_factory=ADWIN)
+    change_detected: bool = False
+    drift: dict[str, Any] | None = None
+    held: tuple[str, ...] = ()
+
+    def add(self, sample: SampleIngested) -> None:
+        self.pending.append(sample)
+        self.recent.append(sample)
+        self.since_drift_check += 1
+
+    def drift_due(self, config: TriggersSpec) -> bool:
+        """A full window of recent inputs, and a quarter of it new since the last drift test."""
+        return config.drift and len(self.recent) >= min(config.drift_window, self.recent.maxlen or 0) \
+            and self.since_drift_check >= max(config.drift_window // 4, 1)
+
+
+def score(spec: ModelSpec, observed: Observed, champion: Champion, performance_window: int) -> bool:
+    """Score the samples that arrived since the last call with the champion; True when the champion
+    is a new one (the live window and the detector then start over)."""
+    new_champion = observed.version != champion.version
+    if new_champion:
+        observed.version, observed.change_detected = champion.version, False
+        observed.errors = deque(maxlen=performance_window)
+        observed.detector = ADWIN()
+    batch = list(observed.pending)
+    observed.pending.clear()
+    if not batch:
+        return new_champion
+    model = champion.model
+    rows = [s.text for s in batch] if model.input_kind == "text" else [s.features for s in batch]
+    predicted = model.run(model.matrix(rows))  # type: ignore[arg-type]
+    outputs = predicted.labels if predicted.labels is not None else predicted.values or []
+    scale = 3 * champion.scores.get("rmse", 1.0) or 1.0
+    for sample, output in zip(batch, outputs, strict=True):
+        if spec.task == "classification":
+            error = signal = 0.0 if str(output) == str(sample.label) else 1.0
+        else:
+            error = abs(float(output) - float(sample.label))
+            signal = min(error / scale, 1.0)  # ADWIN's bound wants values in [0, 1]
+        observed.detector.update(signal)
+        observed.errors.append(error)
+        if observed.detector.drift_detected:
+            observed.change_detected = True
+            keep = min(observed.detector.width, len(observed.errors))
+            recent = list(observed.errors)[-keep:]
+            observed.errors.clear()
+            observed.errors.extend(recent)
+    return new_champion
+
+
+def live_metric(spec: ModelSpec, observed: Observed, champion: Champion | None) -> Live | None:
+    """The champion's live accuracy (or RMSE) over the window, beside its holdout value."""
+    if champion is None or not observed.errors:
+        return None
+    errors = np.fromiter(observed.errors, dtype=float)
+    if spec.task == "classification":
+        if "accuracy" not in champion.scores:
+            return None
+        return Live("accuracy", float(1 - errors.mean()), champion.scores["accuracy"], len(errors),
+                    observed.change_detected)
+    if "rmse" not in champion.scores:
+        return None
+    return Live("rmse", float(math.sqrt((errors**2).mean())), champion.scores["rmse"], len(errors),
+                observed.change_detected)
+
+
+def drift(spec: ModelSpec, config: TriggersSpec, observed: Observed, reference: Holdout) -> dict[str, Any] | None:
+    """The drift tests of the recent inputs and labels against ``reference``, as evidence (None
+    while either side has fewer than 30 rows)."""
+    current = list(observed.recent)[-config.drift_window:]
+    if len(reference.ids) < 30 or len(current) < 30:
+        return None
+    if spec.input.kind == "text":
+        kinds = {"text": "text"}
+        ref_cols: dict[str, Any] = {"text": reference.rows}
+        cur_cols: dict[str, Any] = {"text": [s.text for s in current]}
+    else:
+        kinds = {f: "numeric" for f in spec.input.features}
+        ref_cols = {f: [r[f] for r in reference.rows] for f in spec.input.features}  # type: ignore[index]
+        cur_cols = {f: [s.features[f] for s in current] for f in spec.input.features}  # type: ignore[index]
+    label_kind = "categorical" if spec.task == "classification" else "numeric"
+    labels_ref = reference.labels if spec.task == "classification" else [float(v) for v in reference.labels]
+    labels_cur = [str(s.label) if spec.task == "classification" else float(s.label) for s in current]
+    report = detect_drift(ref_cols, cur_cols, kinds, labels_reference=labels_ref, labels_current=labels_cur,
+                          label_kind=label_kind,
+                          policy=DriftPolicy(alpha=config.drift_alpha, share_threshold=config.drift_share))
+    summary = report.as_dict()
+    label_drifted = report.label is not None and report.label.drifted
+    summary["drifted"] = report.drifted or label_drifted
+    summary["drifted_features"] = list(report.drifted_features) + (["label"] if label_drifted else [])
+    summary["features"] = [f for f in summary["features"] if f["drifted"]][:20]  # evidence stays readable
+    return summary

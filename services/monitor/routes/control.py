@@ -1,0 +1,116 @@
+"""Changing what the monitor does: retrain, rollback, trigger configuration and the scheduler.
+
+Every write needs the control token; reads of the configuration are open.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import timedelta
+from typing import Any
+
+from fastapi import APIRouter, Depends, HTTPException
+from pydantic import BaseModel, Field
+
+from refit.settings import MonitorSettings
+from refit.specs import TriggersSpec
+from refit.web import JSONRoute, require_token
+from services.monitor.decider import RollbackError
+from services.monitor.routes import ModelName, MonitorDep
+
+
+class RetrainIn(BaseModel):
+    reason: str = Field("manual request", min_length=1, max_length=500)
+
+
+class RollbackIn(BaseModel):
+    to_version: int | None = Field(None, ge=1, description="default: the champion before the current one")
+    reason: str = Field("manual rollback", min_length=1, max_length=500)
+
+
+_MAX_INT = 2**63 - 1  # the bound of SQLite integers and of C sizes (deque lengths) counts end up in
+
+
+def computable(config: TriggersSpec) -> TriggersSpec:
+    """Refuse (422) what validates but the trigger loop cannot compute with: non-finite numbers
+    (JSON bodies may carry ``Infinity``), durations beyond ``timedelta``, counts beyond 64 bits.
+    Stored, such a configuration made every later evaluation of the model's triggers raise."""
+    errors = []
+    for field, value in config.model_dump().items():
+        if isinstance(value, float) and not math.isfinite(value):
+            errors.append((field, "must be a finite number"))
+        elif isinstance(value, int) and abs(value) > _MAX_INT:
+            errors.append((field, f"must be at most {_MAX_INT}"))
+    minute, day = timedelta(minutes=1), timedelta(days=1)
+    durations = [("cooldown_minutes", minute, config.cooldown_minutes),
+                 # a first retry waits the timeout plus the backoff
+                 ("timeout_minutes", minute, config.timeout_minutes + config.backoff_minutes),
+                 ("max_age_days", day, config.max_age_days), ("adaptive_min_days", day, config.adaptive_min_days),
+                 ("adaptive_max_days", day, config.adaptive_max_days)]
+    for field, unit, value in durations:
+        try:
+            if value is not None and math.isfinite(value):
+                _ = unit * value  # raises OverflowError beyond timedelta.max
+        except OverflowError:
+            errors.append((field, f"must be at most {timedelta.max.days} days"
+                                  + (" with backoff_minutes" if field == "timeout_minutes" else "")))
+    if errors:
+        raise HTTPException(422, [{"loc": ["body", field], "msg": msg, "type": "value_error"} for field, msg in errors])
+    return config
+
+
+def router(settings: MonitorSettings) -> APIRouter:
+    authorized = Depends(require_token(settings.api_token.get_secret_value()))
+    routes = APIRouter(route_class=JSONRoute)
+
+    @routes.post("/v1/models/{name}/retrain", status_code=202, dependencies=[authorized])
+    async def retrain(name: ModelName, body: RetrainIn, monitor: MonitorDep) -> dict[str, str]:
+        """Ask the trainer for a new candidate now."""
+        event = await monitor.triggers.manual(name, body.reason, requested_by="api")
+        return {"request_id": str(event.event_id), "model": name}
+
+    @routes.post("/v1/models/{name}/rollback", dependencies=[authorized])
+    async def rollback(name: ModelName, body: RollbackIn, monitor: MonitorDep) -> dict[str, Any]:
+        """Put the previous champion (or a named earlier champion) back; inference follows the decision."""
+        try:
+            event = await monitor.decider.rollback(name, body.to_version, body.reason, requested_by="api")
+        except RollbackError as exc:
+            raise HTTPException(409, str(exc)) from None
+        return event.model_dump(mode="json")
+
+    @routes.get("/v1/models/{name}/triggers")
+    async def triggers(name: ModelName, monitor: MonitorDep) -> dict[str, Any]:
+        """Triggers that fired (with evidence), those held back and why, live performance, drift, schedules."""
+        return monitor.triggers.describe(name)
+
+    @routes.get("/v1/models/{name}/config")
+    async def get_config(name: ModelName, monitor: MonitorDep) -> dict[str, Any]:
+        """The model's effective trigger configuration and where it comes from (spec or override)."""
+        config, source = monitor.triggers.config(name)
+        return {"model": name, "source": source, "triggers": config.model_dump(mode="json")}
+
+    @routes.put("/v1/models/{name}/config", dependencies=[authorized])
+    async def put_config(name: ModelName, body: TriggersSpec, monitor: MonitorDep) -> dict[str, Any]:
+        """Replace the model's trigger configuration (validated; persisted; overrides the spec file)."""
+        monitor.triggers.set_config(name, computable(body))
+        return {"model": name, "source": "override", "triggers": body.model_dump(mode="json")}
+
+    @routes.get("/v1/scheduler")
+    async def scheduler(monitor: MonitorDep) -> dict[str, Any]:
+        """Whether automatic retraining runs, and every schedule with its next run time."""
+        jobs = [job for name in monitor.specs.names() for job in monitor.triggers.schedules(name)]
+        return {"running": monitor.triggers.running, "jobs": jobs}
+
+    @routes.post("/v1/scheduler/start", dependencies=[authorized])
+    async def scheduler_start(monitor: MonitorDep) -> dict[str, Any]:
+        """Resume automatic retraining (schedules and every automatic trigger)."""
+        monitor.triggers.set_running(True)
+        return {"running": True}
+
+    @routes.post("/v1/scheduler/stop", dependencies=[authorized])
+    async def scheduler_stop(monitor: MonitorDep) -> dict[str, Any]:
+        """Pause automatic retraining; manual requests still work."""
+        monitor.triggers.set_running(False)
+        return {"running": False}
+
+    return routes

@@ -1,0 +1,66 @@
+"""Data the monitor hands out: the training dataset (from the trainer, which owns it) and artifacts."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Annotated, Literal
+
+import httpx
+from fastapi import APIRouter, HTTPException, Query
+from fastapi.responses import Response, StreamingResponse
+
+from refit.artifacts import check_digest
+from refit.errors import ArtifactError
+from refit.settings import MonitorSettings
+from refit.web import JSONRoute
+from services.monitor.routes import ModelName, MonitorDep
+
+
+def router(settings: MonitorSettings) -> APIRouter:
+    routes = APIRouter(route_class=JSONRoute)
+
+    @routes.get("/v1/models/{name}/dataset")
+    async def dataset(name: ModelName, format: Annotated[Literal["jsonl", "csv"], Query()] = "jsonl"
+                      ) -> StreamingResponse:
+        """The model's training dataset, streamed from the trainer (which owns it)."""
+        trainer = settings.peer_urls.get("trainer")
+        if trainer is None:
+            raise HTTPException(503, "no trainer URL configured (REFIT_MONITOR_PEER_URLS)")
+        client = httpx.AsyncClient(timeout=httpx.Timeout(30, read=300))
+        try:
+            upstream = await client.send(client.build_request(
+                "GET", f"{trainer.rstrip('/')}/v1/models/{name}/dataset", params={"format": format}), stream=True)
+        except httpx.HTTPError as exc:
+            await client.aclose()
+            raise HTTPException(502, f"trainer unreachable: {exc!r}") from None
+        if upstream.status_code != 200:
+            await upstream.aclose()
+            await client.aclose()
+            raise HTTPException(502, f"trainer answered {upstream.status_code}")
+
+        async def body() -> AsyncIterator[bytes]:
+            try:
+                async for chunk in upstream.aiter_raw():
+                    yield chunk
+            finally:
+                await upstream.aclose()
+                await client.aclose()
+
+        return StreamingResponse(body(), media_type=upstream.headers.get("content-type"),
+                                 headers={"content-disposition": upstream.headers.get("content-disposition", "")})
+
+    @routes.get("/v1/artifacts/{digest}")
+    async def artifact(digest: str, monitor: MonitorDep) -> Response:
+        """The ONNX bytes of an artifact, by SHA-256 digest."""
+        try:
+            check_digest(digest)
+        except ArtifactError as exc:
+            raise HTTPException(400, str(exc)) from None
+        try:
+            data = await asyncio.to_thread(monitor.artifacts.get, digest)
+        except ArtifactError as exc:
+            raise HTTPException(404, str(exc)) from None
+        return Response(data, media_type="application/onnx", headers={"ETag": f'"{digest}"'})
+
+    return routes

@@ -1,0 +1,53 @@
+"""Reading models: status, decision history, the signed champion, versions and live performance."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query
+
+from refit.web import JSONRoute
+from services.monitor.routes import ModelName, MonitorDep
+from services.monitor.views import decision_json
+
+router = APIRouter(route_class=JSONRoute)
+
+
+@router.get("/v1/models")
+async def list_models(monitor: MonitorDep) -> list[dict[str, Any]]:
+    """Every configured model with its champion."""
+    return [monitor.views.summary(name) for name in monitor.specs.names()]
+
+
+@router.get("/v1/models/{name}")
+async def get_model(name: ModelName, monitor: MonitorDep) -> dict[str, Any]:
+    return monitor.views.summary(name)
+
+
+@router.get("/v1/models/{name}/decisions")
+async def decisions(name: ModelName, monitor: MonitorDep,
+                    limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[dict[str, Any]]:
+    """The decision history, newest first, each with every number and reason."""
+    return [decision_json(d) for d in monitor.registry.decisions(name, limit)]
+
+
+@router.get("/v1/models/{name}/champion")
+async def champion(name: ModelName, monitor: MonitorDep) -> dict[str, str]:
+    """The signed decision that made the current champion, exactly as published."""
+    serving = monitor.registry.serving(name)
+    if serving is None:
+        raise HTTPException(404, f"model {name!r} has no champion yet")
+    return {"decision": serving.payload.decode(), "signature": serving.signature}
+
+
+@router.get("/v1/models/{name}/versions")
+async def versions(name: ModelName, monitor: MonitorDep) -> list[dict[str, Any]]:
+    """Every version, newest first, with lineage and scores."""
+    return monitor.views.versions(name)
+
+
+@router.get("/v1/models/{name}/live")
+async def live(name: ModelName, monitor: MonitorDep) -> dict[str, Any]:
+    """Live performance: predictions joined with later labels, scored per version over a rolling window."""
+    return await asyncio.to_thread(monitor.views.live, name)

@@ -1,0 +1,57 @@
+"""The ONNX sessions the monitor scores with: champions and candidates, loaded once by digest."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from refit.artifacts import LocalArtifactStore
+from refit.errors import ArtifactError, ModelLoadError
+from refit.onnx_model import OnnxModel
+from services.monitor.registry import Registry
+
+_KEPT = 16  # sessions kept loaded: the champions of a few models and the candidates being judged
+
+
+@dataclass(frozen=True)
+class Champion:
+    """A model's serving champion, loaded, with the holdout scores that promoted it."""
+
+    version: int
+    since: datetime
+    model: OnnxModel
+    scores: dict[str, float]
+
+
+class Sessions:
+    def __init__(self, registry: Registry, artifacts: LocalArtifactStore) -> None:
+        self.registry, self.artifacts = registry, artifacts
+        self._loaded: dict[str, OnnxModel] = {}
+
+    def load(self, digest: str) -> OnnxModel:
+        """The session of an artifact (ArtifactError, ModelLoadError when it cannot be had)."""
+        model = self._loaded.get(digest)
+        if model is None:
+            model = OnnxModel(self.artifacts.get(digest))
+            if len(self._loaded) >= _KEPT:
+                self._loaded.pop(next(iter(self._loaded)))
+            self._loaded[digest] = model
+        return model
+
+    def load_or_error(self, digest: str) -> OnnxModel | Exception:
+        try:
+            return self.load(digest)
+        except (ArtifactError, ModelLoadError) as exc:
+            return exc
+
+    def champion(self, model: str) -> Champion | None:
+        """The serving champion, loaded (None before the first, or when its artifact cannot load)."""
+        serving = self.registry.serving(model)
+        if serving is None:
+            return None
+        version = self.registry.version(model, serving.version)
+        try:
+            loaded = self.load(serving.digest)
+        except (ArtifactError, ModelLoadError):
+            return None
+        return Champion(serving.version, serving.decided_at, loaded, (version.scores if version else None) or {})

@@ -1,0 +1,1 @@
+"""What tests share that is no test: fakes of refit's collaborators, drivers of the real services."""
