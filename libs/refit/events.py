@@ -151,6 +151,15 @@ class HoldoutInfo(_Value):
     fingerprint: str
 
 
+class JudgingWindow(_Value):
+    """Which holdout rows a decision was judged on, and why those."""
+
+    rows: int
+    after_seq: int | None = Field(None, description="only holdout rows that arrived after this one (a change)")
+    changed_at: datetime | None = Field(None, description="when the concept judged on began (its first sample)")
+    reason: str
+
+
 class DifferenceInterval(_Value):
     """Paired-bootstrap interval of (candidate − champion) on the shared holdout."""
 
@@ -171,6 +180,7 @@ class Evidence(_Value):
     intervals: dict[str, DifferenceInterval] | None = None
     checks: list[Check] = Field(default_factory=list)
     reasons: list[str] = Field(default_factory=list)
+    window: JudgingWindow | None = None
 
     def evidence(self) -> dict[str, Any]:
         """The evidence fields alone, as keyword arguments for a decision event."""

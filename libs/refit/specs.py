@@ -116,6 +116,9 @@ class SafeguardSpec(_Spec):
     bootstrap_resamples: int = Field(1000, ge=100, le=20_000)
     confidence: float = Field(0.95, gt=0.5, lt=1)
     require_not_significantly_worse: bool = False
+    # After a concept change detected on live traffic, judge on the holdout rows that arrived after
+    # it (waiting for min_holdout of them), not on rows of the concept that ended.
+    judge_on_current_concept: bool = True
 
 
 class QualitySpec(_Spec):

@@ -15,7 +15,7 @@ import structlog
 
 from refit import signing, topics
 from refit.errors import BrokerUnavailableError, RefitError
-from refit.events import CandidateRejected, Decision, ModelPromoted, ModelRolledBack
+from refit.events import CandidateRejected, Decision, JudgingWindow, ModelPromoted, ModelRolledBack
 from refit.kafka import Publisher
 from refit.lifecycle import pause
 from refit.metrics import Metrics
@@ -23,7 +23,7 @@ from refit.settings import MonitorSettings
 from refit.specs import ModelSpec, ModelSpecs
 from services.monitor.judge import Judgement, assess
 from services.monitor.notify import Notifier
-from services.monitor.registry import Registry, Version
+from services.monitor.registry import Holdout, Registry, Version
 from services.monitor.sessions import Sessions
 
 log = structlog.get_logger("monitor.decider")
@@ -68,16 +68,17 @@ class Decider:
         if version.duplicate_of is not None:
             await self._refuse_duplicate(spec, version)
             return
-        holdout = self.registry.holdout(spec.name, spec.training.holdout_max_rows)
+        holdout, window = self._holdout(spec)
         if len(holdout.ids) < spec.safeguard.min_holdout:
             if version.candidate_id not in self._deferred:
                 self._deferred.add(version.candidate_id)
                 log.info("decision deferred: holdout too small", model=spec.name, version=version.version,
-                         holdout=len(holdout.ids), minimum=spec.safeguard.min_holdout)
+                         holdout=len(holdout.ids), minimum=spec.safeguard.min_holdout, window=window.reason)
             return
         async with self._one_at_a_time:
             champion = self.registry.serving(spec.name)
             judgement = await self._judge(spec, version, champion.digest if champion else None, holdout)
+            judgement = judgement.model_copy(update={"window": window})
             kind = ModelPromoted if judgement.promote else CandidateRejected
             status = "promoted" if judgement.promote else "rejected"
             event = self.registry.record_decision(spec.name, lambda sequence: kind(
@@ -86,8 +87,25 @@ class Decider:
             self._announce(event, status)
         await self.publish_outbox()
 
+    def _holdout(self, spec: ModelSpec) -> tuple[Holdout, JudgingWindow]:
+        """The holdout rows to judge on: after the model's latest concept change, when one was detected
+        (and the spec judges on the current concept); else the newest rows."""
+        limit = spec.training.holdout_max_rows
+        changes = self.registry.changes(spec.name, limit=1) if spec.safeguard.judge_on_current_concept else []
+        if not changes:
+            holdout = self.registry.holdout(spec.name, limit)
+            return holdout, JudgingWindow(rows=len(holdout.ids), reason="the newest holdout rows: no concept "
+                                                                        "change detected")
+        change = changes[0]
+        holdout = self.registry.holdout_after(spec.name, change.after_seq, limit)
+        return holdout, JudgingWindow(
+            rows=len(holdout.ids), after_seq=change.after_seq, changed_at=change.changed_at,
+            reason=f"the current concept: holdout rows that arrived after the change detected by "
+                   f"{change.detector} at {change.detected_at.isoformat()} (rows of the concept that ended "
+                   "would judge candidates on data that no longer holds)")
+
     async def _judge(self, spec: ModelSpec, version: Version, champion_digest: str | None,
-                     holdout: Any) -> Judgement:
+                     holdout: Holdout) -> Judgement:
         """The safeguard's judgement; a judging that fails is this candidate's rejection, with the
         reason, never the end of judging (the next candidates are judged as usual)."""
         try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -40,6 +41,9 @@ class Observed:
     change_detected: bool = False
     drift: dict[str, Any] | None = None
     held: tuple[str, ...] = ()
+    # The samples scored, oldest first, and the ones since a change ADWIN just detected (not yet recorded).
+    scored: deque[tuple[str, datetime]] = field(default_factory=lambda: deque(maxlen=4 * _PENDING_MAX))
+    change: list[tuple[str, datetime]] | None = None
 
     def add(self, sample: SampleIngested) -> None:
         self.pending.append(sample)
@@ -70,6 +74,7 @@ def score(spec: ModelSpec, observed: Observed, champion: Champion, performance_w
     outputs = predicted.labels if predicted.labels is not None else predicted.values or []
     scale = 3 * champion.scores.get("rmse", 1.0) or 1.0
     for sample, output in zip(batch, outputs, strict=True):
+        observed.scored.append((sample.sample_id, sample.occurred_at))
         if spec.task == "classification":
             error = signal = 0.0 if str(output) == str(sample.label) else 1.0
         else:
@@ -79,6 +84,8 @@ def score(spec: ModelSpec, observed: Observed, champion: Champion, performance_w
         observed.errors.append(error)
         if observed.detector.drift_detected:
             observed.change_detected = True
+            # ADWIN keeps the longest recent window with one mean: the change began where it starts.
+            observed.change = list(observed.scored)[-max(observed.detector.width, 1):]
             keep = min(observed.detector.width, len(observed.errors))
             recent = list(observed.errors)[-keep:]
             observed.errors.clear()

@@ -43,6 +43,16 @@ CREATE TABLE IF NOT EXISTS versions (
     scores BLOB,
     PRIMARY KEY (model, version)
 );
+-- Concept changes detected on a model's live traffic: the holdout rows after one are the current
+-- concept, which the safeguard judges on (services.monitor.decider).
+CREATE TABLE IF NOT EXISTS changes (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    model TEXT NOT NULL,
+    after_seq INTEGER NOT NULL,
+    changed_at TEXT NOT NULL,
+    detected_at TEXT NOT NULL,
+    detector TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS decisions (
     model TEXT NOT NULL,
     sequence INTEGER NOT NULL,
@@ -93,6 +103,16 @@ class StoredDecision:
 
 
 @dataclass(frozen=True)
+class Change:
+    """A concept change of a model: holdout rows with a seq above ``after_seq`` came after it."""
+
+    after_seq: int
+    changed_at: datetime  # when the first sample of the new concept arrived
+    detected_at: datetime
+    detector: str
+
+
+@dataclass(frozen=True)
 class Holdout:
     ids: list[str]
     rows: list[dict[str, float]] | list[str]
@@ -138,6 +158,30 @@ class Registry:
                          " ORDER BY seq DESC LIMIT ?", (model, max_seq if max_seq is not None else 2**62, max_rows))
         inputs = [orjson.loads(r[1]) if r[1] is not None else r[2] for r in rows]
         return Holdout([r[0] for r in rows], inputs, [r[3] for r in rows])
+
+    def holdout_after(self, model: str, after_seq: int, max_rows: int) -> Holdout:
+        """The newest ``max_rows`` holdout rows that arrived after ``after_seq``, in a stable order."""
+        rows = self._all("SELECT sample_id, features, text, label FROM holdout WHERE model = ? AND seq > ?"
+                         " ORDER BY seq DESC LIMIT ?", (model, after_seq, max_rows))
+        rows.sort(key=lambda r: r[0])
+        inputs = [orjson.loads(r[1]) if r[1] is not None else r[2] for r in rows]
+        return Holdout([r[0] for r in rows], inputs, [r[3] for r in rows])
+
+    def holdout_seq(self, model: str, sample_id: str) -> int | None:
+        found = self._all("SELECT seq FROM holdout WHERE model = ? AND sample_id = ?", (model, sample_id))
+        return int(found[0][0]) if found else None
+
+    def record_change(self, model: str, after_seq: int, changed_at: datetime, detector: str) -> None:
+        with self._lock:
+            self._db.execute("INSERT INTO changes (model, after_seq, changed_at, detected_at, detector)"
+                             " VALUES (?, ?, ?, ?, ?)",
+                             (model, after_seq, changed_at.isoformat(), datetime.now(UTC).isoformat(), detector))
+
+    def changes(self, model: str, limit: int = 20) -> list[Change]:
+        """The model's detected concept changes, newest first."""
+        rows = self._all("SELECT after_seq, changed_at, detected_at, detector FROM changes WHERE model = ?"
+                         " ORDER BY id DESC LIMIT ?", (model, limit))
+        return [Change(r[0], datetime.fromisoformat(r[1]), datetime.fromisoformat(r[2]), r[3]) for r in rows]
 
     def holdout_top_seq(self, model: str) -> int:
         return int(self._all("SELECT COALESCE(MAX(seq), 0) FROM holdout WHERE model = ?", (model,))[0][0])

@@ -18,6 +18,7 @@ import structlog
 
 from refit.core.drift import DriftInputError
 from refit.core.schedule import Due, due, next_run
+from refit.core.split import is_holdout
 from refit.core.triggers import Assessment, Signals, evaluate
 from refit.errors import BrokerUnavailableError
 from refit.events import RetrainRequested, SampleIngested
@@ -25,7 +26,7 @@ from refit.kafka import Publisher
 from refit.metrics import Metrics
 from refit.specs import ModelSpec, ModelSpecs, TriggersSpec
 from services.monitor.observer import Observed, drift, live_metric, score
-from services.monitor.registry import Holdout
+from services.monitor.registry import Change, Holdout
 from services.monitor.sessions import Champion
 from services.monitor.trigger_store import TriggerStore
 
@@ -45,6 +46,14 @@ class HoldoutLog(Protocol):
     def holdout_top_seq(self, model: str) -> int: ...
 
     def holdout_until(self, model: str, max_seq: int | None, max_rows: int) -> Holdout: ...
+
+    def holdout_after(self, model: str, after_seq: int, max_rows: int) -> Holdout: ...
+
+    def holdout_seq(self, model: str, sample_id: str) -> int | None: ...
+
+    def record_change(self, model: str, after_seq: int, changed_at: datetime, detector: str) -> None: ...
+
+    def changes(self, model: str, limit: int = 20) -> list[Change]: ...
 
 
 class Triggers:
@@ -116,6 +125,9 @@ class Triggers:
             if await asyncio.to_thread(score, spec, watch, champion, config.performance_window):
                 # a new champion: drift is measured against the holdout as it was at its promotion
                 self.store.set_reference(spec.name, self.holdout.holdout_top_seq(spec.name))
+            if watch.change is not None:
+                self._record_change(spec, watch.change, "ADWIN on the champion's live error")
+                watch.change = None
             if watch.drift_due(config):
                 _, _, _, reference_seq = self.store.state(spec.name)
                 reference = self.holdout.holdout_until(spec.name, reference_seq, config.drift_window)
@@ -141,13 +153,42 @@ class Triggers:
         if assessment.fire is not None:
             fire = assessment.fire
             attempts = in_flight.attempts + 1 if fire.retry_of and in_flight else 1
-            await self._request(spec.name, fire.kind, fire.reason, fire.evidence, attempts, fire.retry_of)
+            if fire.kind == "drift":
+                recent = list(watch.recent)[-config.drift_window:]
+                self._record_change(spec, [(s.sample_id, s.occurred_at) for s in recent],
+                                    "the drift tests of inputs and labels")
+            await self._request(spec.name, fire.kind, fire.reason, self._with_change(spec, fire.evidence, champion),
+                                attempts, fire.retry_of)
             if fire.kind == "drift":
                 self.notify("drift", spec.name, {"reason": fire.reason, "evidence": fire.evidence})
             for run in due_runs:
                 self.store.ran(spec.name, run.schedule, now)
             watch.drift = None
             watch.change_detected = False
+
+    def _with_change(self, spec: ModelSpec, evidence: dict[str, Any], champion: Champion | None) -> dict[str, Any]:
+        """The evidence, with the concept change the champion has seen, if any: the trainer's window
+        for this request starts there (the rows before it are of a concept that ended)."""
+        latest = self.holdout.changes(spec.name, limit=1) if spec.safeguard.judge_on_current_concept else []
+        if not latest or champion is None or latest[0].detected_at < champion.since:
+            return evidence
+        return {**evidence, "change": {"changed_at": latest[0].changed_at.isoformat(),
+                                       "after_seq": latest[0].after_seq, "detector": latest[0].detector}}
+
+    def _record_change(self, spec: ModelSpec, since: list[tuple[str, datetime]], detector: str) -> None:
+        """Record a concept change that began with the first of ``since`` (the samples after it): the
+        holdout rows from the first of them on are the current concept. A change detected before
+        ``min_holdout`` rows followed the previous one is the same change, still settling."""
+        latest = self.holdout.changes(spec.name, limit=1)
+        if latest and len(self.holdout.holdout_after(spec.name, latest[0].after_seq, spec.safeguard.min_holdout).ids) \
+                < spec.safeguard.min_holdout:
+            return
+        first = next((i for i, _ in since if is_holdout(i, spec.training.holdout_fraction, spec.name)), None)
+        seq = self.holdout.holdout_seq(spec.name, first) if first is not None else None
+        after = seq - 1 if seq is not None else self.holdout.holdout_top_seq(spec.name)
+        self.holdout.record_change(spec.name, after, since[0][1], detector)
+        log.info("concept change recorded", model=spec.name, after_seq=after, changed_at=since[0][1].isoformat(),
+                 detector=detector)
 
     def _due(self, model: str, config: TriggersSpec, now: datetime) -> tuple[Due, ...]:
         runs = []
@@ -190,6 +231,9 @@ class Triggers:
             "held": list(watch.held), "drift": watch.drift,
             "live": None if live is None else live.__dict__,
             "schedules": self.schedules(model), "fired": self.store.history(model),
+            "changes": [{"after_seq": c.after_seq, "changed_at": c.changed_at.isoformat(),
+                         "detected_at": c.detected_at.isoformat(), "detector": c.detector}
+                        for c in self.holdout.changes(model)],
         }
 
     def schedules(self, model: str) -> list[dict[str, Any]]:

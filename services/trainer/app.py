@@ -86,15 +86,16 @@ class Trainer:
         self.wake.set()
         return rejected
 
-    def due(self, spec: ModelSpec) -> tuple[str, str | None] | None:
-        """Why this model should train now, if it should: (trigger kind, request id)."""
+    def due(self, spec: ModelSpec) -> tuple[str, str | None, datetime | None] | None:
+        """Why this model should train now, if it should: (trigger kind, request id, where its window
+        starts when a concept change moved it)."""
         pending = self.store.pending_request(spec.name)
         if pending is not None:
-            return pending[1], pending[0]
+            return pending[1], pending[0], pending[2]
         threshold = spec.training.min_new_samples
         total, new = self.store.counts(spec.name, at_most=max(spec.training.min_samples, threshold or 0))
         if threshold is not None and new >= threshold and total >= spec.training.min_samples:
-            return "sample_count", None
+            return "sample_count", None, None
         return None
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -106,11 +107,12 @@ class Trainer:
                     await self.train(spec, *reason, stop=stop)
             await pause(stop, self.settings.poll_interval_s, self.wake)
 
-    async def train(self, spec: ModelSpec, trigger: str, request_id: str | None, stop: asyncio.Event) -> None:
+    async def train(self, spec: ModelSpec, trigger: str, request_id: str | None, since: datetime | None,
+                    stop: asyncio.Event) -> None:
         bound = log.bind(model=spec.name, trigger=trigger, request_id=request_id)
         now = datetime.now(UTC)
         # Reading and filtering a large window takes seconds: off the event loop, like fitting.
-        data, window = await asyncio.to_thread(prepare, self.store, spec, now)
+        data, window = await asyncio.to_thread(prepare, self.store, spec, now, since)
         filtered, top = window.filters, window.top_seq
         if filtered.kept < spec.training.min_samples or (spec.task == "classification" and window.classes < 2):
             bound.info("not enough data to train", rows=filtered.kept, classes=window.classes,

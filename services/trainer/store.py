@@ -132,7 +132,7 @@ class DatasetStore:
     """
 
     def __init__(self, path: Path) -> None:
-        self._db = open_store(path, _SCHEMA, {"samples": _ADDED_COLUMNS}, _INDEXES)
+        self._db = open_store(path, _SCHEMA, {"samples": _ADDED_COLUMNS, "requests": {"since": "TEXT"}}, _INDEXES)
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -162,17 +162,23 @@ class DatasetStore:
         return new
 
     def add_request(self, event: RetrainRequested) -> None:
+        """Keep a request until a training answers it, with where its window starts: a concept change
+        the monitor detected (``evidence.change.changed_at``), if it names one."""
+        change = event.evidence.get("change")
+        since = change.get("changed_at") if isinstance(change, dict) else None
         with self._lock:
             self._db.execute(
-                "INSERT OR IGNORE INTO requests (request_id, model, kind, reason, received_at) VALUES (?, ?, ?, ?, ?)",
-                (str(event.event_id), event.model, event.kind, event.reason, event.occurred_at.isoformat()))
+                "INSERT OR IGNORE INTO requests (request_id, model, kind, reason, received_at, since)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (str(event.event_id), event.model, event.kind, event.reason, event.occurred_at.isoformat(),
+                 since if isinstance(since, str) else None))
 
-    def pending_request(self, model: str) -> tuple[str, str] | None:
-        """The oldest unfinished retrain request of a model: (request id, kind)."""
+    def pending_request(self, model: str) -> tuple[str, str, datetime | None] | None:
+        """The oldest unfinished retrain request of a model: (request id, kind, window start or None)."""
         with self._lock:
-            row = self._db.execute("SELECT request_id, kind FROM requests WHERE model = ? AND done_at IS NULL"
+            row = self._db.execute("SELECT request_id, kind, since FROM requests WHERE model = ? AND done_at IS NULL"
                                    " ORDER BY received_at LIMIT 1", (model,)).fetchone()
-        return (row[0], row[1]) if row else None
+        return (row[0], row[1], _when(row[2])) if row else None
 
     def finish_requests(self, model: str, outcome: str, now: datetime) -> None:
         """Mark every pending request of the model as answered by one training run."""
@@ -262,3 +268,11 @@ class DatasetStore:
             rows = self._db.execute("SELECT model, COUNT(*) FROM samples GROUP BY model").fetchall()
             held = self._db.execute("SELECT model, COUNT(*) FROM holdout_seen GROUP BY model").fetchall()
         return {"samples": dict(rows), "holdout_skipped": dict(held)}
+
+
+def _when(text: str | None) -> datetime | None:
+    """A stored time, or None when absent or unreadable (the request then trains on the usual window)."""
+    try:
+        return datetime.fromisoformat(text) if text else None
+    except ValueError:
+        return None

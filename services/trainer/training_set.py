@@ -54,15 +54,19 @@ class WindowInfo:
     seconds: dict[str, float]
 
 
-def prepare(store: DatasetStore, spec: ModelSpec, now: datetime) -> tuple[TrainingSet, WindowInfo]:
+def prepare(store: DatasetStore, spec: ModelSpec, now: datetime,
+            since: datetime | None = None) -> tuple[TrainingSet, WindowInfo]:
     """Read the model's window, filter it and split off the held-back rows (timed per stage).
 
-    The window itself is gone when this returns: fitting holds only the training set.
+    The window is the newest ``window_max_rows`` rows, none older than ``window_max_age_days`` nor
+    than ``since`` (a concept change the monitor detected). It is gone when this returns: fitting
+    holds only the training set.
     """
     started = time.perf_counter()
     age = spec.training.window_max_age_days
+    oldest = [t for t in (now - timedelta(days=age) if age else None, since) if t is not None]
     window = store.read_window(spec.name, spec.input.features if spec.input.kind == "numeric" else None,
-                               spec.training.window_max_rows, now - timedelta(days=age) if age else None)
+                               spec.training.window_max_rows, max(oldest) if oldest else None)
     loaded = time.perf_counter()
     kept, stats = filter_columns(spec, window.columns)
     filtered = time.perf_counter()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import numpy as np
 import onnx
 import orjson
 import pytest
+import yaml
 from fastapi.testclient import TestClient
 from skl2onnx import to_onnx
 from skl2onnx.common.data_types import FloatTensorType
@@ -250,3 +252,67 @@ async def test_a_candidate_whose_judging_fails_is_rejected_with_the_reason_and_t
     assert [(v.version, v.status) for v in monitor.registry.versions("diabetes")] == [(2, "promoted"),
                                                                                       (1, "rejected")]
     assert monitor.metrics.decisions.labels("diabetes", "judging_failed")._value.get() == 1
+
+
+# -- judging on the current concept (issue 12, item 2) ---------------------------------------------------------------
+
+
+def ridge_onnx(labels: list[float]) -> bytes:
+    features = list(SPEC.input.features)
+    x = np.array([[r["features"][f] for f in features] for r in TRAINING], dtype=np.float32)
+    proto = to_onnx(Ridge(alpha=0.1).fit(x, labels), initial_types=[("input", FloatTensorType([None, len(features)]))])
+    onnx.helper.set_model_props(proto, {META_TASK: "regression", META_INPUT_KIND: "numeric",
+                                        META_FEATURES: orjson.dumps(features).decode()})
+    return proto.SerializeToString()
+
+
+def flipped(label: float) -> float:
+    """The new concept: the same inputs, the target turned around."""
+    return 400.0 - label
+
+
+@pytest.mark.parametrize("current_concept", [True, False], ids=["after-the-change", "whole-window"])
+async def test_after_a_change_a_candidate_of_the_new_concept_is_judged_on_rows_after_it(
+        tmp_path: Path, candidate: CandidateFactory, current_concept: bool) -> None:
+    """The champion learnt the old concept; after a detected change, 50 holdout rows of the new one
+    arrive beside 142 of the old. Judged on the rows after the change, the candidate trained on the
+    new concept is promoted; judged on the whole window, dominated by the ended concept, it is rejected."""
+    data = yaml.safe_load(SPECS.read_text())
+    for model in data["models"]:
+        model.setdefault("safeguard", {})["judge_on_current_concept"] = current_concept
+    (tmp_path / "specs.yaml").write_text(yaml.safe_dump(data))
+    specs = load_specs(tmp_path / "specs.yaml")
+    settings = MonitorSettings(bootstrap_servers=f"127.0.0.1:{free_port()}", specs_path=tmp_path / "specs.yaml",
+                               state_dir=tmp_path / "m", artifact_dir=tmp_path / "m" / "artifacts")
+    with open_monitor(settings, specs, RecordingPublisher(), Metrics("monitor")) as monitor:  # type: ignore[arg-type]
+        monitor.registry.add_holdout([SampleIngested(model="diabetes", sample_id=f"h{i}", features=r["features"],
+                                                     label=r["label"]) for i, r in enumerate(HOLDOUT)])
+        old = candidate(None)
+        digest = monitor.artifacts.put(ridge_onnx([r["label"] for r in TRAINING]))
+        await arrive_and_judge(monitor, old.model_copy(update={"artifact": old.artifact.model_copy(
+            update={"digest": digest})}))
+        changed_at = datetime.now(UTC)
+        monitor.registry.record_change("diabetes", monitor.registry.holdout_top_seq("diabetes"), changed_at,
+                                       "ADWIN on the champion's live error")
+        monitor.registry.add_holdout([SampleIngested(model="diabetes", sample_id=f"n{i}", features=r["features"],
+                                                     label=flipped(r["label"])) for i, r in enumerate(HOLDOUT[:50])])
+        new = candidate(None)
+        digest = monitor.artifacts.put(ridge_onnx([flipped(r["label"]) for r in TRAINING]))
+        await arrive_and_judge(monitor, new.model_copy(update={"artifact": new.artifact.model_copy(
+            update={"digest": digest})}))
+        first, second = monitor.publisher.decisions()  # type: ignore[attr-defined]
+
+    assert first["event_type"] == "ModelPromoted" and first["window"]["after_seq"] is None
+    window = second["window"]
+    if current_concept:
+        assert second["event_type"] == "ModelPromoted", second["reasons"]
+        assert (window["rows"], second["holdout"]["size"]) == (50, 50)
+        assert window["after_seq"] == len(HOLDOUT) and window["changed_at"] == changed_at.isoformat().replace(
+            "+00:00", "Z")
+        assert window["reason"].startswith("the current concept: holdout rows that arrived after the change "
+                                           "detected by ADWIN on the champion's live error")
+        assert second["candidate_scores"]["rmse"] < second["champion_scores"]["rmse"] / 2
+    else:
+        assert second["event_type"] == "CandidateRejected"
+        assert (window["rows"], window["after_seq"]) == (len(HOLDOUT) + 50, None)
+        assert {c["metric"] for c in second["checks"] if not c["passed"]} >= {"rmse", "mae"}

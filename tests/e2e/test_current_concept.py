@@ -1,0 +1,51 @@
+"""After an abrupt concept change streamed through ingest, the change is detected and recorded, the retrain
+request's window starts at it, and the candidate is judged on the holdout rows that arrived after it."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+
+from tests.e2e.test_concept_drift import TOKEN, post, sea, spec_file
+
+pytestmark = pytest.mark.e2e
+
+
+def test_a_change_is_recorded_and_the_next_decision_judges_the_rows_after_it(stack_factory, tmp_path) -> None:
+    stack = stack_factory(spec_file(tmp_path))
+    ingest, monitor = stack.url("ingest"), stack.url("monitor")
+    with httpx.Client(timeout=30) as client:
+        post(client, ingest, sea(3, 1, 1000, "old"))
+        deadline = time.monotonic() + 30
+        while client.get(f"{monitor}/v1/models/sea").json()["holdout_size"] < 150 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        client.post(f"{monitor}/v1/models/sea/retrain", json={"reason": "first model"}, headers=TOKEN)
+        deadline = time.monotonic() + 60
+        while not client.get(f"{monitor}/v1/models/sea/decisions").json() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        first = client.get(f"{monitor}/v1/models/sea/decisions").json()[0]
+        assert first["event_type"] == "ModelPromoted" and first["window"]["after_seq"] is None
+
+        stream, decision, sent = sea(2, 7, 4000, "new"), None, 0
+        deadline = time.monotonic() + 150
+        while decision is None and sent < len(stream) and time.monotonic() < deadline:
+            post(client, ingest, stream[sent:sent + 100])
+            sent += 100
+            time.sleep(0.3)
+            decision = next((d for d in client.get(f"{monitor}/v1/models/sea/decisions").json()
+                             if d["version"] > first["version"] and d["event_type"] != "ModelRolledBack"), None)
+        triggers = client.get(f"{monitor}/v1/models/sea/triggers").json()
+
+    assert decision is not None, triggers
+    changes = triggers["changes"]
+    assert changes, triggers
+    change = changes[-1]  # the first change recorded: the one the decision was judged after
+    print(f"changes: {changes}; decision v{decision['version']} {decision['event_type']} on {decision['window']}")
+    window = decision["window"]
+    assert window["after_seq"] is not None and window["reason"].startswith("the current concept")
+    assert window["rows"] == decision["holdout"]["size"] >= 50
+    automatic = [f for f in triggers["fired"] if f["kind"] in ("performance", "drift")]
+    assert automatic and automatic[-1]["evidence"]["change"]["after_seq"] in {c["after_seq"] for c in changes}
+    assert change["detector"] in ("ADWIN on the champion's live error", "the drift tests of inputs and labels")
