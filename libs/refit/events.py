@@ -160,6 +160,20 @@ class JudgingWindow(_Value):
     reason: str
 
 
+class LiveEvidence(_Value):
+    """The anytime-valid sequential test that decided on live labeled traffic (refit.core.sequential)."""
+
+    challenger_version: int
+    champion_version: int
+    pairs: int
+    wins: int = Field(description="pairs where the challenger's loss was smaller")
+    losses: int = Field(description="pairs where the challenger's loss was larger")
+    e_value: float = Field(description="the evidence for the decision; it crossed 1/alpha")
+    alpha: float
+    min_pairs: int
+    test: str = "betting e-process on the sign of the paired loss difference (anytime-valid)"
+
+
 class DifferenceInterval(_Value):
     """Paired-bootstrap interval of (candidate − champion) on the shared holdout."""
 
@@ -181,6 +195,7 @@ class Evidence(_Value):
     checks: list[Check] = Field(default_factory=list)
     reasons: list[str] = Field(default_factory=list)
     window: JudgingWindow | None = None
+    live: LiveEvidence | None = None
 
     def evidence(self) -> dict[str, Any]:
         """The evidence fields alone, as keyword arguments for a decision event."""

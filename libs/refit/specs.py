@@ -119,6 +119,14 @@ class SafeguardSpec(_Spec):
     # After a concept change detected on live traffic, judge on the holdout rows that arrived after
     # it (waiting for min_holdout of them), not on rows of the concept that ended.
     judge_on_current_concept: bool = True
+    # Live labeled traffic: each labeled sample scored by the champion and by its challengers (the
+    # newest candidate not promoted; after a promotion, the champion it replaced) feeds a paired
+    # anytime-valid test (refit.core.sequential) at live_alpha, on at least min_holdout pairs. A
+    # candidate significantly better is promoted; a champion significantly worse than the one it
+    # replaced is rolled back.
+    live_promotion: bool = True
+    live_rollback: bool = True
+    live_alpha: float = Field(0.01, gt=0, lt=0.5)
 
 
 class QualitySpec(_Spec):

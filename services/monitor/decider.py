@@ -15,12 +15,13 @@ import structlog
 
 from refit import signing, topics
 from refit.errors import BrokerUnavailableError, RefitError
-from refit.events import CandidateRejected, Decision, JudgingWindow, ModelPromoted, ModelRolledBack
+from refit.events import CandidateRejected, Decision, JudgingWindow, LiveEvidence, ModelPromoted, ModelRolledBack
 from refit.kafka import Publisher
 from refit.lifecycle import pause
 from refit.metrics import Metrics
 from refit.settings import MonitorSettings
 from refit.specs import ModelSpec, ModelSpecs
+from services.monitor.challengers import Challenger
 from services.monitor.judge import Judgement, assess
 from services.monitor.notify import Notifier
 from services.monitor.registry import Holdout, Registry, Version
@@ -140,8 +141,43 @@ class Decider:
             self._announce(event, "duplicate")
         await self.publish_outbox()
 
+    async def promote_on_live_evidence(self, model: str, challenger: Challenger) -> None:
+        """Promote a candidate significantly better than the champion on live labeled traffic, with
+        the sequential test's evidence (whatever the holdout said of it)."""
+        spec = self.specs.get(model)
+        async with self._one_at_a_time:
+            champion = self.registry.serving(model)
+            version = self.registry.version(model, challenger.version)
+            if champion is None or champion.version != challenger.champion_version or version is None \
+                    or version.status not in ("rejected", "pending"):
+                return  # the champion or the candidate changed since the test ran: nothing to decide
+            live = challenger.evidence()
+            event = self.registry.record_decision(model, lambda sequence: ModelPromoted(
+                **self._identity(spec, version, sequence), champion_version=champion.version,
+                candidate_scores=version.scores or {}, live=live,
+                reasons=[f"better than champion v{champion.version} on live labeled traffic: {live.wins} of "
+                         f"{live.pairs} paired labels better, {live.losses} worse; evidence {live.e_value:.3g} "
+                         f">= 1/alpha = {1 / live.alpha:.3g} (anytime-valid sequential test)"]),
+                self._sign, "promoted")
+            self._announce(event, "promoted_live")
+        await self.publish_outbox()
+
+    async def roll_back_on_live_evidence(self, model: str, challenger: Challenger) -> None:
+        """Roll back to the champion a promotion replaced, once the new one is significantly worse than
+        it on live labeled traffic."""
+        live = challenger.evidence()
+        try:
+            await self.rollback(model, challenger.version, f"v{challenger.champion_version} is worse than "
+                                f"v{challenger.version} on live labeled traffic: {live.wins} of {live.pairs} "
+                                f"paired labels better for v{challenger.version}, {live.losses} worse; evidence "
+                                f"{live.e_value:.3g} >= 1/alpha = {1 / live.alpha:.3g}", "monitor: live evidence",
+                                live=live, expect_champion=challenger.champion_version)
+        except RollbackError as exc:
+            log.info("live rollback not made", model=model, reason=str(exc))
+
     async def rollback(self, model: str, to_version: int | None, reason: str,
-                       requested_by: str | None) -> ModelRolledBack:
+                       requested_by: str | None, live: LiveEvidence | None = None,
+                       expect_champion: int | None = None) -> ModelRolledBack:
         """Make an earlier champion (the previous one, or ``to_version``) the champion again."""
         spec = self.specs.get(model)
         async with self._one_at_a_time:
@@ -149,6 +185,8 @@ class Decider:
             if not history:
                 raise RollbackError(f"model {model!r} has no champion to roll back from")
             current = history[0].version
+            if expect_champion is not None and current != expect_champion:
+                raise RollbackError(f"v{expect_champion} of {model!r} is no longer the champion")
             if to_version is None:
                 earlier = [d.version for d in history if d.version != current]
                 if not earlier:
@@ -162,9 +200,9 @@ class Decider:
             assert target is not None
             event = self.registry.record_decision(model, lambda sequence: ModelRolledBack(
                 **self._identity(spec, target, sequence), champion_version=current,
-                candidate_scores=target.scores or {}, requested_by=requested_by,
+                candidate_scores=target.scores or {}, requested_by=requested_by, live=live,
                 reasons=[f"rollback from v{current} to v{target.version}: {reason}"]), self._sign)
-            self._announce(event, "rolled_back")
+            self._announce(event, "rolled_back_live" if live is not None else "rolled_back")
         await self.publish_outbox()
         return event
 
@@ -180,7 +218,8 @@ class Decider:
     def _announce(self, event: Decision, outcome: str) -> None:
         """Count, notify and log a recorded decision."""
         self.metrics.decisions.labels(event.model, outcome).inc()
-        kind = {"promoted": "promoted", "rolled_back": "rolled_back"}.get(outcome, "rejected")
+        kind = {"promoted": "promoted", "promoted_live": "promoted", "rolled_back": "rolled_back",
+                "rolled_back_live": "rolled_back"}.get(outcome, "rejected")
         self.notifier.notify(kind, event.model, orjson.loads(event.to_bytes()))
         log.info("decided", model=event.model, version=event.version, decision=event.event_type, outcome=outcome,
                  event_id=str(event.event_id), scores=event.candidate_scores, reasons=event.reasons)

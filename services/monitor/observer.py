@@ -16,16 +16,19 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
+import structlog
 
 from refit.core.changes import ADWIN
 from refit.core.drift import DriftPolicy, detect_drift
 from refit.core.triggers import Live
 from refit.events import SampleIngested
 from refit.specs import ModelSpec, TriggersSpec
+from services.monitor.challengers import Challenger, compare, losses
 from services.monitor.registry import Holdout
 from services.monitor.sessions import Champion
 
 _PENDING_MAX = 5000
+log = structlog.get_logger("monitor.observer")
 
 
 @dataclass
@@ -44,6 +47,7 @@ class Observed:
     # The samples scored, oldest first, and the ones since a change ADWIN just detected (not yet recorded).
     scored: deque[tuple[str, datetime]] = field(default_factory=lambda: deque(maxlen=4 * _PENDING_MAX))
     change: list[tuple[str, datetime]] | None = None
+    challengers: dict[int, Challenger] = field(default_factory=dict)  # by version
 
     def add(self, sample: SampleIngested) -> None:
         self.pending.append(sample)
@@ -72,6 +76,18 @@ def score(spec: ModelSpec, observed: Observed, champion: Champion, performance_w
     rows = [s.text for s in batch] if model.input_kind == "text" else [s.features for s in batch]
     predicted = model.run(model.matrix(rows))  # type: ignore[arg-type]
     outputs = predicted.labels if predicted.labels is not None else predicted.values or []
+    if observed.challengers:
+        labels = [str(s.label) if spec.task == "classification" else float(s.label) for s in batch]
+        mine = losses(spec, outputs, labels)
+        for challenger in list(observed.challengers.values()):
+            try:
+                theirs = challenger.model.run(challenger.model.matrix(rows))  # type: ignore[arg-type]
+                compare(challenger, mine, losses(spec, theirs.labels if theirs.labels is not None else
+                                                 theirs.values or [], labels))
+            except Exception as exc:  # noqa: BLE001 - a challenger that cannot score is no challenger
+                log.warning("challenger dropped: it cannot score live rows", model=spec.name,
+                            version=challenger.version, error=repr(exc))
+                del observed.challengers[challenger.version]
     scale = 3 * champion.scores.get("rmse", 1.0) or 1.0
     for sample, output in zip(batch, outputs, strict=True):
         observed.scored.append((sample.sample_id, sample.occurred_at))

@@ -74,9 +74,9 @@ def open_monitor(settings: MonitorSettings, specs: ModelSpecs, publisher: Publis
         artifacts = LocalArtifactStore(settings.artifact_dir)
         notifier = Notifier(settings.webhook_urls, settings.webhook_secret.get_secret_value().encode())
         sessions = Sessions(registry, artifacts)
-        triggers = Triggers(specs, trigger_store, registry, sessions, publisher, metrics=metrics,
-                            notify=notifier.notify)
         decider = Decider(settings, specs, registry, sessions, publisher, metrics, notifier)
+        triggers = Triggers(specs, trigger_store, registry, sessions, publisher, metrics=metrics,
+                            notify=notifier.notify, live=decider)
         yield Monitor(
             settings=settings, specs=specs, registry=registry, feedback=feedback, artifacts=artifacts,
             publisher=publisher, metrics=metrics, notifier=notifier, triggers=triggers, decider=decider,

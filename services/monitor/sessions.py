@@ -8,6 +8,7 @@ from datetime import datetime
 from refit.artifacts import LocalArtifactStore
 from refit.errors import ArtifactError, ModelLoadError
 from refit.onnx_model import OnnxModel
+from services.monitor.challengers import Role
 from services.monitor.registry import Registry
 
 _KEPT = 16  # sessions kept loaded: the champions of a few models and the candidates being judged
@@ -43,6 +44,21 @@ class Sessions:
             return self.load(digest)
         except (ArtifactError, ModelLoadError) as exc:
             return exc
+
+    def challengers(self, model: str, champion: int) -> list[tuple[int, Role, OnnxModel]]:
+        """The versions that challenge champion ``champion`` on live traffic, loaded: the champion a
+        promotion replaced ("previous"), and the newest later candidate not promoted ("candidate").
+        A version rolled back from, or one whose artifact cannot load, challenges nothing."""
+        wanted: list[tuple[int, Role, str]] = []
+        history = self.registry.serving_history(model, limit=2)
+        if len(history) == 2 and history[0].event_type == "ModelPromoted" and history[1].version != champion:
+            wanted.append((history[1].version, "previous", history[1].digest))
+        newest = next((v for v in self.registry.versions(model) if v.version > champion
+                       and v.status in ("rejected", "pending") and v.duplicate_of is None), None)
+        if newest is not None:
+            wanted.append((newest.version, "candidate", newest.digest))
+        loaded = [(version, role, self.load_or_error(digest)) for version, role, digest in wanted]
+        return [(version, role, model) for version, role, model in loaded if isinstance(model, OnnxModel)]
 
     def champion(self, model: str) -> Champion | None:
         """The serving champion, loaded (None before the first, or when its artifact cannot load)."""

@@ -18,13 +18,16 @@ import structlog
 
 from refit.core.drift import DriftInputError
 from refit.core.schedule import Due, due, next_run
+from refit.core.sequential import PairedTest
 from refit.core.split import is_holdout
 from refit.core.triggers import Assessment, Signals, evaluate
 from refit.errors import BrokerUnavailableError
 from refit.events import RetrainRequested, SampleIngested
 from refit.kafka import Publisher
 from refit.metrics import Metrics
+from refit.onnx_model import OnnxModel
 from refit.specs import ModelSpec, ModelSpecs, TriggersSpec
+from services.monitor.challengers import Challenger, Role
 from services.monitor.observer import Observed, drift, live_metric, score
 from services.monitor.registry import Change, Holdout
 from services.monitor.sessions import Champion
@@ -38,6 +41,16 @@ class Champions(Protocol):
     """Where the engine finds each model's champion, loaded (``services.monitor.sessions.Sessions``)."""
 
     def champion(self, model: str) -> Champion | None: ...
+
+    def challengers(self, model: str, champion: int) -> list[tuple[int, Role, OnnxModel]]: ...
+
+
+class LiveDecisions(Protocol):
+    """Who decides on live evidence (``services.monitor.decider.Decider``)."""
+
+    async def promote_on_live_evidence(self, model: str, challenger: Challenger) -> None: ...
+
+    async def roll_back_on_live_evidence(self, model: str, challenger: Challenger) -> None: ...
 
 
 class HoldoutLog(Protocol):
@@ -65,8 +78,9 @@ class Triggers:
 
     def __init__(self, specs: ModelSpecs, store: TriggerStore, holdout: HoldoutLog, champions: Champions,
                  publisher: Publisher, clock: Clock = lambda: datetime.now(UTC), metrics: Metrics | None = None,
-                 notify: Callable[[str, str | None, dict[str, Any]], None] = lambda *_: None) -> None:
-        self.notify = notify
+                 notify: Callable[[str, str | None, dict[str, Any]], None] = lambda *_: None,
+                 live: LiveDecisions | None = None) -> None:
+        self.notify, self.live = notify, live
         self.specs, self.store, self.holdout, self.publisher = specs, store, holdout, publisher
         self.metrics = metrics or Metrics("monitor")
         self.champions, self.clock = champions, clock
@@ -122,12 +136,15 @@ class Triggers:
         watch = self.observed[spec.name]
         champion = self.champions.champion(spec.name)
         if champion is not None:
+            self._challenge(spec, watch, champion)
             if await asyncio.to_thread(score, spec, watch, champion, config.performance_window):
                 # a new champion: drift is measured against the holdout as it was at its promotion
                 self.store.set_reference(spec.name, self.holdout.holdout_top_seq(spec.name))
             if watch.change is not None:
                 self._record_change(spec, watch.change, "ADWIN on the champion's live error")
                 watch.change = None
+            if await self._decide_on_live_evidence(spec, watch):
+                return  # a new champion: everything else is evaluated against it from the next tick
             if watch.drift_due(config):
                 _, _, _, reference_seq = self.store.state(spec.name)
                 reference = self.holdout.holdout_until(spec.name, reference_seq, config.drift_window)
@@ -165,6 +182,33 @@ class Triggers:
                 self.store.ran(spec.name, run.schedule, now)
             watch.drift = None
             watch.change_detected = False
+
+    def _challenge(self, spec: ModelSpec, watch: Observed, champion: Champion) -> None:
+        """Keep one paired test per challenger of this champion; a new champion or challenger starts anew."""
+        wanted = self.champions.challengers(spec.name, champion.version)
+        kept = {c.version: c for c in watch.challengers.values() if c.champion_version == champion.version}
+        watch.challengers = {
+            version: kept.get(version) or Challenger(version, role, model, PairedTest(
+                alpha=spec.safeguard.live_alpha, min_pairs=spec.safeguard.min_holdout), champion.version)
+            for version, role, model in wanted}
+
+    async def _decide_on_live_evidence(self, spec: ModelSpec, watch: Observed) -> bool:
+        """Promote a candidate significantly better than the champion on live labels; roll back a
+        champion significantly worse than the one it replaced. True when a decision was made."""
+        if self.live is None:
+            return False
+        for challenger in watch.challengers.values():
+            if not challenger.test.better:
+                continue
+            if challenger.role == "candidate" and spec.safeguard.live_promotion:
+                await self.live.promote_on_live_evidence(spec.name, challenger)
+            elif challenger.role == "previous" and spec.safeguard.live_rollback:
+                await self.live.roll_back_on_live_evidence(spec.name, challenger)
+            else:
+                continue
+            watch.challengers = {}  # they challenged the champion that was
+            return True
+        return False
 
     def _with_change(self, spec: ModelSpec, evidence: dict[str, Any], champion: Champion | None) -> dict[str, Any]:
         """The evidence, with the concept change the champion has seen, if any: the trainer's window
@@ -231,6 +275,7 @@ class Triggers:
             "held": list(watch.held), "drift": watch.drift,
             "live": None if live is None else live.__dict__,
             "schedules": self.schedules(model), "fired": self.store.history(model),
+            "challengers": [c.as_dict() for c in watch.challengers.values()],
             "changes": [{"after_seq": c.after_seq, "changed_at": c.changed_at.isoformat(),
                          "detected_at": c.detected_at.isoformat(), "detector": c.detector}
                         for c in self.holdout.changes(model)],

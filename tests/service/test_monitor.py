@@ -26,7 +26,7 @@ from refit.kafka import Incoming
 from refit.metrics import Metrics
 from refit.onnx_model import META_FEATURES, META_INPUT_KIND, META_TASK
 from refit.settings import LOCAL_API_TOKEN, MonitorSettings
-from refit.specs import ModelSpec, load_specs
+from refit.specs import ModelSpec, ModelSpecs, load_specs
 from refit.stack import free_port
 from services.monitor.app import create_app
 from services.monitor.parts import Monitor, open_monitor
@@ -316,3 +316,95 @@ async def test_after_a_change_a_candidate_of_the_new_concept_is_judged_on_rows_a
         assert second["event_type"] == "CandidateRejected"
         assert (window["rows"], window["after_seq"]) == (len(HOLDOUT) + 50, None)
         assert {c["metric"] for c in second["checks"] if not c["passed"]} >= {"rmse", "mae"}
+
+
+# -- live evidence: promotion and rollback (issue 12, items 3 and 4) -------------------------------------------------
+
+
+def no_gates_specs(tmp_path: Path) -> tuple[MonitorSettings, ModelSpecs]:
+    """The repository's specs, but diabetes judged on tolerances only (so a model of the other concept may
+    be the first champion)."""
+    data = yaml.safe_load(SPECS.read_text())
+    for model in data["models"]:
+        if model["name"] == "diabetes":
+            model["safeguard"]["metrics"] = [{"name": "rmse", "max_relative_degradation": 0.01}]
+    (tmp_path / "specs.yaml").write_text(yaml.safe_dump(data))
+    settings = MonitorSettings(bootstrap_servers=f"127.0.0.1:{free_port()}", specs_path=tmp_path / "specs.yaml",
+                               state_dir=tmp_path / "m", artifact_dir=tmp_path / "m" / "artifacts")
+    return settings, load_specs(tmp_path / "specs.yaml")
+
+
+async def arrive_trained_on(monitor: Monitor, candidate: CandidateFactory, labels: list[float]) -> None:
+    made = candidate(None)
+    digest = monitor.artifacts.put(ridge_onnx(labels))
+    await arrive_and_judge(monitor, made.model_copy(update={"artifact": made.artifact.model_copy(
+        update={"digest": digest})}))
+
+
+async def stream_live(monitor: Monitor, labels: Callable[[float], float], rounds: int = 6) -> list[dict[str, Any]]:
+    """Labeled samples of the live concept, 20 at a time, each round followed by the engine's tick;
+    returns the decisions published, once one more than before the stream came (or every round ran)."""
+    before = len(monitor.publisher.decisions())  # type: ignore[attr-defined]
+    for k in range(rounds):
+        rows = ROWS[20 * k:20 * (k + 1)]
+        samples = [SampleIngested(model="diabetes", sample_id=f"live{k}-{i}", features=r["features"],
+                                  label=labels(r["label"])) for i, r in enumerate(rows)]
+        assert await monitor.intake.handle([Incoming(record=None, event=s) for s in samples]) == {}  # type: ignore
+        await monitor.triggers.tick()
+        if len(monitor.publisher.decisions()) > before:  # type: ignore[attr-defined]
+            break
+    return monitor.publisher.decisions()  # type: ignore[attr-defined,no-any-return]
+
+
+async def test_a_candidate_rejected_on_the_holdout_but_better_live_is_promoted_with_the_evidence(
+        tmp_path: Path, candidate: CandidateFactory) -> None:
+    settings, specs = no_gates_specs(tmp_path)
+    with open_monitor(settings, specs, RecordingPublisher(), Metrics("monitor")) as monitor:  # type: ignore[arg-type]
+        monitor.registry.add_holdout([SampleIngested(model="diabetes", sample_id=f"h{i}", features=r["features"],
+                                                     label=r["label"]) for i, r in enumerate(HOLDOUT)])
+        await arrive_trained_on(monitor, candidate, [r["label"] for r in TRAINING])
+        await arrive_trained_on(monitor, candidate, [flipped(r["label"]) for r in TRAINING])
+        decisions = await stream_live(monitor, flipped)
+        challengers = monitor.triggers.describe("diabetes")["challengers"]
+
+    assert [(d["event_type"], d["version"]) for d in decisions] == [
+        ("ModelPromoted", 1), ("CandidateRejected", 2), ("ModelPromoted", 2)]
+    live = decisions[-1]["live"]
+    assert (live["challenger_version"], live["champion_version"], live["alpha"], live["min_pairs"]) == (2, 1, 0.01,
+                                                                                                        40)
+    assert live["pairs"] >= 40 and live["e_value"] >= 100 and live["wins"] > live["losses"]
+    assert decisions[-1]["reasons"][0].startswith("better than champion v1 on live labeled traffic")
+    assert challengers == []  # the new champion is challenged from the next tick on
+
+
+async def test_a_champion_worse_live_than_the_one_it_replaced_is_rolled_back_with_the_evidence(
+        tmp_path: Path, candidate: CandidateFactory) -> None:
+    settings, specs = no_gates_specs(tmp_path)
+    with open_monitor(settings, specs, RecordingPublisher(), Metrics("monitor")) as monitor:  # type: ignore[arg-type]
+        monitor.registry.add_holdout([SampleIngested(model="diabetes", sample_id=f"h{i}", features=r["features"],
+                                                     label=r["label"]) for i, r in enumerate(HOLDOUT)])
+        await arrive_trained_on(monitor, candidate, [flipped(r["label"]) for r in TRAINING])  # v1, tolerance only
+        await arrive_trained_on(monitor, candidate, [r["label"] for r in TRAINING])  # v2, better on the holdout
+        decisions = await stream_live(monitor, flipped)  # but live traffic is v1's concept
+
+    assert [(d["event_type"], d["version"]) for d in decisions] == [
+        ("ModelPromoted", 1), ("ModelPromoted", 2), ("ModelRolledBack", 1)]
+    rollback = decisions[-1]
+    assert (rollback["champion_version"], rollback["requested_by"]) == (2, "monitor: live evidence")
+    assert (rollback["live"]["challenger_version"], rollback["live"]["champion_version"]) == (1, 2)
+    assert rollback["live"]["pairs"] >= 40 and rollback["live"]["e_value"] >= 100
+    assert "is worse than v1 on live labeled traffic" in rollback["reasons"][0]
+
+
+async def test_without_live_labels_nothing_is_decided_live(tmp_path: Path, candidate: CandidateFactory) -> None:
+    """The same two models, live traffic of the holdout's own concept: the champion stays."""
+    settings, specs = no_gates_specs(tmp_path)
+    with open_monitor(settings, specs, RecordingPublisher(), Metrics("monitor")) as monitor:  # type: ignore[arg-type]
+        monitor.registry.add_holdout([SampleIngested(model="diabetes", sample_id=f"h{i}", features=r["features"],
+                                                     label=r["label"]) for i, r in enumerate(HOLDOUT)])
+        await arrive_trained_on(monitor, candidate, [r["label"] for r in TRAINING])
+        await arrive_trained_on(monitor, candidate, [flipped(r["label"]) for r in TRAINING])
+        decisions = await stream_live(monitor, lambda label: label)
+        challengers = monitor.triggers.describe("diabetes")["challengers"]
+    assert [(d["event_type"], d["version"]) for d in decisions] == [("ModelPromoted", 1), ("CandidateRejected", 2)]
+    assert challengers[0]["version"] == 2 and challengers[0]["pairs"] == 120 and challengers[0]["worse"]
