@@ -141,7 +141,8 @@ class Triggers:
                 # a new champion: drift is measured against the holdout as it was at its promotion
                 self.store.set_reference(spec.name, self.holdout.holdout_top_seq(spec.name))
             if watch.change is not None:
-                self._record_change(spec, watch.change, "ADWIN on the champion's live error")
+                if self._record_change(spec, watch.change, "ADWIN on the champion's live error"):
+                    watch.challengers = {}  # pairs of the concept that ended decide nothing about this one
                 watch.change = None
             if await self._decide_on_live_evidence(spec, watch):
                 return  # a new champion: everything else is evaluated against it from the next tick
@@ -219,20 +220,21 @@ class Triggers:
         return {**evidence, "change": {"changed_at": latest[0].changed_at.isoformat(),
                                        "after_seq": latest[0].after_seq, "detector": latest[0].detector}}
 
-    def _record_change(self, spec: ModelSpec, since: list[tuple[str, datetime]], detector: str) -> None:
+    def _record_change(self, spec: ModelSpec, since: list[tuple[str, datetime]], detector: str) -> bool:
         """Record a concept change that began with the first of ``since`` (the samples after it): the
         holdout rows from the first of them on are the current concept. A change detected before
         ``min_holdout`` rows followed the previous one is the same change, still settling."""
         latest = self.holdout.changes(spec.name, limit=1)
         if latest and len(self.holdout.holdout_after(spec.name, latest[0].after_seq, spec.safeguard.min_holdout).ids) \
                 < spec.safeguard.min_holdout:
-            return
+            return False
         first = next((i for i, _ in since if is_holdout(i, spec.training.holdout_fraction, spec.name)), None)
         seq = self.holdout.holdout_seq(spec.name, first) if first is not None else None
         after = seq - 1 if seq is not None else self.holdout.holdout_top_seq(spec.name)
         self.holdout.record_change(spec.name, after, since[0][1], detector)
         log.info("concept change recorded", model=spec.name, after_seq=after, changed_at=since[0][1].isoformat(),
                  detector=detector)
+        return True
 
     def _due(self, model: str, config: TriggersSpec, now: datetime) -> tuple[Due, ...]:
         runs = []
