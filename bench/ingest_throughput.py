@@ -47,7 +47,8 @@ from refit.kafka import Publisher, ensure_topics
 from refit.settings import CommonSettings
 from refit.specs import load_specs
 from refit.stack import Stack, free_port, wait_http
-from services.ingest.app import _ID_NAMESPACE, SampleRow, to_event
+from services.ingest.app import _ID_NAMESPACE, to_event
+from services.ingest.bodies import SampleRow
 
 REPO = Path(__file__).resolve().parent.parent
 SPECS = REPO / "config" / "models.yaml"

@@ -3,83 +3,27 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import datetime
 from typing import Annotated, Any
 
-import orjson
 from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ConfigDict, Field, SkipValidation, ValidationError
 
 from refit.core.schema import validate_features, validate_label, validate_text
 from refit.errors import BrokerUnavailableError, SchemaError, UnknownModelError
 from refit.events import SampleIngested
 from refit.kafka import Publisher
 from refit.metrics import Metrics
-from refit.specs import ModelSpec, ModelSpecs, load_specs
 from refit.settings import IngestSettings
-from refit.web import (BodyLimit, JSONRoute, add_error_handlers, declare_errors, decode_json, health_routes,
-                       is_json, require_token)
+from refit.specs import ModelSpec, ModelSpecs, load_specs
+from refit.web import BodyLimit, JSONRoute, add_error_handlers, declare_errors, health_routes, require_token
+from services.ingest.batch import BATCH_OPENAPI, parse_batch, with_batch_schema
+from services.ingest.bodies import Accepted, SampleIn, SampleRow
 
 # Sample ids derived from an idempotency key are stable: posting the same key twice
 # yields the same id, which every consumer stores only once.
 _ID_NAMESPACE = uuid.UUID("5b8f3c0e-6a0f-4d57-9a53-4a0e2f1f0b8e")
-
-
-class SampleRow(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    # Documented here, validated by the core in to_event: checking it here too copied every row.
-    features: SkipValidation[dict[str, Any] | list[Any] | None] = None
-    text: str | None = None
-    label: Any
-    confidence: float | None = Field(None, ge=0, le=1)
-    source: str | None = Field(None, max_length=64)
-    idempotency_key: str | None = Field(None, min_length=1, max_length=200)
-    event_time: datetime | None = None
-    request_id: str | None = Field(None, min_length=1, max_length=200,
-                                   description="the request id of an earlier prediction this label answers")
-
-
-class SampleIn(SampleRow):
-    model: str
-
-
-class BatchIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    model: str
-    samples: list[SampleRow] = Field(min_length=1)
-
-
-# The batch route reads its body itself (see _parse_batch); this keeps it documented as before.
-_BATCH_OPENAPI = {
-    "requestBody": {"required": True, "content": {
-        "application/json": {"schema": {"$ref": "#/components/schemas/BatchIn"}}}},
-    "responses": {"422": {"description": "Validation Error", "content": {
-        "application/json": {"schema": {"$ref": "#/components/schemas/HTTPValidationError"}}}}},
-}
-
-
-def _with_batch_schema(app: FastAPI) -> Callable[[], dict[str, Any]]:
-    """``app.openapi`` with the ``BatchIn`` schemas the batch route refers to."""
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            document = FastAPI.openapi(app)
-            batch = BatchIn.model_json_schema(ref_template="#/components/schemas/{model}")
-            schemas = document.setdefault("components", {}).setdefault("schemas", {})
-            schemas.update(batch.pop("$defs", {}), BatchIn=batch)
-        return app.openapi_schema  # type: ignore[return-value]
-
-    return openapi
-
-
-class Accepted(BaseModel):
-    accepted: int
-    sample_ids: list[str]
 
 
 def _sample_id(model: str, key: str | None) -> str:
@@ -126,38 +70,6 @@ def _error(exc: Exception, row: int | None, field_prefix: tuple[str | int, ...] 
     return {"loc": loc, "msg": msg or message, "type": "value_error"}
 
 
-def _parse_batch(body: bytes, content_type: str | None) -> BatchIn:
-    """Decode and validate a batch body once, with FastAPI's answers for a declared JSON body.
-
-    FastAPI decodes with the standard library and then validates; orjson is about four
-    times faster on a batch of numbers. What orjson refuses (NaN, other encodings, lone
-    surrogates) is decoded again by the standard library, so such rows are still reported by
-    the field that holds them (see :func:`refit.web.decode_json`).
-    """
-    if not body:
-        raise RequestValidationError([{"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}])
-    data: Any = body
-    if is_json(content_type):
-        try:
-            data = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            try:
-                data = decode_json(body)
-            except json.JSONDecodeError as exc:
-                raise RequestValidationError([{"type": "json_invalid", "loc": ("body", exc.pos),
-                                               "msg": "JSON decode error", "input": {}, "ctx": {"error": exc.msg}}],
-                                             body=exc.doc) from None
-            except ValueError:  # not decodable text at all
-                raise HTTPException(400, "There was an error parsing the body") from None
-            except RecursionError:  # nested deeper than the standard library's decoder can follow
-                raise HTTPException(400, "There was an error parsing the body: nested too deeply") from None
-    try:
-        return BatchIn.model_validate(data, from_attributes=True)
-    except ValidationError as exc:
-        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)],
-                                     body=data) from None
-
-
 async def get_publisher(request: Request) -> Publisher:
     # async: FastAPI runs a plain function dependency in a worker thread, a hop per request.
     return request.state.publisher  # type: ignore[no-any-return]
@@ -193,7 +105,7 @@ def create_app(settings: IngestSettings, specs: ModelSpecs | None = None) -> Fas
     metrics.mount(app)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     add_error_handlers(app)
-    app.openapi = _with_batch_schema(app)  # type: ignore[method-assign]
+    app.openapi = with_batch_schema(app)  # type: ignore[method-assign]
 
     def spec_for(name: str) -> ModelSpec:
         try:
@@ -214,10 +126,10 @@ def create_app(settings: IngestSettings, specs: ModelSpecs | None = None) -> Fas
         return Accepted(accepted=1, sample_ids=[event.sample_id])
 
     @app.post("/v1/samples:batch", status_code=202, response_model=Accepted, dependencies=producers,
-              openapi_extra=_BATCH_OPENAPI)
+              openapi_extra=BATCH_OPENAPI)
     async def post_batch(request: Request, publisher: PublisherDep) -> Accepted:
         """Publish many samples, all or nothing: any invalid row rejects the request with every row's error."""
-        batch = _parse_batch(await request.body(), request.headers.get("content-type"))
+        batch = parse_batch(await request.body(), request.headers.get("content-type"))
         if len(batch.samples) > settings.max_batch_rows:
             raise _unprocessable([{"loc": ["body", "samples"], "type": "value_error",
                                    "msg": f"at most {settings.max_batch_rows} samples per batch"}])
