@@ -54,6 +54,14 @@ class Observed:
         self.recent.append(sample)
         self.since_drift_check += 1
 
+    def consumed(self) -> None:
+        """A retraining was requested on this evidence: the next request needs evidence newer than it
+        (a full live window, or a full drift window), never the same rows again."""
+        self.drift, self.change_detected = None, False
+        self.errors.clear()
+        self.recent.clear()
+        self.since_drift_check = 0
+
     def drift_due(self, config: TriggersSpec) -> bool:
         """A full window of recent inputs, and a quarter of it new since the last drift test."""
         return config.drift and len(self.recent) >= min(config.drift_window, self.recent.maxlen or 0) \

@@ -230,6 +230,18 @@ class Registry:
     def pending(self) -> list[Version]:
         return self._version("status = 'pending' ORDER BY created_at", ())
 
+    def rejection_streaks(self, model: str) -> dict[str, tuple[int, datetime]]:
+        """Per trigger kind: its candidates rejected in a row since the model's last promoted version,
+        and when the latest of them arrived (duplicates, rejected unjudged, do not count)."""
+        streaks: dict[str, tuple[int, datetime]] = {}
+        for v in self.versions(model):  # newest first
+            if v.status == "promoted":
+                break
+            if v.status == "rejected" and v.duplicate_of is None:
+                count, latest = streaks.get(v.candidate.trigger, (0, datetime.fromisoformat(v.created_at)))
+                streaks[v.candidate.trigger] = (count + 1, latest)
+        return streaks
+
     def versions(self, model: str) -> list[Version]:
         return self._version("model = ? ORDER BY version DESC", (model,))
 

@@ -54,7 +54,8 @@ class LiveDecisions(Protocol):
 
 
 class HoldoutLog(Protocol):
-    """The holdout rows as they arrived (``services.monitor.registry.Registry``): drift's reference."""
+    """What the engine reads of the registry (``services.monitor.registry.Registry``): the holdout as it
+    arrived (drift's reference), the concept changes, and the candidates rejected in a row."""
 
     def holdout_top_seq(self, model: str) -> int: ...
 
@@ -67,6 +68,8 @@ class HoldoutLog(Protocol):
     def record_change(self, model: str, after_seq: int, changed_at: datetime, detector: str) -> None: ...
 
     def changes(self, model: str, limit: int = 20) -> list[Change]: ...
+
+    def rejection_streaks(self, model: str) -> dict[str, tuple[int, datetime]]: ...
 
 
 class Triggers:
@@ -158,7 +161,8 @@ class Triggers:
         if live is not None:
             self.metrics.live_metric.labels(spec.name, live.metric).set(live.live)
         signals = Signals(now=now, new_samples=new, champion_since=champion.since if champion else None,
-                          in_flight=in_flight, last_fired_at=last_fired, due=due_runs, drift=watch.drift, live=live)
+                          in_flight=in_flight, last_fired_at=last_fired, due=due_runs, drift=watch.drift, live=live,
+                          rejected=self.holdout.rejection_streaks(spec.name))
         assessment = evaluate(config, signals) if self.running or in_flight else Assessment(None)
         watch.held = assessment.held
         if assessment.gave_up is not None:
@@ -181,8 +185,7 @@ class Triggers:
                 self.notify("drift", spec.name, {"reason": fire.reason, "evidence": fire.evidence})
             for run in due_runs:
                 self.store.ran(spec.name, run.schedule, now)
-            watch.drift = None
-            watch.change_detected = False
+            watch.consumed()
 
     def _challenge(self, spec: ModelSpec, watch: Observed, champion: Champion) -> None:
         """Keep one paired test per challenger of this champion; a new champion or challenger starts anew."""

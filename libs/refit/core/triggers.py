@@ -8,6 +8,10 @@ cooldown between automatic requests, and data sufficiency (at least
 ``min_new_samples`` new samples). Manual requests bypass cooldown and sufficiency
 but not the in-flight rule's bookkeeping (they are recorded like any other).
 
+No churn: a candidate the safeguard rejected holds back the automatic trigger that caused it
+for ``rejection_backoff_minutes``, doubled for each rejection in a row (capped), so a trigger
+whose candidates keep failing stops asking for the same training; a promotion ends the streak.
+
 Adaptive age: with live performance known, the champion's allowed age shrinks
 linearly from ``max_age_days`` to ``adaptive_min_days`` as the degradation grows
 to its threshold, and grows towards ``adaptive_max_days`` while live performance
@@ -25,6 +29,8 @@ from refit.core.schedule import Due
 from refit.specs import TriggersSpec
 
 _AFTER_CHANGE = 50  # live samples needed after a detected change before the drop counts
+# The automatic triggers a rejection holds back; schedules and manual requests are someone's intent.
+_BACKS_OFF = frozenset({"performance", "drift", "sample_count", "age"})
 
 
 @dataclass(frozen=True)
@@ -60,6 +66,9 @@ class Signals:
     due: tuple[Due, ...] = ()
     drift: Mapping[str, Any] | None = None      # a drift report as a dict, with "drifted"
     live: Live | None = None
+    # per trigger kind: candidates it caused that were rejected in a row since the last promotion,
+    # and when the latest of them was
+    rejected: Mapping[str, tuple[int, datetime]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -154,15 +163,36 @@ def evaluate(spec: TriggersSpec, s: Signals) -> Assessment:
                                f"{waited.total_seconds() / 60:.1f} min after request {flight.request_id}",
                                {"attempt": flight.attempts + 1, "waited_s": waited.total_seconds()},
                                retry_of=flight.request_id))
-    wanted = _wanted(spec, s)
+    wanted: list[Fire] = []
+    backing_off: list[str] = []
+    for fire in _wanted(spec, s):
+        until = rejection_backoff(spec, s.rejected.get(fire.kind)) if fire.kind in _BACKS_OFF else None
+        if until is not None and s.now < until:
+            streak = s.rejected[fire.kind][0]
+            backing_off.append(f"{fire.kind}: {fire.reason} — held: {streak} candidate{'s' * (streak > 1)} it caused "
+                               f"rejected in a row; backing off until {until.isoformat()}")
+        else:
+            wanted.append(fire)
     if not wanted:
-        return Assessment(None)
+        return Assessment(None, tuple(backing_off))
     reasons = tuple(f"{w.kind}: {w.reason}" for w in wanted)
     if s.last_fired_at is not None and s.now - s.last_fired_at < timedelta(minutes=spec.cooldown_minutes):
-        return Assessment(None, tuple(f"{r} — held: cooldown of {spec.cooldown_minutes:g} min" for r in reasons))
+        return Assessment(None, tuple(f"{r} — held: cooldown of {spec.cooldown_minutes:g} min" for r in reasons)
+                          + tuple(backing_off))
     if s.new_samples < spec.min_new_samples:
         return Assessment(None, tuple(f"{r} — held: only {s.new_samples} new samples "
-                                      f"(need {spec.min_new_samples})" for r in reasons))
+                                      f"(need {spec.min_new_samples})" for r in reasons) + tuple(backing_off))
     first = wanted[0]
     others = [w.kind for w in wanted[1:]]
-    return Assessment(Fire(first.kind, first.reason, {**first.evidence, "also": others} if others else first.evidence))
+    return Assessment(Fire(first.kind, first.reason, {**first.evidence, "also": others} if others else first.evidence),
+                      tuple(backing_off))
+
+
+def rejection_backoff(spec: TriggersSpec, rejected: tuple[int, datetime] | None) -> datetime | None:
+    """Until when a trigger kind is held after ``rejected`` = (rejections in a row, the latest's time):
+    ``rejection_backoff_minutes`` doubled per rejection after the first, at most the cap."""
+    if rejected is None or rejected[0] < 1 or spec.rejection_backoff_minutes == 0:
+        return None
+    streak, last = rejected
+    minutes = min(spec.rejection_backoff_minutes * 2 ** min(streak - 1, 30), spec.rejection_backoff_max_minutes)
+    return last + timedelta(minutes=minutes)
