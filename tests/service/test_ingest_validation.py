@@ -39,6 +39,11 @@ def digits(**extra: object) -> dict[str, object]:
     (digits(unexpected=1), ["body", "unexpected"]),
     ({**digits(), "text": "hello"}, ["body", "text"]),
     ({"model": "diabetes", "features": [0.0] * 10, "label": "high"}, ["body", "label"]),
+    # issue 17: finite as float32, beyond the spec's bounds (every feature at 3e38 crashed judging)
+    ({"model": "diabetes", "features": [3e38] * 10, "label": 150}, ["body", "features", "age"]),
+    ({"model": "diabetes", "features": [0.0] * 9 + [1.5], "label": 150}, ["body", "features", "s6"]),
+    ({"model": "diabetes", "features": [0.0] * 10, "label": 1e38}, ["body", "label"]),
+    ({"model": "food-mood", "text": "soup " * 201, "label": "comfort"}, ["body", "text"]),
 ])
 def test_bad_samples_are_422_naming_the_field(client, body, loc) -> None:
     response = client.post("/v1/samples", json=body)
@@ -59,6 +64,16 @@ def test_batch_is_all_or_nothing_with_every_row_error(client) -> None:
     response = client.post("/v1/samples:batch", json={"model": "digits", "samples": rows})
     assert response.status_code == 422
     assert [e["loc"][:3] for e in response.json()["detail"]] == [["body", "samples", 1], ["body", "samples", 2]]
+
+
+def test_a_batch_row_beyond_the_bounds_is_named(client) -> None:
+    rows = [{"features": [0.0] * 10, "label": 150}, {"features": [3e38] * 10, "label": 150},
+            {"features": [0.0] * 10, "label": 1e38}]
+    response = client.post("/v1/samples:batch", json={"model": "diabetes", "samples": rows})
+    assert response.status_code == 422
+    assert [(e["loc"], e["msg"]) for e in response.json()["detail"]] == [
+        (["body", "samples", 1, "features", "age"], "3e+38 is outside the model's bounds [-1, 1]"),
+        (["body", "samples", 2, "label"], "1e+38 is outside the model's bounds [0, 1000]")]
 
 
 def test_batch_length_and_body_size_are_bounded(client) -> None:
