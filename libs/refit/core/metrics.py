@@ -2,9 +2,11 @@
 
 Regression metrics are computed on values one row cannot capture (issue 17, defects 10 and 12):
 labels and predictions are clipped to the holdout's *label fences*, ``[Q1 − 3·IQR, Q3 + 3·IQR]``
-of the true labels (Tukey's "far out" fences), and a prediction that is not a number (a model's
-float32 arithmetic overflowed) counts as the fence farther from its label, the worst error the
-fences allow. On data without such rows nothing is clipped and the values are scikit-learn's.
+of the true labels (Tukey's "far out" fences), and a prediction that is not finite (a model's
+float32 arithmetic overflowed on an extreme input) counts as the labels' median: the error of a
+model that knows nothing, charged alike to candidate and champion, so such a row neither raises
+out of judging nor decides it. On data without such rows nothing changes: the values are
+scikit-learn's.
 When most labels are equal (IQR 0) the fences use the labels' full range, or 1 if that is 0 too.
 """
 
@@ -30,13 +32,13 @@ def label_fences(y_true: np.ndarray) -> tuple[float, float]:
 
 def fenced(y_true: Sequence[float] | np.ndarray, y_pred: Sequence[float] | np.ndarray,
            fences: tuple[float, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Labels and predictions as the regression metrics see them: clipped to the fences, a NaN
-    prediction replaced by the fence farther from its label. Always finite."""
+    """Labels and predictions as the regression metrics see them: clipped to the fences, a
+    prediction that is not finite replaced by the labels' median. Always finite."""
     t = np.asarray(y_true, dtype=np.float64)
     p = np.asarray(y_pred, dtype=np.float64)
     low, high = label_fences(t) if fences is None else fences
     t = np.clip(np.nan_to_num(t, nan=(low + high) / 2), low, high)
-    p = np.where(np.isnan(p), np.where(t - low > high - t, low, high), p)
+    p = np.where(np.isfinite(p), p, np.median(t) if len(t) else 0.0)
     return t, np.clip(p, low, high)
 
 
