@@ -117,6 +117,9 @@ class InferenceSettings(_SignedDecisions):
     workers: int = _f(0, "worker processes, each with its own socket on the port (SO_REUSEPORT) and its own "
                          "champions, swapped atomically; 0 = one per core", ge=0)
     max_batch_rows: int = _f(1024, "rows per prediction request", ge=1)
+    max_request_chars: int = _f(1_000_000, "text models: characters the tokenizer works on per request, counted "
+                                           "as rows x the longest text (every text is padded to the longest; "
+                                           "about 7 bytes each); 422 above", ge=1)
     decisions_fetch_wait_ms: int = _f(50, "longest the broker may hold an empty fetch of the decisions topic: "
                                            "bounds the time from a decision to the swap", ge=1, le=500)
     reconcile_s: float = _f(30.0, "how often the replica asks the monitor for each champion, to catch up a "

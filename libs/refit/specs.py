@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,6 +26,14 @@ DEFAULT_METRICS: dict[str, tuple[str, ...]] = {
     "regression": ("rmse", "mae", "r2"),
 }
 _NAME = re.compile(r"[a-z][a-z0-9_-]{0,62}")
+FLOAT32_MAX = 3.4028234663852886e38
+# The default bound on every number a sample carries. The pipelines compute in float32 (ONNX): a
+# value of at most 1e15 has a square of at most 1e30, so a sum of up to 1e8 such squares (features
+# times rows) stays finite, and scaling by a standard deviation down to 1e-4 still leaves squares
+# finite. 1e15 still admits epoch timestamps in milliseconds and money amounts in cents.
+DEFAULT_MAX_ABS = 1e15
+MAX_ABS_LIMIT = 1e18  # beyond, one scaled value's square can overflow float32
+DEFAULT_MAX_CHARS = 10_000
 
 
 class _Spec(BaseModel):
@@ -58,6 +67,52 @@ class InputSpec(_Spec):
         if len(set(self.features)) != len(self.features):
             raise ValueError("feature names must be unique")
         return self
+
+
+class Bound(_Spec):
+    """A closed interval for one number; a side left out is the model's default (±``max_abs``)."""
+
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Bound:
+        for value in (self.min, self.max):
+            if value is not None and not -FLOAT32_MAX <= value <= FLOAT32_MAX:  # also refuses NaN
+                raise ValueError("a bound must be a finite number")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min} is above max {self.max}")
+        return self
+
+
+class BoundsSpec(_Spec):
+    """What a sample's numbers and texts may hold (see docs/operations.md, "Input bounds").
+
+    Every feature value and regression label lies within ``±max_abs``; ``features`` narrows every
+    feature, ``per_feature`` one feature (over ``features``), ``label`` a regression label;
+    ``max_chars`` bounds one text. Enforced where samples enter (ingest, trainer, monitor) and at
+    inference, by :func:`refit.core.schema.validate_sample` and the same ranges.
+    """
+
+    max_abs: float = Field(DEFAULT_MAX_ABS, gt=0, le=MAX_ABS_LIMIT)
+    features: Bound = Bound()
+    per_feature: dict[str, Bound] = Field(default_factory=dict)
+    label: Bound = Bound()
+    max_chars: int = Field(DEFAULT_MAX_CHARS, ge=1, le=1_000_000)
+
+    def _clamp(self, bound: Bound, fallback: Bound = Bound()) -> tuple[float, float]:
+        low = bound.min if bound.min is not None else fallback.min
+        high = bound.max if bound.max is not None else fallback.max
+        return (max(-self.max_abs, low if low is not None else -self.max_abs),
+                min(self.max_abs, high if high is not None else self.max_abs))
+
+    def feature_range(self, name: str) -> tuple[float, float]:
+        """The closed interval a feature's value must lie in."""
+        return self._clamp(self.per_feature.get(name, Bound()), self.features)
+
+    def label_range(self) -> tuple[float, float]:
+        """The closed interval a regression label must lie in."""
+        return self._clamp(self.label)
 
 
 class EstimatorSpec(_Spec):
@@ -205,6 +260,7 @@ class ModelSpec(_Spec):
     training: TrainingSpec = TrainingSpec()
     quality: QualitySpec = QualitySpec()
     triggers: TriggersSpec = TriggersSpec()
+    bounds: BoundsSpec = BoundsSpec()
 
     @field_validator("name")
     @classmethod
@@ -225,7 +281,24 @@ class ModelSpec(_Spec):
             object.__setattr__(self, "safeguard", self.safeguard.model_copy(update={"metrics": rules}))
         if self.task == "regression" and self.labels is not None:
             raise ValueError("a regression model has no label set")
+        unknown = sorted(set(self.bounds.per_feature) - set(self.input.features))
+        if unknown:
+            raise ValueError(f"bounds.per_feature names unknown features {unknown[:5]}")
+        if self.task == "classification" and self.bounds.label != Bound():
+            raise ValueError("bounds.label applies to regression labels only")
+        for name in self.input.features:
+            low, high = self.bounds.feature_range(name)
+            if low > high:
+                raise ValueError(f"bounds of feature {name}: [{low}, {high}] is empty within ±max_abs")
+        low, high = self.bounds.label_range()
+        if low > high:
+            raise ValueError(f"bounds.label: [{low}, {high}] is empty within ±max_abs")
         return self
+
+    @cached_property
+    def feature_ranges(self) -> tuple[tuple[str, float, float], ...]:
+        """(name, low, high) of every feature in order: the closed interval its value must lie in."""
+        return tuple((name, *self.bounds.feature_range(name)) for name in self.input.features)
 
     def spec_hash(self) -> str:
         canonical = orjson.dumps(self.model_dump(mode="json", by_alias=True), option=orjson.OPT_SORT_KEYS)

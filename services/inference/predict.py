@@ -25,11 +25,12 @@ import structlog
 from fastapi import FastAPI, HTTPException
 from starlette.types import Receive, Scope, Send
 
-from refit.errors import ModelLoadError
+from refit.core.schema import validate_text
+from refit.errors import ModelLoadError, SchemaError
 from refit.metrics import Metrics
 from refit.onnx_model import OnnxModel, Prediction
 from refit.settings import InferenceSettings
-from refit.specs import ModelSpecs
+from refit.specs import ModelSpec, ModelSpecs
 from refit.web import is_json
 from services.inference.serving import Champions, Served
 
@@ -42,9 +43,10 @@ Headers = list[tuple[bytes, bytes]]
 PREDICT_BODY = {
     "required": True,
     "content": {"application/json": {"schema": {
-        "type": "object",
-        "description": "One of: features (one row), instances (rows of named features), "
-                       "inputs (rows of numbers in feature order), text, texts.",
+        "type": "object", "minProperties": 1, "maxProperties": 1, "additionalProperties": False,
+        "description": "Exactly one of: features (one row), instances (rows of named features), "
+                       "inputs (rows of numbers in feature order), text, texts. Numbers within the "
+                       "model's bounds, texts non-empty and within its length (docs/operations.md).",
         "properties": {
             "features": {"oneOf": [{"type": "object", "additionalProperties": {"type": "number"}},
                                    {"type": "array", "items": {"type": "number"}}]},
@@ -82,28 +84,89 @@ def _bad(msg: str) -> HTTPException:
     return HTTPException(422, detail=[{"loc": ["body"], "msg": msg, "type": "value_error"}])
 
 
-def to_batch(model: OnnxModel, body: Any, max_rows: int) -> tuple[list[Any], np.ndarray]:
-    """The rows as sent and the model's input tensor; every problem is a 422 naming it."""
+class InputRule:
+    """What a model's spec lets into a prediction, as ingest checks a sample (refit.core.schema):
+    numbers within the spec's bounds, no booleans; texts non-empty and within ``bounds.max_chars``;
+    and at most ``max_request_chars`` of tokenizer work (rows x the longest text) per request."""
+
+    def __init__(self, spec: ModelSpec, max_request_chars: int) -> None:
+        self.spec, self.max_request_chars = spec, max_request_chars
+        ranges = spec.feature_ranges
+        self.low = np.array([r[1] for r in ranges], dtype=np.float32)
+        self.high = np.array([r[2] for r in ranges], dtype=np.float32)
+        # The common case, every feature within the same ±max_abs: one abs and one max per request.
+        symmetric = all(-low == high == spec.bounds.max_abs for _, low, high in ranges)
+        self.max_abs = float(np.float32(spec.bounds.max_abs)) if symmetric else None
+
+    def check_texts(self, texts: list[str]) -> None:
+        for i, text in enumerate(texts):
+            try:
+                validate_text(self.spec, text)
+            except SchemaError as exc:
+                raise _bad(f"texts[{i}]: {str(exc).partition(': ')[2]}") from None
+        work = len(texts) * max(map(len, texts))
+        if work > self.max_request_chars:
+            raise _bad(f"at most {self.max_request_chars} characters of text per request, counted as rows x the "
+                       f"longest text (every text is padded to the longest): {len(texts)} x "
+                       f"{work // len(texts)} = {work}; send fewer or shorter texts per request")
+
+    def check_numbers(self, matrix: np.ndarray, names: list[str]) -> None:
+        inside = np.abs(matrix).max() <= self.max_abs if self.max_abs is not None else \
+            bool(((matrix >= self.low) & (matrix <= self.high)).all())  # NaN is inside nothing
+        if inside:
+            return
+        if not np.isfinite(matrix).all():
+            raise _bad("features must be finite numbers")
+        row, column = np.argwhere((matrix < self.low) | (matrix > self.high))[0]
+        raise _bad(f"features.{names[column]}: {float(matrix[row, column]):g} is outside the model's bounds "
+                   f"[{float(self.low[column]):g}, {float(self.high[column]):g}]")
+
+
+_TEXT_KEYS, _NUMERIC_KEYS = ("text", "texts"), ("features", "instances", "inputs")
+
+
+def _one_input(model: OnnxModel, body: dict[str, Any]) -> tuple[str, Any]:
+    """The body's one input field: more than one is ambiguous, anything else unknown (ingest's rule)."""
+    allowed = _TEXT_KEYS if model.input_kind == "text" else _NUMERIC_KEYS
+    if len(body) == 1:
+        ((key, value),) = body.items()
+        if key in allowed:
+            return key, value
+    names = " or ".join(repr(k) for k in allowed)
+    if not body or not set(body) & set(allowed):
+        raise _bad(f"expected one of {names}" if model.input_kind != "text" else
+                   "expected 'text' (a string) or 'texts' (a non-empty list of strings)")
+    raise _bad(f"expected exactly one of {names}, got {sorted(body)[:6]}")
+
+
+def _has_bool(rows: list[Any]) -> bool:
+    return any(type(v) is bool for row in rows for v in (row.values() if isinstance(row, dict) else row))
+
+
+def to_batch(model: OnnxModel, body: Any, max_rows: int, rule: InputRule | None = None,
+             maybe_bool: bool = True) -> tuple[list[Any], np.ndarray]:
+    """The rows as sent and the model's input tensor; every problem is a 422 naming it.
+
+    ``maybe_bool`` false says the body holds no ``true``/``false`` at all (the caller looked at
+    its bytes), which spares the scan for booleans used as numbers.
+    """
     if not isinstance(body, dict):
         raise _bad("expected a JSON object")
+    key, value = _one_input(model, body)
     if model.input_kind == "text":
-        texts = [body["text"]] if "text" in body else body.get("texts")
+        texts = [value] if key == "text" else value
         if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
             raise _bad("expected 'text' (a string) or 'texts' (a non-empty list of strings)")
         rows: Any = texts
-    elif "inputs" in body:
-        rows = body["inputs"]
-    elif "features" in body:
-        rows = [body["features"]]
-    elif "instances" in body:
-        rows = body["instances"]
     else:
-        raise _bad("expected one of 'features', 'instances' or 'inputs'")
+        rows = [value] if key == "features" else value
     if not isinstance(rows, list) or not rows:
         raise _bad("expected a non-empty list of rows")
     if len(rows) > max_rows:
         raise _bad(f"at most {max_rows} rows per request")
     if model.input_kind == "text":
+        if rule is not None:
+            rule.check_texts(rows)
         return rows, model.matrix(rows)
     names = model.features
     sent = rows
@@ -119,7 +182,11 @@ def to_batch(model: OnnxModel, body: Any, max_rows: int) -> tuple[list[Any], np.
         raise _bad(f"each row must hold exactly {len(names)} numbers: {', '.join(names[:8])}…") from None
     if matrix.ndim != 2 or matrix.shape[1] != len(names):
         raise _bad(f"each row must hold exactly {len(names)} numbers")
-    if not np.isfinite(matrix.sum(dtype=np.float64)):  # one pass; JSON has no NaN, a float32 overflow is inf
+    if maybe_bool and _has_bool(rows):
+        raise _bad("features: booleans are not numbers")
+    if rule is not None and len(rule.low) == len(names):
+        rule.check_numbers(matrix, names)
+    elif not np.isfinite(matrix.sum(dtype=np.float64)):  # one pass; JSON has no NaN, a float32 overflow is inf
         raise _bad("features must be finite numbers")
     return sent, matrix
 
@@ -225,6 +292,7 @@ class Predictions:
     def __init__(self, settings: InferenceSettings, specs: ModelSpecs, metrics: Metrics, limit: int) -> None:
         self.max_rows = settings.max_batch_rows
         self.names = set(specs.names())
+        self.rules = {spec.name: InputRule(spec, settings.max_request_chars) for spec in specs.models}
         self.metrics = metrics
         self.limit = limit
         self.coalesce = Coalesce()
@@ -254,15 +322,16 @@ class Predictions:
                     raise HTTPException(404, f"no model named {name!r}")
                 raise HTTPException(503, f"model {name!r} has no champion yet", headers={"Retry-After": "1"})
             content_type = _header(headers, b"content-type")
-            if content_type is not None and content_type != "application/json" and not is_json(content_type):
+            if content_type != "application/json" and not is_json(content_type):  # none at all too, as ingest
                 raise HTTPException(415, "expected a JSON body (Content-Type: application/json), "
-                                         f"got {content_type[:80]!r}")
+                                         f"got {'none' if content_type is None else repr(content_type[:80])}")
             raw = await _read_body(receive, _header(headers, b"content-length"), self.limit)
             try:
                 body = orjson.loads(raw)
             except orjson.JSONDecodeError as exc:
                 raise HTTPException(400, f"body is not valid JSON: {exc}") from None
-            rows, batch = to_batch(served.model, body, self.max_rows)
+            rows, batch = to_batch(served.model, body, self.max_rows, self.rules[name],
+                                   b"true" in raw or b"false" in raw)
             try:
                 predicted = await self.coalesce.run(served.model, batch)
             except ModelLoadError as exc:

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 
-from refit.core.schema import validate_features, validate_label, validate_text
+from refit.core.schema import validate_sample
 from refit.errors import BrokerUnavailableError, SchemaError, UnknownModelError
 from refit.events import SampleIngested
 from refit.kafka import Publisher
@@ -40,17 +40,10 @@ def _sample_id(model: str, key: str | None) -> str:
 
 def to_event(spec: ModelSpec, row: SampleRow) -> SampleIngested:
     """Validate one row against the spec's input schema; :class:`SchemaError` names the field."""
-    if spec.input.kind == "text":
-        if row.features is not None:
-            raise SchemaError("features: this model takes text")
-        features, text = None, validate_text(spec, row.text)
-    else:
-        if row.text is not None:
-            raise SchemaError("text: this model takes numeric features")
-        features, text = validate_features(spec, row.features), None
+    valid = validate_sample(spec, row)
     return SampleIngested(
-        model=spec.name, sample_id=_sample_id(spec.name, row.idempotency_key), features=features, text=text,
-        label=validate_label(spec, row.label), confidence=row.confidence, source=row.source,
+        model=spec.name, sample_id=_sample_id(spec.name, row.idempotency_key), features=valid.features,
+        text=valid.text, label=valid.label, confidence=row.confidence, source=row.source,
         idempotency_key=row.idempotency_key, event_time=row.event_time, request_id=row.request_id,
     )
 

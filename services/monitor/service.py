@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from refit.core.schema import validate_features, validate_label, validate_text
+from refit.core.schema import validate_sample
 from refit.core.split import is_holdout
 from refit.errors import SchemaError, UnknownModelError
 from refit.events import CandidateTrained, PredictionServed, SampleIngested
@@ -47,11 +47,7 @@ class Intake:
                     predicted.extend(predicted_rows(spec.task, event))
                     continue
                 assert isinstance(event, SampleIngested)
-                if spec.input.kind == "text":
-                    validate_text(spec, event.text)
-                else:
-                    validate_features(spec, event.features)
-                validate_label(spec, event.label)
+                validate_sample(spec, event)
             except (UnknownModelError, SchemaError) as exc:
                 rejected[i] = str(exc)
                 continue

@@ -20,7 +20,7 @@ from fastapi.responses import StreamingResponse
 import refit
 from refit import topics
 from refit.artifacts import LocalArtifactStore
-from refit.core.schema import validate_features, validate_label, validate_text
+from refit.core.schema import validate_sample
 from refit.core.split import is_holdout
 from refit.errors import BrokerUnavailableError, RefitError, SchemaError, UnknownModelError
 from refit.events import (ArtifactRef, CandidateTrained, InputSignature, RetrainRequested, SampleIngested,
@@ -36,15 +36,6 @@ from services.trainer.store import EXPORT_COLUMNS, DatasetStore
 from services.trainer.training_set import prepare
 
 log = structlog.get_logger("trainer")
-
-
-def check_sample(spec: ModelSpec, event: SampleIngested) -> None:
-    """A sample event must match the model's input schema as the trainer knows it."""
-    if spec.input.kind == "text":
-        validate_text(spec, event.text)
-    else:
-        validate_features(spec, event.features)
-    validate_label(spec, event.label)
 
 
 class Trainer:
@@ -75,7 +66,7 @@ class Trainer:
                     self.store.add_request(event)
                     continue
                 assert isinstance(event, SampleIngested)
-                check_sample(spec, event)
+                validate_sample(spec, event)  # as the trainer's spec knows it: else a dead letter
             except (UnknownModelError, SchemaError) as exc:
                 rejected[i] = str(exc)
                 continue

@@ -193,3 +193,17 @@ def test_not_significantly_worse_can_be_required(digits: Scenario) -> None:
     noisy = corrupt(scenario.train, 0.3, lambda rng, r: str(rng.integers(0, 10)))
     worse = scenario.judge(noisy, scenario.train)
     assert ("accuracy", "significance") in failed(worse)
+
+
+# a poisoned holdout (issue 17, defects 10 and 12): rows stored before the spec's bounds ------------------
+
+def test_a_holdout_row_at_3e38_no_longer_crashes_judging_and_decides_nothing(diabetes: Scenario) -> None:
+    """Every feature at 3e38 made the float32 model predict NaN and scikit-learn raised out of judging."""
+    clean = diabetes.judge(diabetes.train, diabetes.train[:70])
+    h = diabetes.holdout
+    poisoned = Scenario(diabetes.spec, [])
+    poisoned.holdout = Holdout([*h.ids, "p-1", "p-2"], [*h.rows, dict.fromkeys(diabetes.spec.input.features, 3e38),
+                                                          h.rows[0]], [*h.labels, "150.0", "1e+38"])
+    outcome = poisoned.judge(diabetes.train, diabetes.train[:70])
+    assert outcome.promote is clean.promote is True, outcome.reasons
+    assert outcome.candidate_scores["r2"] > 0.3 and outcome.candidate_scores["r2"] < clean.candidate_scores["r2"]

@@ -81,6 +81,9 @@ def test_minimum_confidence_is_configurable() -> None:
     (R({"y": 0.0}, "a"), "feature x missing or not a finite number"),
     (R(None, "a"), "feature x missing or not a finite number"),
     (R({"x": 1.0, "y": 0.0}, "z"), "label 'z' not in the label set"),
+    # stored before the spec's bounds (issue 17): finite as float32, beyond the default ±1e15
+    (R({"x": 3e38, "y": 0.0}, "a"), "feature x outside the spec's bounds"),
+    (R({"x": 0.0, "y": -1.5e15}, "a"), "feature y outside the spec's bounds"),
 ])
 def test_malformed_rows_are_removed_with_a_reason(bad, reason) -> None:
     s = spec()
@@ -99,6 +102,8 @@ def test_empty_text_and_bad_regression_labels_are_malformed() -> None:
     assert malformed_reason(reg, R({"x": 1.0}, "nan")) == "label not finite"
     assert malformed_reason(reg, R({"x": 1.0}, "high")) == "label not a number"
     assert malformed_reason(reg, R({"x": 1.0}, "2.5")) is None
+    assert malformed_reason(reg, R({"x": 1.0}, "1e+38")) == "label outside the spec's bounds"
+    assert stats(reg, [R({"x": 1.0}, "1e+38"), R({"x": 2.0}, "2.5")])["malformed"] == 1
 
 
 def test_classes_with_too_few_rows_are_removed_last() -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
+from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
 
 from refit.core.metrics import classification_scores, regression_scores, scores
 
@@ -54,3 +56,51 @@ def test_scores_are_plain_floats():
 def test_scores_dispatches_by_task():
     assert scores("classification", ["a", "b"], ["a", "a"]) == classification_scores(["a", "b"], ["a", "a"])
     assert scores("regression", [1.0, 2.0], [1.5, 2.5]) == regression_scores([1.0, 2.0], [1.5, 2.5])
+
+
+# --- values one row cannot capture (issue 17, defects 10 and 12) ------------------------------------------------
+
+
+@pytest.mark.parametrize(("bad", "error"), [(math.nan, 1.5), (math.inf, 1.5), (-math.inf, 1.5), (1e38, 3.75)])
+def test_a_prediction_that_is_not_finite_does_not_raise_and_counts_as_the_labels_median(bad, error):
+    """A holdout row at 3e38 made a float32 model predict NaN, and scikit-learn raised out of judging."""
+    y = [1.0, 2.0, 3.0, 4.0]  # median 2.5; Q1 1.75, Q3 3.25: fences [-2.75, 7.75]
+    result = regression_scores(y, [1.0, 2.0, 3.0, bad])
+
+    assert all(math.isfinite(v) for v in result.values())
+    assert result["mae"] == pytest.approx(error / 4)  # 1e38 is clipped to the upper fence 7.75
+
+
+def diabetes_like(n: int = 110, seed: int = 3):
+    rng = np.random.default_rng(seed)
+    y = rng.uniform(25, 346, n)
+    return list(y), list(y + rng.normal(0, 40, n)), list(y + rng.normal(0, 45, n))
+
+
+def test_one_extreme_label_no_longer_decides_the_verdict():
+    """A label of 1e14 (within the default bounds) made every candidate fail the r2 gate for good."""
+    from refit.core.bootstrap import paired_bootstrap
+    from refit.core.safeguard import judge
+    from refit.specs import load_specs
+    from tests.conftest import SPECS
+
+    policy = load_specs(SPECS).get("diabetes").safeguard
+    y, cand, champ = diabetes_like()
+    clean = judge(regression_scores(y, cand), regression_scores(y, champ), policy)
+    assert clean.promote is True
+    y2, cand2, champ2 = [*y, 1e14], [*cand, 150.0], [*champ, 150.0]
+    poisoned_cand, poisoned_champ = regression_scores(y2, cand2), regression_scores(y2, champ2)
+    intervals = paired_bootstrap("regression", y2, cand2, champ2, resamples=200, seed=1)
+    verdict = judge(poisoned_cand, poisoned_champ, policy, intervals)
+
+    assert verdict.promote is True, verdict.reasons
+    assert regression_scores(y, cand)["r2"] > poisoned_cand["r2"] > 0.5  # the row counts, fenced: unfenced r2 is 0
+    assert all(math.isfinite(i.low) and math.isfinite(i.high) for i in intervals.values())
+    assert intervals["rmse"].observed == pytest.approx(poisoned_cand["rmse"] - poisoned_champ["rmse"], abs=1e-9)
+
+
+def test_clean_values_are_not_clipped():
+    y, cand, _ = diabetes_like()
+    assert regression_scores(y, cand) == pytest.approx({
+        "rmse": math.sqrt(mean_squared_error(y, cand)), "mae": mean_absolute_error(y, cand), "r2": r2_score(y, cand)},
+        abs=1e-12)

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from refit.core.schema import validate_features, validate_label, validate_text
+from refit.core.schema import validate_features, validate_label, validate_sample, validate_text
 from refit.errors import SchemaError
 
 FIELD_FIRST = re.compile(r"^(features(\.[A-Za-z0-9_]+)?|label|text): \S")
@@ -169,3 +169,70 @@ def test_text_must_be_a_non_empty_string(make_spec, text):
     spec = make_spec(input={"kind": "text"})
 
     assert _schema_error(validate_text, spec, text) == "text: expected a non-empty string"
+
+
+# --- bounds (issue 17, defects 10, 11, 12) ----------------------------------------------------------------------
+
+
+def test_a_feature_finite_as_float32_but_beyond_the_default_bound_is_refused(regression):
+    """Every feature at 3e38 was accepted, and a holdout row of them crashed judging (NaN predictions)."""
+    assert regression.bounds.max_abs == 1e15
+    assert validate_features(regression, [1e15, -1e15, 0.0]) == {"a": 1e15, "b": -1e15, "c": 0.0}
+    for value in (3e38, 1.0000001e15, -3e38, 10**16):
+        assert _schema_error(validate_features, regression, {"a": 0.0, "b": value, "c": 0.0}) == (
+            f"features.b: {float(value):g} is outside the model's bounds [-1e+15, 1e+15]")
+
+
+def test_per_feature_bounds_narrow_the_model_wide_ones(make_spec):
+    spec = make_spec(bounds={"max_abs": 100, "features": {"min": 0}, "per_feature": {"b": {"max": 1}}})
+
+    assert spec.feature_ranges == (("a", 0, 100), ("b", 0, 1), ("c", 0, 100))
+    assert validate_features(spec, [100, 1, 0]) == {"a": 100.0, "b": 1.0, "c": 0.0}
+    assert _schema_error(validate_features, spec, [1, 1.5, 1]) == "features.b: 1.5 is outside the model's bounds [0, 1]"
+    assert _schema_error(validate_features, spec, [-0.5, 1, 1]) == (
+        "features.a: -0.5 is outside the model's bounds [0, 100]")
+
+
+def test_a_regression_label_beyond_its_bounds_is_refused(regression, make_spec):
+    assert _schema_error(validate_label, regression, 1e38) == "label: 1e+38 is outside the model's bounds [-1e+15, 1e+15]"
+    narrow = make_spec(name="diabetes", task="regression", estimator={"class": "sklearn.linear_model.Ridge"},
+                       bounds={"label": {"min": 0, "max": 1000}})
+    assert validate_label(narrow, 1000) == 1000.0
+    assert _schema_error(validate_label, narrow, -1) == "label: -1 is outside the model's bounds [0, 1000]"
+
+
+def test_a_text_longer_than_the_bound_is_refused(make_spec):
+    spec = make_spec(input={"kind": "text"}, bounds={"max_chars": 5})
+
+    assert validate_text(spec, "abcde") == "abcde"
+    assert _schema_error(validate_text, spec, "abcdef") == "text: at most 5 characters, got 6"
+    assert make_spec(input={"kind": "text"}).bounds.max_chars == 10_000
+
+
+# --- validate_sample: the one rule of every edge ------------------------------------------------------------------
+
+
+class Row:
+    def __init__(self, features=None, text=None, label=None) -> None:
+        self.features, self.text, self.label = features, text, label
+
+
+def test_validate_sample_returns_what_the_models_take(numeric, make_spec):
+    valid = validate_sample(numeric, Row(features=[1, 2, 3], label=4))
+    assert (valid.features, valid.text, valid.label) == ({"a": 1.0, "b": 2.0, "c": 3.0}, None, "4")
+    text = validate_sample(make_spec(input={"kind": "text"}), Row(text="warm soup", label="comfort"))
+    assert (text.features, text.text, text.label) == (None, "warm soup", "comfort")
+
+
+@pytest.mark.parametrize(("kind", "row", "message"), [
+    ("numeric", Row(features=[1, 2, 3], text="x", label="a"), "text: this model takes numeric features"),
+    ("text", Row(features={"a": 1}, text="x", label="a"), "features: this model takes text"),
+    ("text", Row(text="", label="a"), "text: expected a non-empty string"),
+    ("numeric", Row(features=[1, 3e38, 3], label="a"), "features.b: 3e+38 is outside the model's bounds "
+                                                         "[-1e+15, 1e+15]"),
+    ("numeric", Row(features=[1, 2, 3], label=True), "label: a classification label must be a non-empty string "
+                                                     "or an integer"),
+])
+def test_validate_sample_refuses_by_field(make_spec, kind, row, message):
+    spec = make_spec(input={"kind": kind, **({"features": ["a", "b", "c"]} if kind == "numeric" else {})})
+    assert _schema_error(validate_sample, spec, row) == message

@@ -332,3 +332,36 @@ def test_missing_spec_file_is_a_config_error(tmp_path):
 
 def test_config_error_is_a_value_error():
     assert issubclass(ConfigError, ValueError)
+
+
+# --- bounds ----------------------------------------------------------------------------------------------
+
+
+def test_bounds_default_to_a_float32_safe_range(make_spec):
+    bounds = make_spec().bounds
+
+    assert (bounds.max_abs, bounds.max_chars) == (1e15, 10_000)
+    assert bounds.feature_range("a") == (-1e15, 1e15) and bounds.label_range() == (-1e15, 1e15)
+
+
+@pytest.mark.parametrize(("bounds", "message"), [
+    ({"per_feature": {"zz": {"max": 1}}}, r"bounds.per_feature names unknown features \['zz'\]"),
+    ({"features": {"min": 2, "max": 1}}, "min 2.0 is above max 1.0"),
+    ({"features": {"min": float("nan")}}, "a bound must be a finite number"),
+    ({"label": {"min": 0}}, "bounds.label applies to regression labels only"),
+    ({"max_abs": 1, "features": {"min": 5}}, r"bounds of feature a: \[5.0, 1.0\] is empty"),
+    ({"max_abs": 1e19}, "less than or equal to 1000000000000000000"),
+    ({"max_abs": 0}, "greater than 0"),
+    ({"max_chars": 0}, "greater than or equal to 1"),
+])
+def test_bad_bounds_are_refused(make_spec, bounds, message):
+    with pytest.raises(ValidationError, match=message):
+        make_spec(bounds=bounds)
+
+
+def test_repository_specs_bound_every_model():
+    specs = load_specs(REPO / "config" / "models.yaml")
+
+    assert specs.get("diabetes").bounds.label_range() == (0.0, 1000.0)
+    assert specs.get("diabetes").feature_ranges[0] == ("age", -1.0, 1.0)
+    assert specs.get("food-mood").bounds.max_chars == 1000

@@ -1,6 +1,6 @@
 """Data-quality filters applied to the training window before every training run.
 
-In order: malformed rows, labels below the minimum confidence, then rows grouped by
+In order: malformed rows (a value missing, not finite, or outside the spec's bounds), labels below the minimum confidence, then rows grouped by
 their exact input: copies with the same label are duplicates; different labels for
 the same input are conflicts, resolved by the spec's policy; finally classes with
 too few rows. Every removed row is counted under exactly one reason, so
@@ -113,9 +113,12 @@ def _input_reason(spec: ModelSpec, row: Sample) -> str | None:
     if spec.input.kind == "text":
         return None if _usable_text(row.text) else "empty text"
     features = row.features or {}
-    for name in spec.input.features:
-        if not math.isfinite(_number(features.get(name))):
+    for name, low, high in spec.feature_ranges:
+        value = _number(features.get(name))
+        if not math.isfinite(value):
             return f"feature {name} missing or not a finite number"
+        if not low <= value <= high:
+            return f"feature {name} outside the spec's bounds"
     return None
 
 
@@ -129,10 +132,14 @@ def _label_reason(spec: ModelSpec, label: str) -> str | None:
             return f"label {label!r} not in the label set"
         return None
     try:
-        if not math.isfinite(float(label)):
-            return "label not finite"
+        value = float(label)
     except ValueError:
         return "label not a number"
+    if not math.isfinite(value):
+        return "label not finite"
+    low, high = spec.bounds.label_range()
+    if not low <= value <= high:  # stored before the spec bounded it
+        return "label outside the spec's bounds"
     return None
 
 
@@ -168,9 +175,12 @@ def _malformed(spec: ModelSpec, columns: Columns) -> np.ndarray:
         return bad | np.fromiter((not _usable_text(t) for t in texts), dtype=bool, count=len(columns))
     x = columns.features
     assert x is not None
+    # Within the spec's bounds (NaN is within none): a row stored before the bounds were set is malformed.
+    low, high = (np.array([r[i] for r in spec.feature_ranges], dtype=np.float64) for i in (1, 2))
     step = block_rows(x)
     for start in range(0, len(x), step):
-        bad[start:start + step] |= ~np.isfinite(x[start:start + step]).all(axis=1)
+        block = x[start:start + step]
+        bad[start:start + step] |= ~((block >= low) & (block <= high)).all(axis=1)
     return bad
 
 
