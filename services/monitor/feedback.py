@@ -90,7 +90,7 @@ class VersionLive:
 
 
 @dataclass(frozen=True)
-class Live:
+class LiveReport:
     joined: int
     pending_predictions: int
     pending_labels: int
@@ -176,7 +176,7 @@ class FeedbackStore:
                 f"DELETE FROM {table} WHERE model = ? AND seq <= (SELECT seq FROM {table} WHERE model = ?"
                 " ORDER BY seq DESC LIMIT 1 OFFSET ?)", (model, model, self.max_rows))
 
-    def live(self, model: str, window: int) -> Live:
+    def live(self, model: str, window: int) -> LiveReport:
         """Joined counts, what still waits, and rolling scores over each version's newest ``window`` outcomes."""
         task = self.tasks[model]
         with self._lock:
@@ -191,4 +191,4 @@ class FeedbackStore:
         for version, count in counts:
             outcomes = [Outcome(None if c is None else bool(c), e) for c, e in windows[version]]
             versions.append(VersionLive(version, count, len(outcomes), live_scores(task, outcomes)))
-        return Live(sum(c for _, c in counts), waiting[0], waiting[1], versions)
+        return LiveReport(sum(c for _, c in counts), waiting[0], waiting[1], versions)

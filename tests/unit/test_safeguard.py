@@ -7,7 +7,7 @@ import random
 import pytest
 
 from refit.core.bootstrap import Interval
-from refit.core.safeguard import Check, judge
+from refit.core.safeguard import SafeguardCheck, judge
 from refit.specs import HIGHER_IS_BETTER, SafeguardSpec
 
 
@@ -179,7 +179,7 @@ def test_first_model_is_judged_on_the_gates_only(make_policy):
     verdict = judge({"accuracy": 0.5, "f1_macro": 0.01}, None, policy)
 
     assert verdict.promote is True
-    assert Check("accuracy", "gate", 0.5, None, None, 0.5, True, "accuracy 0.5 must be >= 0.5") in verdict.checks
+    assert SafeguardCheck("accuracy", "gate", 0.5, None, None, 0.5, True, "accuracy 0.5 must be >= 0.5") in verdict.checks
     assert all(c.kind != "tolerance" and c.champion is None and c.passed for c in verdict.checks)
     assert verdict.reasons == ("every check passed",)
 

@@ -26,7 +26,9 @@ _EPS = 1e-12
 
 
 @dataclass(frozen=True)
-class Check:
+class SafeguardCheck:
+    """One check of the verdict; the decision event carries it as ``refit.events.Check``."""
+
     metric: str
     kind: str  # "gate" | "tolerance" | "significance"
     candidate: float | None
@@ -40,7 +42,7 @@ class Check:
 @dataclass(frozen=True)
 class Verdict:
     promote: bool
-    checks: tuple[Check, ...]
+    checks: tuple[SafeguardCheck, ...]
 
     @property
     def reasons(self) -> tuple[str, ...]:
@@ -48,19 +50,19 @@ class Verdict:
         return tuple(failed) if failed else ("every check passed",)
 
 
-def _gates(rule: MetricRule, value: float | None) -> list[Check]:
+def _gates(rule: MetricRule, value: float | None) -> list[SafeguardCheck]:
     checks = []
     for bound, threshold in (("min", rule.min), ("max", rule.max)):
         if threshold is None:
             continue
         ok = value is not None and (value >= threshold - _EPS if bound == "min" else value <= threshold + _EPS)
         op = ">=" if bound == "min" else "<="
-        checks.append(Check(rule.name, "gate", value, None, None, threshold, ok,
+        checks.append(SafeguardCheck(rule.name, "gate", value, None, None, threshold, ok,
                             f"{rule.name} {value} must be {op} {threshold}"))
     return checks
 
 
-def _tolerance(rule: MetricRule, value: float | None, champion: float) -> Check:
+def _tolerance(rule: MetricRule, value: float | None, champion: float) -> SafeguardCheck:
     slack = max(rule.max_relative_degradation * abs(champion), rule.max_absolute_degradation or 0.0)
     if rule.higher_is_better:
         threshold = champion - slack
@@ -74,10 +76,10 @@ def _tolerance(rule: MetricRule, value: float | None, champion: float) -> Check:
     detail = (f"{rule.name} {value} vs champion {champion}: must be {op} {threshold:.6g} "
               f"(tolerance {rule.max_relative_degradation:.2%} relative"
               f"{'' if rule.max_absolute_degradation is None else f', {rule.max_absolute_degradation} absolute'})")
-    return Check(rule.name, "tolerance", value, champion, diff, threshold, ok, detail)
+    return SafeguardCheck(rule.name, "tolerance", value, champion, diff, threshold, ok, detail)
 
 
-def _significance(rule: MetricRule, interval: Interval) -> Check:
+def _significance(rule: MetricRule, interval: Interval) -> SafeguardCheck:
     if rule.higher_is_better:
         ok, side = interval.high >= -_EPS, "upper"
     else:
@@ -86,19 +88,19 @@ def _significance(rule: MetricRule, interval: Interval) -> Check:
               f"[{interval.low:+.4g}, {interval.high:+.4g}]: {'not ' if ok else ''}significantly worse "
               f"({side} bound must reach 0)")
     # candidate/champion stay empty: this check is about the difference, not about either value.
-    return Check(rule.name, "significance", None, None, interval.observed, 0.0, ok, detail)
+    return SafeguardCheck(rule.name, "significance", None, None, interval.observed, 0.0, ok, detail)
 
 
 def judge(candidate: Mapping[str, float], champion: Mapping[str, float] | None,
           policy: SafeguardSpec, intervals: Mapping[str, Interval] | None = None) -> Verdict:
     """Judge candidate scores against champion scores (both measured on the same holdout)."""
-    checks: list[Check] = []
+    checks: list[SafeguardCheck] = []
     for rule in policy.metrics:
         value = candidate.get(rule.name)
         gates = _gates(rule, value)
         compared = champion is not None and rule.name in champion
         if value is None and not gates and not compared:
-            gates = [Check(rule.name, "gate", None, None, None, None, False,
+            gates = [SafeguardCheck(rule.name, "gate", None, None, None, None, False,
                            f"{rule.name} was not measured for the candidate")]
         checks.extend(gates)
         if compared:
@@ -106,7 +108,7 @@ def judge(candidate: Mapping[str, float], champion: Mapping[str, float] | None,
             checks.append(_tolerance(rule, value, champion[rule.name]))
             if policy.require_not_significantly_worse:
                 interval = (intervals or {}).get(rule.name)
-                checks.append(_significance(rule, interval) if interval is not None else Check(
+                checks.append(_significance(rule, interval) if interval is not None else SafeguardCheck(
                     rule.name, "significance", None, None, None, 0.0, False,
                     f"{rule.name}: no confidence interval, so 'not significantly worse' cannot be shown"))
     return Verdict(promote=all(c.passed for c in checks), checks=tuple(checks))
