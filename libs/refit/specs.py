@@ -196,7 +196,9 @@ class QualitySpec(_Spec):
 class TrainingSpec(_Spec):
     holdout_fraction: float = Field(0.2, gt=0, lt=1)
     holdout_max_rows: int = Field(5000, ge=1)
-    min_new_samples: int | None = Field(100, ge=1)
+    # The trainer trains on its own every this many new rows; None (the default): only when the
+    # monitor asks (its triggers, which judge evidence, back off after rejections and obey the pause).
+    min_new_samples: int | None = Field(None, ge=1)
     min_samples: int = Field(50, ge=2)
     window_max_rows: int = Field(200_000, ge=10)
     window_max_age_days: float | None = Field(None, gt=0)
