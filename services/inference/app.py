@@ -19,7 +19,7 @@ from refit import signing, topics
 from refit.artifacts import HttpArtifactStore
 from refit.errors import BrokerUnavailableError
 from refit.events import CandidateRejected, ModelPromoted, ModelRolledBack, PredictionServed
-from refit.kafka import Incoming, Publisher, consume
+from refit.kafka import ConsumerConfig, Incoming, Publisher, consume
 from refit.metrics import Metrics
 from refit.onnx_model import Prediction
 from refit.settings import InferenceSettings
@@ -218,9 +218,10 @@ def create_app(settings: InferenceSettings, specs: ModelSpecs | None = None) -> 
                 tasks.create_task(follow_monitor(settings, champions, stop))
                 # No consumer group: every replica reads every decision; old ones are skipped by sequence.
                 tasks.create_task(consume(
-                    settings, name=settings.replica_id, subscribe=[topics.DECISIONS], group_id=None,
-                    expected=(ModelPromoted, CandidateRejected, ModelRolledBack), handler=follow,
-                    publisher=publisher, stop=stop, fetch_max_wait_ms=settings.decisions_fetch_wait_ms))
+                    settings, ConsumerConfig(name=settings.replica_id, subscribe=[topics.DECISIONS], group_id=None,
+                                             expected=(ModelPromoted, CandidateRejected, ModelRolledBack),
+                                             fetch_max_wait_ms=settings.decisions_fetch_wait_ms),
+                    handler=follow, publisher=publisher, stop=stop))
                 if query_log is not None:
                     tasks.create_task(query_log.run(stop))
                 yield {"champions": champions, "query_log": query_log}

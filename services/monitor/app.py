@@ -19,7 +19,7 @@ from refit import topics
 from refit.artifacts import LocalArtifactStore, check_digest
 from refit.errors import ArtifactError, UnknownModelError
 from refit.events import CandidateTrained, PredictionServed, SampleIngested
-from refit.kafka import Publisher, consume
+from refit.kafka import ConsumerConfig, Publisher, consume
 from refit.metrics import Metrics
 from refit.settings import MonitorSettings
 from refit.specs import ModelSpecs, TriggersSpec, load_specs
@@ -124,8 +124,9 @@ def create_app(settings: MonitorSettings, specs: ModelSpecs | None = None) -> Fa
         try:
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(consume(
-                    settings, name="monitor", subscribe=[topics.SAMPLES, topics.CANDIDATES, topics.PREDICTIONS],
-                    group_id="refit-monitor", expected=(SampleIngested, CandidateTrained, PredictionServed),
+                    settings, ConsumerConfig(
+                        name="monitor", subscribe=[topics.SAMPLES, topics.CANDIDATES, topics.PREDICTIONS],
+                        group_id="refit-monitor", expected=(SampleIngested, CandidateTrained, PredictionServed)),
                     handler=monitor.handle, publisher=publisher, stop=stop, metrics=metrics))
                 tasks.create_task(monitor.run(stop))
                 tasks.create_task(monitor.run_triggers(stop))

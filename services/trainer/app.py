@@ -26,7 +26,7 @@ from refit.core.split import is_holdout
 from refit.errors import BrokerUnavailableError, RefitError, SchemaError, UnknownModelError
 from refit.events import (ArtifactRef, CandidateTrained, InputSignature, RetrainRequested, SampleIngested,
                           TrainingStats)
-from refit.kafka import Incoming, Publisher, consume
+from refit.kafka import ConsumerConfig, Incoming, Publisher, consume
 from refit.metrics import Metrics
 from refit.settings import TrainerSettings
 from refit.specs import ModelSpec, ModelSpecs, load_specs
@@ -212,8 +212,8 @@ def create_app(settings: TrainerSettings, specs: ModelSpecs | None = None) -> Fa
         try:
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(consume(
-                    settings, name="trainer", subscribe=[topics.SAMPLES, topics.RETRAIN_REQUESTS],
-                    group_id="refit-trainer", expected=(SampleIngested, RetrainRequested),
+                    settings, ConsumerConfig(name="trainer", subscribe=[topics.SAMPLES, topics.RETRAIN_REQUESTS],
+                                             group_id="refit-trainer", expected=(SampleIngested, RetrainRequested)),
                     handler=trainer.handle, publisher=publisher, stop=stop, counts=trainer.consumer_counts,
                     metrics=metrics))
                 tasks.create_task(trainer.run(stop))
