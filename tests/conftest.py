@@ -61,9 +61,10 @@ def stack_factory(tmp_path: Path, request: pytest.FixtureRequest,
     """Start a whole local stack (real processes); every one is stopped at teardown, logs kept on failure."""
     started: list[Stack] = []
 
-    def make(specs_path: Path = SPECS, replicas: int = 1, env: dict[str, str] | None = None) -> Stack:
+    def make(specs_path: Path = SPECS, replicas: int = 1, env: dict[str, str] | None = None,
+             kafka_nodes: int = 1) -> Stack:
         stack = Stack(state_dir=tmp_path / f"stack{len(started)}", specs_path=specs_path,
-                      inference_replicas=replicas, env=dict(env or {}), broker=broker)
+                      inference_replicas=replicas, env=dict(env or {}), broker=broker, kafka_nodes=kafka_nodes)
         started.append(stack)
         return stack.start()
 

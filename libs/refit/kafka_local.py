@@ -162,7 +162,11 @@ class LocalKafka:
             raise KafkaStartError(f"formatting node {node} failed: {done.stdout}{done.stderr}")
 
     def _java(self, heap_mb: int) -> list[str]:
+        # slf4j-simple (deploy/kafka/pom.xml): timestamps, and no dump of every config at each start.
         return ["java", f"-Xmx{heap_mb}m", f"-Xms{heap_mb}m", "-XX:+UseG1GC", "-Djava.awt.headless=true",
+                "-Dorg.slf4j.simpleLogger.showDateTime=true",
+                "-Dorg.slf4j.simpleLogger.dateTimeFormat=yyyy-MM-dd'T'HH:mm:ss.SSSZ",
+                "-Dorg.slf4j.simpleLogger.log.org.apache.kafka.common.config=warn",
                 "-cp", f"{self.lib_dir}/*"]
 
     def start_node(self, node: int, wait: bool = True, timeout_s: float = 90.0) -> None:
