@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 STAMP  := $(VENV)/.install-stamp
 
-.PHONY: install run test clean browser bench wrk
+.PHONY: install run test clean browser bench wrk kafka
 
 # Debian's Chromium and its WebDriver, for the dashboard's browser test (needs root or sudo).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -20,12 +20,25 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# Apache Kafka's runtime jars from Maven Central (deploy/kafka/pom.xml), for the tests and
+# `refit up --broker kafka`; the stamp keeps a second run from calling Maven again. The plugin is
+# pinned: Maven 3.8.7's default maven-dependency-plugin is no longer served.
+KAFKA_LIB   := .kafka/lib
+KAFKA_STAMP := .kafka/.fetch-stamp
+$(KAFKA_STAMP): deploy/kafka/pom.xml
+	rm -rf $(KAFKA_LIB)
+	mvn -B -q -f deploy/kafka/pom.xml org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy-dependencies -DincludeScope=runtime -DoutputDirectory=$(CURDIR)/$(KAFKA_LIB)
+	touch $@
+
+kafka: $(KAFKA_STAMP)
+
 # The embedded broker, the four services and the digits demo; Ctrl-C stops everything.
 run: install
 	$(VENV)/bin/refit up --demo
 
-# The whole suite: unit, service, integration and end-to-end tests on the real embedded broker.
-test: install browser
+# The whole suite: unit and service tests; integration, end-to-end and chaos tests on Apache Kafka
+# (a smaller set also on the embedded broker).
+test: install browser kafka
 	$(VENV)/bin/pytest
 
 # Debian's wrk, the load generator of the benchmarks.
@@ -42,4 +55,4 @@ bench: $(VENV)/.bench-stamp wrk
 	$(VENV)/bin/python bench/inference_peers.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .refit test-artifacts
+	rm -rf $(VENV) .refit .kafka test-artifacts

@@ -138,7 +138,7 @@ async def run_ingest(client: httpx.AsyncClient, url: str, bodies: list[bytes],
 
 
 async def measure(url: str, bootstrap: str, cpu: CpuMeter, args: argparse.Namespace) -> list[dict[str, Run]]:
-    settings = CommonSettings(bootstrap_servers=bootstrap, kafka_idempotence=False)
+    settings = CommonSettings(bootstrap_servers=bootstrap, broker="embedded")
     await ensure_topics(settings)  # as the services create them, before the raw producer writes
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=False)
     publisher = Publisher(settings, client_id="bench")

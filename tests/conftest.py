@@ -1,10 +1,17 @@
-"""Fixtures that start real things (the embedded broker, the services as processes) and stop them."""
+"""Fixtures that start real things (a broker, the services as processes) and stop them.
+
+Every test that starts a broker runs on Apache Kafka (a fresh single node per stack, from the jars
+``make kafka`` fetched). ``@pytest.mark.brokers("kafka", "embedded")`` runs a test once per
+broker named; ``@pytest.mark.brokers("embedded")`` only on the embedded broker. The broker is the
+``broker`` fixture, which ``stack_factory`` uses.
+"""
 
 from __future__ import annotations
 
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Literal
 
 import pytest
 import yaml
@@ -13,6 +20,7 @@ from refit.stack import Stack
 
 REPO = Path(__file__).resolve().parent.parent
 SPECS = REPO / "config" / "models.yaml"
+BrokerKind = Literal["kafka", "embedded"]
 
 
 @pytest.fixture
@@ -35,14 +43,28 @@ def specs_file(tmp_path: Path) -> Callable[..., Path]:
     return make
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    marker = metafunc.definition.get_closest_marker("brokers")
+    if marker is not None and "broker" in metafunc.fixturenames:
+        metafunc.parametrize("broker", marker.args, indirect=True)
+
+
 @pytest.fixture
-def stack_factory(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., Stack]]:
+def broker(request: pytest.FixtureRequest) -> BrokerKind:
+    """The broker this test runs on: Apache Kafka unless the test's ``brokers`` marker says otherwise."""
+    return getattr(request, "param", "kafka")  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def stack_factory(tmp_path: Path, request: pytest.FixtureRequest,
+                  broker: BrokerKind) -> Iterator[Callable[..., Stack]]:
     """Start a whole local stack (real processes); every one is stopped at teardown, logs kept on failure."""
     started: list[Stack] = []
 
-    def make(specs_path: Path = SPECS, replicas: int = 1, env: dict[str, str] | None = None) -> Stack:
+    def make(specs_path: Path = SPECS, replicas: int = 1, env: dict[str, str] | None = None,
+             kafka_nodes: int = 1) -> Stack:
         stack = Stack(state_dir=tmp_path / f"stack{len(started)}", specs_path=specs_path,
-                      inference_replicas=replicas, env=dict(env or {}))
+                      inference_replicas=replicas, env=dict(env or {}), broker=broker, kafka_nodes=kafka_nodes)
         started.append(stack)
         return stack.start()
 

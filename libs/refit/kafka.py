@@ -1,7 +1,8 @@
 """Kafka plumbing: topic creation, an acknowledged publisher, and a consume loop.
 
-Correct on Apache Kafka first; the embedded broker is a stand-in. Producers use
-``acks=all``; consumers commit only after their handler made the work durable,
+Correct on Apache Kafka first; the embedded broker is a stand-in, and what refit does for it is
+decided in one place, the broker's profile (``refit.settings.BrokerProfile``). Producers use
+``acks=all`` (idempotent on Kafka); consumers commit only after their handler made the work durable,
 so delivery is at-least-once and handlers are idempotent. Records a handler
 cannot use go to the dead-letter topic with the reason, and the loop moves on.
 """
@@ -12,11 +13,11 @@ import asyncio
 import base64
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
@@ -24,7 +25,9 @@ from aiokafka.partitioner import DefaultPartitioner
 from refit import topics
 from refit.errors import BrokerUnavailableError, EventDecodeError
 from refit.events import DeadLettered, Event, parse_event
+from refit.lifecycle import retry
 from refit.metrics import Metrics
+from refit.recovery import ClusterChanged, ClusterRecovery, EmbeddedBrokerRecovery
 from refit.settings import CommonSettings
 
 log = structlog.get_logger(__name__)
@@ -39,8 +42,10 @@ async def ensure_topics(settings: CommonSettings, names: Sequence[str] = topics.
         existing = set(await admin.list_topics())
         missing = [n for n in names if n not in existing]
         if missing:
-            await admin.create_topics([NewTopic(n, settings.topic_partitions, settings.topic_replication)
-                                       for n in missing])
+            configs = ({"min.insync.replicas": str(settings.topic_min_insync_replicas)}
+                       if settings.topic_min_insync_replicas > 1 else {})
+            await admin.create_topics([NewTopic(n, settings.topic_partitions, settings.topic_replication,
+                                                topic_configs=configs) for n in missing])
             log.info("topics created", topics=missing)
     finally:
         await close_quietly(admin.close(), "topic admin")
@@ -66,21 +71,17 @@ async def close_quietly(closing: Awaitable[None], what: str, timeout_s: float = 
         log.info("client close failed", client=what, error=repr(exc))
 
 
+_TRANSIENT = (KafkaError, OSError, asyncio.TimeoutError)
+
+
 async def retry_forever(what: str, attempt: Callable[[], Awaitable[Any]], stop: asyncio.Event | None = None,
                         first_delay: float = 0.2, max_delay: float = 5.0) -> Any:
-    """Call ``attempt`` until it succeeds, backing off exponentially; start order never matters."""
-    delay, tries = first_delay, 0
-    while True:
-        try:
-            return await attempt()
-        except (KafkaError, OSError, asyncio.TimeoutError) as exc:
-            tries += 1
-            if tries == 1 or tries % 10 == 0:
-                log.warning("retrying", what=what, tries=tries, error=repr(exc), next_in_s=delay)
-        if stop is not None and stop.is_set():
-            raise asyncio.CancelledError
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, max_delay)
+    """Call ``attempt`` until it succeeds, backing off exponentially; start order never matters.
+    Stopping ends it as a cancellation."""
+    try:
+        return await retry(what, attempt, retry_on=_TRANSIENT, stop=stop, first=first_delay, cap=max_delay)
+    except _TRANSIENT:
+        raise asyncio.CancelledError from None  # only once stopped: retry gives up on nothing else
 
 
 class Publisher:
@@ -108,7 +109,7 @@ class Publisher:
                     bootstrap_servers=self.settings.bootstrap_servers,
                     client_id=self.client_id,
                     acks="all",
-                    enable_idempotence=self.settings.kafka_idempotence,
+                    enable_idempotence=self.settings.profile.idempotence,
                     request_timeout_ms=self.settings.kafka_request_timeout_ms,
                     linger_ms=2,
                     max_batch_size=self.max_batch_bytes,
@@ -216,55 +217,39 @@ async def dead_letter(publisher: Publisher, consumer: str, record: ConsumerRecor
     log.warning("dead-lettered", consumer=consumer, topic=record.topic, offset=record.offset, reason=reason)
 
 
-class _Rebuild(Exception):
-    """The consumer no longer matches the cluster (a new cluster, or its topics vanished): start a new one."""
+@dataclass(frozen=True)
+class ConsumerConfig:
+    """What one consume loop reads and how.
 
-
-@dataclass
-class _Watch:
-    """What a consumer knows about the cluster it reads, to notice when that cluster is gone.
-
-    A topic never disappears and a log never shrinks on Apache Kafka unless someone deleted
-    it; a restarted embedded broker is an empty cluster. Three signs, all from public client
-    calls: the cluster id changed (the local stack gives every broker start its own id); a
-    subscribed topic is missing (offset commits to it would be retried forever); a partition's
-    high watermark is below the next offset already consumed (the topic was recreated: the
-    embedded broker answers such a fetch with nothing instead of Kafka's OFFSET_OUT_OF_RANGE,
-    so the client alone would wait there, then skip the first records of the new log). An
-    unreachable broker is no sign: the client reconnects by itself.
+    ``group_id=None`` means no consumer group: the loop reads every partition from the earliest
+    record each time it starts (inference follows every decision). ``fetch_max_wait_ms`` bounds how
+    long the broker may hold a fetch with nothing new (the embedded broker holds it that long even
+    when a record arrives meanwhile; a latency-sensitive reader asks for less). ``check_interval_s``
+    is how often a recovery component, if any, looks at the cluster.
     """
 
-    admin: AIOKafkaAdminClient
+    name: str
     subscribe: Sequence[str]
-    cluster_id: str | None = None
-    consumed_up_to: dict[TopicPartition, int] = field(default_factory=dict)
-
-    async def start(self) -> None:
-        await self.admin.start()
-        self.cluster_id = (await self.admin.describe_cluster()).get("cluster_id")
-
-    async def check(self, consumer: AIOKafkaConsumer) -> None:
-        for tp, next_offset in self.consumed_up_to.items():
-            if tp in consumer.assignment():
-                highwater = consumer.highwater(tp)
-                if highwater is not None and highwater < next_offset:
-                    raise _Rebuild(f"{tp.topic}[{tp.partition}] ends at {highwater}, {next_offset} were consumed")
-        try:
-            async with asyncio.timeout(5):
-                cluster_id = (await self.admin.describe_cluster()).get("cluster_id")
-                existing = set(await self.admin.list_topics())
-        except (KafkaError, OSError, TimeoutError):
-            return
-        if cluster_id != self.cluster_id:
-            raise _Rebuild(f"the cluster id changed from {self.cluster_id!r} to {cluster_id!r}")
-        missing = sorted(set(self.subscribe) - existing)
-        if missing:
-            raise _Rebuild(f"topics {missing} are gone")
+    group_id: str | None
+    expected: type[Event] | tuple[type[Event], ...]
+    max_records: int = 500
+    fetch_max_wait_ms: int = 500
+    check_interval_s: float = 1.0
 
 
-async def _commit(consumer: AIOKafkaConsumer, watch: _Watch, timeout_s: float, check_s: float) -> None:
-    """Commit the consumed offsets. The client retries some errors forever (a commit to a topic
-    the cluster does not know), so watch the cluster while waiting and give up after ``timeout_s``."""
+def default_recovery(settings: CommonSettings, config: ConsumerConfig) -> ClusterRecovery | None:
+    """The recovery component the broker's profile calls for: the embedded broker's, or none."""
+    if not settings.profile.recovers_lost_cluster:
+        return None
+    return EmbeddedBrokerRecovery(settings.bootstrap_servers, f"{config.name}-watch", config.subscribe,
+                                  lambda: ensure_topics(settings), settings.kafka_request_timeout_ms)
+
+
+async def _commit(consumer: AIOKafkaConsumer, recovery: ClusterRecovery | None, timeout_s: float,
+                  check_s: float) -> None:
+    """Commit the consumed offsets, giving up after ``timeout_s``. The client retries some errors
+    forever (on the embedded broker: a commit to a topic the cluster no longer knows), so a recovery
+    component watches the cluster while waiting."""
     commit = asyncio.ensure_future(consumer.commit())
     deadline = asyncio.get_running_loop().time() + timeout_s
     try:
@@ -272,9 +257,10 @@ async def _commit(consumer: AIOKafkaConsumer, watch: _Watch, timeout_s: float, c
             await asyncio.wait({commit}, timeout=check_s)
             if commit.done():
                 break
-            await watch.check(consumer)
+            if recovery is not None:
+                await recovery.check(consumer)
             if asyncio.get_running_loop().time() >= deadline:
-                raise _Rebuild(f"an offset commit did not complete within {timeout_s}s")
+                raise TimeoutError(f"an offset commit did not complete within {timeout_s}s")
         commit.result()
     finally:
         if not commit.done():
@@ -282,70 +268,69 @@ async def _commit(consumer: AIOKafkaConsumer, watch: _Watch, timeout_s: float, c
             await asyncio.wait({commit})
 
 
-async def consume(settings: CommonSettings, *, name: str, subscribe: Sequence[str], group_id: str | None,
-                  expected: type[Event] | tuple[type[Event], ...], handler: BatchHandler,
-                  publisher: Publisher, stop: asyncio.Event, max_records: int = 500,
-                  counts: Counter[str] | None = None, metrics: Metrics | None = None,
-                  check_interval_s: float = 1.0, fetch_max_wait_ms: int = 500) -> None:
+def _consumer(settings: CommonSettings, config: ConsumerConfig) -> AIOKafkaConsumer:
+    profile = settings.profile
+    return AIOKafkaConsumer(
+        *config.subscribe, bootstrap_servers=settings.bootstrap_servers, group_id=config.group_id,
+        client_id=config.name, enable_auto_commit=False, auto_offset_reset="earliest",
+        session_timeout_ms=profile.session_timeout_ms, heartbeat_interval_ms=profile.heartbeat_interval_ms,
+        request_timeout_ms=max(settings.kafka_request_timeout_ms, profile.session_timeout_ms + 1000),
+        max_poll_records=config.max_records, fetch_max_wait_ms=config.fetch_max_wait_ms,
+    )
+
+
+async def consume(settings: CommonSettings, config: ConsumerConfig, *, handler: BatchHandler,
+                  publisher: Publisher, stop: asyncio.Event, counts: Counter[str] | None = None,
+                  metrics: Metrics | None = None, recovery: ClusterRecovery | None = None) -> None:
     """Consume until ``stop`` is set; commit each batch after ``handler`` made it durable.
 
-    A handler exception is treated as transient: the consumer is rebuilt and resumes
-    from the last commit, so nothing is skipped. So is a commit that does not complete
-    within the request timeout, and a cluster that is not the one the consumer was
-    reading (checked every ``check_interval_s``; a restarted embedded broker is an empty
-    cluster): the topics are recreated at once and a new consumer resumes from the
-    committed offsets, or from the earliest record where there are none (a consumer
-    without a group always rereads from the earliest). ``counts`` (if given) counts
-    records consumed and dead-lettered. ``fetch_max_wait_ms`` bounds how long the broker may
-    hold a fetch with nothing new (the embedded broker holds it that long even when a record
-    arrives meanwhile; a latency-sensitive reader asks for less).
+    A handler exception is treated as transient: the consumer is rebuilt and resumes from the
+    last commit, so nothing is skipped. So is a commit that does not complete within the request
+    timeout. ``recovery`` (unset: what the broker's profile calls for, see ``default_recovery``;
+    none on Apache Kafka) is checked every ``config.check_interval_s``: when it
+    finds the cluster is not the one the consumer was reading, it recovers (the embedded broker's
+    recreates the topics at once) and a new consumer resumes from the committed offsets, or from
+    the earliest record where there are none. ``counts`` (if given) counts records consumed and
+    dead-lettered.
     """
+    watch = recovery if recovery is not None else default_recovery(settings, config)
     counts = counts if counts is not None else Counter()
-    commit_timeout_s = max(settings.kafka_request_timeout_ms, settings.kafka_session_timeout_ms) / 1000
+    commit_timeout_s = max(settings.kafka_request_timeout_ms, settings.profile.session_timeout_ms) / 1000
+    name = config.name
     while not stop.is_set():
-        consumer = AIOKafkaConsumer(
-            *subscribe, bootstrap_servers=settings.bootstrap_servers, group_id=group_id,
-            client_id=name, enable_auto_commit=False, auto_offset_reset="earliest",
-            session_timeout_ms=settings.kafka_session_timeout_ms,
-            heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
-            request_timeout_ms=max(settings.kafka_request_timeout_ms, settings.kafka_session_timeout_ms + 1000),
-            max_poll_records=max_records, fetch_max_wait_ms=fetch_max_wait_ms,
-        )
-        watch = _Watch(AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, client_id=f"{name}-watch",
-                                           request_timeout_ms=settings.kafka_request_timeout_ms), subscribe)
+        consumer = _consumer(settings, config)
         try:
             await retry_forever(f"{name}: topics", lambda: ensure_topics(settings), stop)
-            await retry_forever(f"{name}: connect", watch.start, stop)
+            cluster = await retry_forever(f"{name}: connect", watch.attach, stop) if watch is not None else None
             await retry_forever(f"{name}: connect", consumer.start, stop)
-            log.info("consuming", consumer=name, topics=list(subscribe), group=group_id, cluster=watch.cluster_id)
-            next_check = asyncio.get_running_loop().time() + check_interval_s
+            log.info("consuming", consumer=name, topics=list(config.subscribe), group=config.group_id,
+                     cluster=cluster)
+            next_check = asyncio.get_running_loop().time() + config.check_interval_s
             while not stop.is_set():
-                batches = await consumer.getmany(timeout_ms=500, max_records=max_records)
+                batches = await consumer.getmany(timeout_ms=500, max_records=config.max_records)
                 for tp, records in batches.items():
-                    await _handle(records, name, expected, handler, publisher, counts, metrics)
-                    watch.consumed_up_to[tp] = records[-1].offset + 1
-                if batches and group_id is not None:
-                    await _commit(consumer, watch, commit_timeout_s, check_interval_s)
-                if asyncio.get_running_loop().time() >= next_check:
+                    await _handle(records, name, config.expected, handler, publisher, counts, metrics)
+                    if watch is not None:
+                        watch.consumed(tp, records[-1].offset + 1)
+                if batches and config.group_id is not None:
+                    await _commit(consumer, watch, commit_timeout_s, config.check_interval_s)
+                if watch is not None and asyncio.get_running_loop().time() >= next_check:
                     await watch.check(consumer)
-                    next_check = asyncio.get_running_loop().time() + check_interval_s
+                    next_check = asyncio.get_running_loop().time() + config.check_interval_s
         except asyncio.CancelledError:
             if not stop.is_set():
                 raise
-        except _Rebuild as exc:  # what was handled is durable; redelivery changes nothing
+        except ClusterChanged as exc:  # what was handled is durable; redelivery changes nothing
             log.warning("consumer rebuilding: not the cluster it was reading", consumer=name, reason=str(exc))
-            # Recreate the topics at once: until then the embedded broker acknowledges writes to
-            # topics it does not list, and what it later does with those records is not defined.
-            try:
-                await ensure_topics(settings)
-            except (KafkaError, OSError, asyncio.TimeoutError):
-                pass  # the next round retries
+            if watch is not None:
+                await watch.recover()
         except Exception as exc:  # transient by contract: rebuild and resume from the last commit
             log.warning("consumer restarting", consumer=name, error=repr(exc))
             await asyncio.sleep(1.0)
         finally:
             await close_quietly(consumer.stop(), f"{name} consumer")
-            await close_quietly(watch.admin.close(), f"{name} watch")
+            if watch is not None:
+                await watch.close()
 
 
 async def _handle(records: list[ConsumerRecord[bytes, bytes]], name: str,

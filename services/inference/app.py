@@ -19,7 +19,7 @@ from refit import signing, topics
 from refit.artifacts import HttpArtifactStore
 from refit.errors import BrokerUnavailableError
 from refit.events import CandidateRejected, ModelPromoted, ModelRolledBack, PredictionServed
-from refit.kafka import Incoming, Publisher, consume
+from refit.kafka import ConsumerConfig, Incoming, Publisher, consume
 from refit.lifecycle import backoff, pause, retry
 from refit.metrics import Metrics
 from refit.onnx_model import Prediction
@@ -211,9 +211,10 @@ def create_app(settings: InferenceSettings, specs: ModelSpecs | None = None) -> 
                 work.start("reconcile", follow_monitor(settings, champions, work.stop))
                 # No consumer group: every replica reads every decision; old ones are skipped by sequence.
                 work.start("decisions", consume(
-                    settings, name=settings.replica_id, subscribe=[topics.DECISIONS], group_id=None,
-                    expected=(ModelPromoted, CandidateRejected, ModelRolledBack), handler=follow,
-                    publisher=publisher, stop=work.stop, fetch_max_wait_ms=settings.decisions_fetch_wait_ms))
+                    settings, ConsumerConfig(name=settings.replica_id, subscribe=[topics.DECISIONS], group_id=None,
+                                             expected=(ModelPromoted, CandidateRejected, ModelRolledBack),
+                                             fetch_max_wait_ms=settings.decisions_fetch_wait_ms),
+                    handler=follow, publisher=publisher, stop=work.stop))
                 if query_log is not None:
                     work.start("query-log", query_log.run(work.stop))
                 yield {"champions": champions, "query_log": query_log, "background": work}

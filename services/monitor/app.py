@@ -10,7 +10,7 @@ from fastapi import FastAPI, Request
 
 from refit import topics
 from refit.events import CandidateTrained, PredictionServed, SampleIngested
-from refit.kafka import Publisher, consume
+from refit.kafka import ConsumerConfig, Publisher, consume
 from refit.metrics import Metrics
 from refit.settings import MonitorSettings
 from refit.specs import ModelSpecs, load_specs
@@ -45,8 +45,9 @@ def create_app(settings: MonitorSettings, specs: ModelSpecs | None = None) -> Fa
             with open_monitor(settings, specs, publisher, metrics) as monitor:
                 async with background(app, "monitor") as work:
                     work.start("consumer", consume(
-                        settings, name="monitor", subscribe=[topics.SAMPLES, topics.CANDIDATES, topics.PREDICTIONS],
-                        group_id="refit-monitor", expected=(SampleIngested, CandidateTrained, PredictionServed),
+                        settings, ConsumerConfig(
+                            name="monitor", subscribe=[topics.SAMPLES, topics.CANDIDATES, topics.PREDICTIONS],
+                            group_id="refit-monitor", expected=(SampleIngested, CandidateTrained, PredictionServed)),
                         handler=monitor.intake.handle, publisher=publisher, stop=work.stop, metrics=metrics))
                     work.start("decider", monitor.decider.run(work.stop))
                     work.start("triggers", monitor.periodic(work.stop))

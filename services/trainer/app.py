@@ -25,7 +25,7 @@ from refit.core.split import is_holdout
 from refit.errors import BrokerUnavailableError, RefitError, SchemaError, UnknownModelError
 from refit.events import (ArtifactRef, CandidateTrained, InputSignature, RetrainRequested, SampleIngested,
                           TrainingStats)
-from refit.kafka import Incoming, Publisher, consume
+from refit.kafka import ConsumerConfig, Incoming, Publisher, consume
 from refit.lifecycle import pause, retry
 from refit.metrics import Metrics
 from refit.settings import TrainerSettings
@@ -195,8 +195,8 @@ def create_app(settings: TrainerSettings, specs: ModelSpecs | None = None) -> Fa
         try:
             async with background(app, "trainer") as work:
                 work.start("consumer", consume(
-                    settings, name="trainer", subscribe=[topics.SAMPLES, topics.RETRAIN_REQUESTS],
-                    group_id="refit-trainer", expected=(SampleIngested, RetrainRequested),
+                    settings, ConsumerConfig(name="trainer", subscribe=[topics.SAMPLES, topics.RETRAIN_REQUESTS],
+                                             group_id="refit-trainer", expected=(SampleIngested, RetrainRequested)),
                     handler=trainer.handle, publisher=publisher, stop=work.stop, counts=trainer.consumer_counts,
                     metrics=metrics))
                 work.start("trainings", trainer.run(work.stop))

@@ -67,6 +67,7 @@ def settled(read, quiet_s: float = 1.5, timeout_s: float = 30):
     return last
 
 
+@pytest.mark.brokers("embedded")
 def test_embedded_broker_restart_is_survived_without_restarting_a_service(stack_factory, specs_file) -> None:
     # Without the replica's periodic check against the monitor, which would catch up a decision
     # the topic lost and hide a consumer that stopped: here the decisions topic alone must do it.

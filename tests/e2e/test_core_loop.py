@@ -54,6 +54,7 @@ def wait_until_served(client: httpx.Client, url: str, row: dict[str, float], ver
     raise AssertionError(f"inference did not serve v{version} within {timeout_s}s")
 
 
+@pytest.mark.brokers("kafka", "embedded")
 def test_samples_to_promotion_to_hot_swap_without_a_failed_request(stack_factory, specs_file) -> None:
     stack = stack_factory(specs_file(only=("digits",)))
     waves = digits_waves(3)

@@ -47,7 +47,7 @@ INGEST_LIMIT, MONITOR_LIMIT, INFERENCE_LIMIT = 8 * 1024 * 1024, 1024 * 1024, 16 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Stack]:
     base = tmp_path_factory.mktemp("hostile")
-    live = Stack(state_dir=base / "stack", specs_path=write_specs(base / "models.yaml", SPECS, MODELS))
+    live = Stack(state_dir=base / "stack", specs_path=write_specs(base / "models.yaml", SPECS, MODELS), broker="kafka")
     failed_before = request.session.testsfailed
     try:
         live.start()

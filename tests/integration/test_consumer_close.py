@@ -14,7 +14,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from refit.events import RetrainRequested
-from refit.kafka import Incoming, Publisher, consume
+from refit.kafka import ConsumerConfig, Incoming, Publisher, consume
 from refit.settings import CommonSettings
 from refit.stack import Stack
 from tests.conftest import SPECS
@@ -22,7 +22,7 @@ from tests.conftest import SPECS
 pytestmark = pytest.mark.integration
 
 
-def test_a_consumer_whose_close_cancels_itself_resumes_and_delivers(tmp_path, monkeypatch) -> None:
+def test_a_consumer_whose_close_cancels_itself_resumes_and_delivers(tmp_path, monkeypatch, broker) -> None:
     real_stop = AIOKafkaConsumer.stop
     closes = 0
 
@@ -36,10 +36,10 @@ def test_a_consumer_whose_close_cancels_itself_resumes_and_delivers(tmp_path, mo
         await pending  # raises CancelledError, as aiokafka's Fetcher.close does
 
     monkeypatch.setattr(AIOKafkaConsumer, "stop", stop_like_647)
-    stack = Stack(state_dir=tmp_path, specs_path=SPECS)
+    stack = Stack(state_dir=tmp_path, specs_path=SPECS, broker=broker)
     (stack.state_dir / "logs").mkdir(parents=True)
     stack.start_broker()
-    settings = CommonSettings(bootstrap_servers=stack.bootstrap, kafka_idempotence=False)
+    settings = CommonSettings(bootstrap_servers=stack.bootstrap, broker=broker)
 
     async def run() -> list[str]:
         publisher = Publisher(settings, client_id="test")
@@ -58,9 +58,10 @@ def test_a_consumer_whose_close_cancels_itself_resumes_and_delivers(tmp_path, mo
             return {}
 
         try:
-            await asyncio.wait_for(consume(settings, name="test", subscribe=["refit.retrain-requests"],
-                                           group_id=None, expected=RetrainRequested, handler=handler,
-                                           publisher=publisher, stop=stop), timeout=60)
+            config = ConsumerConfig(name="test", subscribe=["refit.retrain-requests"], group_id=None,
+                                    expected=RetrainRequested)
+            await asyncio.wait_for(consume(settings, config, handler=handler, publisher=publisher, stop=stop),
+                                   timeout=60)
         finally:
             await publisher.close()
         return delivered

@@ -58,6 +58,7 @@ async def publish_and_collect(bootstrap: str, expected: int, timeout_s: float = 
     return found
 
 
+@pytest.mark.brokers("kafka", "embedded")
 def test_each_kind_of_bad_record_is_dead_lettered_with_its_reason(stack_factory, specs_file) -> None:
     stack = stack_factory(specs_file(only=("digits",)))
     # trainer and monitor both read samples: each dead-letters each bad sample; plus one retrain

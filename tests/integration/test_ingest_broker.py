@@ -18,8 +18,9 @@ def sample(i: int) -> dict[str, object]:
     return {"model": "digits", "features": [float(i % 16)] * 64, "label": str(i % 10)}
 
 
-def test_broker_down_means_503_and_recovery_without_restarting_ingest(tmp_path) -> None:
-    stack = Stack(state_dir=tmp_path, specs_path=SPECS)
+@pytest.mark.brokers("kafka", "embedded")
+def test_broker_down_means_503_and_recovery_without_restarting_ingest(tmp_path, broker) -> None:
+    stack = Stack(state_dir=tmp_path, specs_path=SPECS, broker=broker)
     stack.state_dir.mkdir(parents=True, exist_ok=True)
     (stack.state_dir / "logs").mkdir()
     stack.start_broker()
@@ -38,7 +39,7 @@ def test_broker_down_means_503_and_recovery_without_restarting_ingest(tmp_path) 
             assert batch.status_code == 422  # 'model' is not a row field: validation still comes first
             assert client.get(f"{url}/readyz").status_code == 503
 
-            stack.start_broker()  # same port, an empty cluster
+            stack.start_broker()  # same port: Kafka on the log it had, or an empty embedded cluster
             deadline = time.monotonic() + 30
             status = None
             while time.monotonic() < deadline:

@@ -338,7 +338,7 @@ def test_service_is_production_shaped(compose: dict[str, Any], name: str) -> Non
     service = compose["services"][name]
     assert setting(compose, name, "ENVIRONMENT") == "production"
     assert setting(compose, name, "HOST") == "0.0.0.0"  # noqa: S104 - inside its container
-    assert setting(compose, name, "KAFKA_IDEMPOTENCE").lower() == "true", "Apache Kafka supports idempotence"
+    assert setting(compose, name, "BROKER") == "kafka", "Apache Kafka: idempotence, normal sessions, no recovery hacks"
     assert "container_name" not in service
     assert service["restart"] == "unless-stopped"
     build = service["build"]
