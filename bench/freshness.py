@@ -26,6 +26,7 @@ whole run stops at ``--time-limit`` seconds. Prints one table (also written to `
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 import tempfile
@@ -147,6 +148,7 @@ def quality(task: str, predicted: list[Any], truth: list[Any]) -> float:
 
 @dataclass
 class Outcome:
+    history: dict[str, Any] = field(default_factory=dict)  # what the monitor recorded, for reading after
     served: list[Any] = field(default_factory=list)
     versions: list[int] = field(default_factory=list)
     trainings: int = 0
@@ -210,7 +212,11 @@ def through_refit(stream: Stream, chunk: int, pace: float, state: Path) -> Outco
             time.sleep(3)  # the last decisions land
             versions = client.get(f"{monitor}/v1/models/fresh/versions").json()
             decisions = client.get(f"{monitor}/v1/models/fresh/decisions?limit=1000").json()
-            fired = client.get(f"{monitor}/v1/models/fresh/triggers").json()["fired"]
+            triggers = client.get(f"{monitor}/v1/models/fresh/triggers").json()
+            fired = triggers["fired"]
+            out.history = {"decisions": decisions, "triggers": triggers,
+                           "served_versions": [[i, v] for i, v in enumerate(out.versions)
+                                               if i == 0 or out.versions[i - 1] != v]}
         out.trainings = len(versions)
         out.promotions = sum(d["event_type"] == "ModelPromoted" for d in decisions)
         out.rejections = sum(d["event_type"] == "CandidateRejected" for d in decisions)
@@ -241,6 +247,7 @@ def main() -> None:
     parser.add_argument("--time-limit", type=float, default=1800)
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "freshness.md")
     args = parser.parse_args()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     makers = streams(args.samples)
     lines = ["| stream | metric | never | every-250 | refit | refit − every-250 | trainings refit / every-250 "
              "| promoted / rejected | trigger kinds | samples to a new version after each change |",
@@ -265,6 +272,9 @@ def main() -> None:
                 f"{recovery(stream, refit, args.chunk)} |")
         lines.append(line)
         print(line, flush=True)
+        (args.out.parent / f"freshness-{name}.json").write_text(json.dumps(
+            {"changes": stream.changes, "quality": dict(zip(("never", "every-250", "refit"), q)), **refit.history},
+            indent=1, default=str))
     table = "\n".join(lines)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(f"`{' '.join(sys.argv)}`\n\n{table}\n")
