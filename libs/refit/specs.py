@@ -243,10 +243,11 @@ class TriggersSpec(_Spec):
     timeout_minutes: float = Field(30.0, gt=0, le=525_600)
     max_retries: int = Field(3, ge=0, le=20)
     backoff_minutes: float = Field(1.0, gt=0, le=10_080)
-    rejection_backoff_minutes: float = Field(
-        30.0, ge=0, le=525_600, description="after a rejected candidate, hold the automatic trigger that caused "
-                                            "it this long, doubled for each rejection in a row (0: never hold)")
-    rejection_backoff_max_minutes: float = Field(1440.0, ge=0, le=525_600)
+    rejection_backoff_samples: int = Field(
+        250, ge=0, le=10**9, description="after a rejected candidate, hold the automatic trigger that caused it "
+                                         "until this many new samples arrived, doubled for each rejection in a row "
+                                         "(0: never hold); counted in samples, so it means the same at any pace")
+    rejection_backoff_max_samples: int = Field(4000, ge=0, le=10**9)
     adaptive: bool = True
     adaptive_min_days: float = Field(3.0, gt=0, le=3650)
     adaptive_max_days: float = Field(30.0, gt=0, le=3650)

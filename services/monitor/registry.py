@@ -66,7 +66,7 @@ CREATE TABLE IF NOT EXISTS decisions (
 );
 """
 # Columns later versions added to a store an earlier one created, and what fills them there.
-_ADDED = {"versions": {"duplicate_of": "INTEGER"}, "decisions": {"digest": "TEXT"}}
+_ADDED = {"versions": {"duplicate_of": "INTEGER", "holdout_seq": "INTEGER"}, "decisions": {"digest": "TEXT"}}
 _AFTER = """
 UPDATE decisions SET digest = json_extract(CAST(payload AS TEXT), '$.digest') WHERE digest IS NULL;
 """
@@ -204,11 +204,13 @@ class Registry:
                     "SELECT MIN(version) FROM versions WHERE model = ?"
                     " AND json_extract(CAST(candidate AS TEXT), '$.retrain_request_id') = ?",
                     (event.model, request_id)).fetchone()[0]
+                (holdout_seq,) = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM holdout WHERE model = ?",
+                                                  (event.model,)).fetchone()
                 self._db.execute(
                     "INSERT INTO versions (model, version, candidate_id, digest, status, created_at, candidate,"
-                    " duplicate_of) VALUES (?, ?, ?, ?, 'pending', ?, ?, ?)",
+                    " duplicate_of, holdout_seq) VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, ?)",
                     (event.model, top + 1, event.candidate_id, event.artifact.digest,
-                     datetime.now(UTC).isoformat(), event.to_bytes(), first))
+                     datetime.now(UTC).isoformat(), event.to_bytes(), first, holdout_seq))
         found = self.version_by_candidate(event.candidate_id)
         assert found is not None
         return found
@@ -230,16 +232,23 @@ class Registry:
     def pending(self) -> list[Version]:
         return self._version("status = 'pending' ORDER BY created_at", ())
 
-    def rejection_streaks(self, model: str) -> dict[str, tuple[int, datetime]]:
-        """Per trigger kind: its candidates rejected in a row since the model's last promoted version,
-        and when the latest of them arrived (duplicates, rejected unjudged, do not count)."""
-        streaks: dict[str, tuple[int, datetime]] = {}
-        for v in self.versions(model):  # newest first
-            if v.status == "promoted":
+    def rejection_streaks(self, model: str, holdout_fraction: float) -> dict[str, tuple[int, int]]:
+        """Per trigger kind: its candidates rejected in a row since the model's last promoted version, and
+        about how many samples arrived since the latest of them arrived (its holdout rows since, over the
+        holdout fraction). Duplicates, rejected unjudged, do not count."""
+        streaks: dict[str, tuple[int, int]] = {}
+        rows = self._all("SELECT status, duplicate_of, json_extract(CAST(candidate AS TEXT), '$.trigger'),"
+                         " COALESCE(holdout_seq, 0) FROM versions WHERE model = ? ORDER BY version DESC", (model,))
+        for status, duplicate_of, trigger, holdout_seq in rows:
+            if status == "promoted":
                 break
-            if v.status == "rejected" and v.duplicate_of is None:
-                count, latest = streaks.get(v.candidate.trigger, (0, datetime.fromisoformat(v.created_at)))
-                streaks[v.candidate.trigger] = (count + 1, latest)
+            if status == "rejected" and duplicate_of is None:
+                count, since = streaks.get(trigger, (0, None))  # type: ignore[arg-type]
+                if since is None:
+                    (after,) = self._all("SELECT COUNT(*) FROM holdout WHERE model = ? AND seq > ?",
+                                         (model, holdout_seq))[0]
+                    since = round(after / holdout_fraction)
+                streaks[trigger] = (count + 1, since)
         return streaks
 
     def versions(self, model: str) -> list[Version]:

@@ -69,7 +69,7 @@ class HoldoutLog(Protocol):
 
     def changes(self, model: str, limit: int = 20) -> list[Change]: ...
 
-    def rejection_streaks(self, model: str) -> dict[str, tuple[int, datetime]]: ...
+    def rejection_streaks(self, model: str, holdout_fraction: float) -> dict[str, tuple[int, int]]: ...
 
 
 class Triggers:
@@ -162,7 +162,7 @@ class Triggers:
             self.metrics.live_metric.labels(spec.name, live.metric).set(live.live)
         signals = Signals(now=now, new_samples=new, champion_since=champion.since if champion else None,
                           in_flight=in_flight, last_fired_at=last_fired, due=due_runs, drift=watch.drift, live=live,
-                          rejected=self.holdout.rejection_streaks(spec.name))
+                          rejected=self.holdout.rejection_streaks(spec.name, spec.training.holdout_fraction))
         assessment = evaluate(config, signals) if self.running or in_flight else Assessment(None)
         watch.held = assessment.held
         if assessment.gave_up is not None:

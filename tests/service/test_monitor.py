@@ -408,3 +408,24 @@ async def test_without_live_labels_nothing_is_decided_live(tmp_path: Path, candi
         challengers = monitor.triggers.describe("diabetes")["challengers"]
     assert [(d["event_type"], d["version"]) for d in decisions] == [("ModelPromoted", 1), ("CandidateRejected", 2)]
     assert challengers[0]["version"] == 2 and challengers[0]["pairs"] == 120 and challengers[0]["worse"]
+
+
+async def test_rejections_in_a_row_are_counted_per_trigger_with_the_samples_since(monitor: Monitor,
+                                                                               candidate: CandidateFactory,
+                                                                               onnx_bytes: bytes) -> None:
+    """What backs a trigger off (refit.core.triggers.rejection_backoff): derived from the registry alone."""
+    await arrive_and_judge(monitor, candidate("first"))  # promoted: streaks count from here
+    proto = onnx.load_from_string(onnx_bytes)
+    onnx.helper.set_model_props(proto, {META_TASK: "regression", META_INPUT_KIND: "numeric",
+                                        META_FEATURES: orjson.dumps(["gone"]).decode()})
+    digest = monitor.artifacts.put(proto.SerializeToString())
+    for _ in range(2):  # two candidates of the sample-count trigger that cannot be judged: rejected
+        made = candidate(None)
+        await arrive_and_judge(monitor, made.model_copy(update={"artifact": made.artifact.model_copy(
+            update={"digest": digest})}))
+    assert monitor.registry.rejection_streaks("diabetes", 0.2) == {"sample_count": (2, 0)}
+    monitor.registry.add_holdout([SampleIngested(model="diabetes", sample_id=f"later{i}", features=r["features"],
+                                                 label=r["label"]) for i, r in enumerate(HOLDOUT[:10])])
+    assert monitor.registry.rejection_streaks("diabetes", 0.2) == {"sample_count": (2, 50)}  # 10 holdout rows
+    await arrive_and_judge(monitor, candidate("next"))  # a promotion ends every streak
+    assert monitor.registry.rejection_streaks("diabetes", 0.2) == {}

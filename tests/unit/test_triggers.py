@@ -145,23 +145,21 @@ def test_a_rejected_candidate_holds_its_trigger_back_doubling_per_rejection_in_a
     from refit.specs import TriggersSpec
 
     spec = TriggersSpec(max_age_days=None, drift=False, min_new_samples=0, cooldown_minutes=0,
-                        rejection_backoff_minutes=30, rejection_backoff_max_minutes=100)
+                        rejection_backoff_samples=250, rejection_backoff_max_samples=800)
     now = datetime(2026, 1, 1, 12, tzinfo=UTC)
     dropped = Live("accuracy", 0.5, 0.9, 500)
 
-    def at(minutes_ago: float, streak: int) -> Signals:
+    def after(samples: int, streak: int, kind: str = "performance") -> Signals:
         return Signals(now=now, new_samples=100, champion_since=now - timedelta(days=1), live=dropped,
-                       rejected={"performance": (streak, now - timedelta(minutes=minutes_ago))})
+                       rejected={kind: (streak, samples)})
 
-    held = evaluate(spec, at(10, 1))
+    held = evaluate(spec, after(100, 1))
     assert held.fire is None and held.held[0].startswith("performance: live accuracy 0.5 vs holdout 0.9")
-    assert held.held[0].endswith("held: 1 candidate it caused rejected in a row; backing off until "
-                                 "2026-01-01T12:20:00+00:00")
-    assert evaluate(spec, at(31, 1)).fire is not None  # 30 minutes after one rejection
-    assert evaluate(spec, at(59, 2)).fire is None and evaluate(spec, at(61, 2)).fire is not None  # 60 after two
-    assert rejection_backoff(spec, (5, now)) == now + timedelta(minutes=100)  # capped
-    assert evaluate(spec, at(0, 0)).fire is not None  # a promotion ended the streak
-    assert evaluate(spec.model_copy(update={"rejection_backoff_minutes": 0}), at(0, 3)).fire is not None
-    other = Signals(now=now, new_samples=100, champion_since=now - timedelta(days=1), live=dropped,
-                    rejected={"drift": (3, now)})
-    assert evaluate(spec, other).fire is not None  # only the kind whose candidates were rejected holds
+    assert held.held[0].endswith("held: 1 candidate it caused rejected in a row; backing off until 250 new samples "
+                                 "(100 so far)")
+    assert evaluate(spec, after(250, 1)).fire is not None  # 250 samples after one rejection
+    assert evaluate(spec, after(499, 2)).fire is None and evaluate(spec, after(500, 2)).fire is not None
+    assert rejection_backoff(spec, (5, 0)) == 800  # capped
+    assert evaluate(spec, after(0, 0)).fire is not None  # a promotion ended the streak
+    assert evaluate(spec.model_copy(update={"rejection_backoff_samples": 0}), after(0, 3)).fire is not None
+    assert evaluate(spec, after(0, 3, kind="drift")).fire is not None  # only the kind whose candidates failed

@@ -9,7 +9,8 @@ cooldown between automatic requests, and data sufficiency (at least
 but not the in-flight rule's bookkeeping (they are recorded like any other).
 
 No churn: a candidate the safeguard rejected holds back the automatic trigger that caused it
-for ``rejection_backoff_minutes``, doubled for each rejection in a row (capped), so a trigger
+until ``rejection_backoff_samples`` new samples arrived, doubled for each rejection in a row
+(capped), so a trigger
 whose candidates keep failing stops asking for the same training; a promotion ends the streak.
 
 Adaptive age: with live performance known, the champion's allowed age shrinks
@@ -67,8 +68,8 @@ class Signals:
     drift: Mapping[str, Any] | None = None      # a drift report as a dict, with "drifted"
     live: Live | None = None
     # per trigger kind: candidates it caused that were rejected in a row since the last promotion,
-    # and when the latest of them was
-    rejected: Mapping[str, tuple[int, datetime]] = field(default_factory=dict)
+    # and the samples that arrived since the latest of them
+    rejected: Mapping[str, tuple[int, int]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -166,11 +167,11 @@ def evaluate(spec: TriggersSpec, s: Signals) -> Assessment:
     wanted: list[Fire] = []
     backing_off: list[str] = []
     for fire in _wanted(spec, s):
-        until = rejection_backoff(spec, s.rejected.get(fire.kind)) if fire.kind in _BACKS_OFF else None
-        if until is not None and s.now < until:
-            streak = s.rejected[fire.kind][0]
+        needed = rejection_backoff(spec, s.rejected.get(fire.kind)) if fire.kind in _BACKS_OFF else None
+        if needed is not None and s.rejected[fire.kind][1] < needed:
+            streak, since = s.rejected[fire.kind]
             backing_off.append(f"{fire.kind}: {fire.reason} — held: {streak} candidate{'s' * (streak > 1)} it caused "
-                               f"rejected in a row; backing off until {until.isoformat()}")
+                               f"rejected in a row; backing off until {needed} new samples ({since} so far)")
         else:
             wanted.append(fire)
     if not wanted:
@@ -188,11 +189,9 @@ def evaluate(spec: TriggersSpec, s: Signals) -> Assessment:
                       tuple(backing_off))
 
 
-def rejection_backoff(spec: TriggersSpec, rejected: tuple[int, datetime] | None) -> datetime | None:
-    """Until when a trigger kind is held after ``rejected`` = (rejections in a row, the latest's time):
-    ``rejection_backoff_minutes`` doubled per rejection after the first, at most the cap."""
-    if rejected is None or rejected[0] < 1 or spec.rejection_backoff_minutes == 0:
+def rejection_backoff(spec: TriggersSpec, rejected: tuple[int, int] | None) -> int | None:
+    """The new samples a trigger kind waits for after ``rejected`` = (rejections in a row, samples since the
+    latest): ``rejection_backoff_samples`` doubled per rejection after the first, at most the cap."""
+    if rejected is None or rejected[0] < 1 or spec.rejection_backoff_samples == 0:
         return None
-    streak, last = rejected
-    minutes = min(spec.rejection_backoff_minutes * 2 ** min(streak - 1, 30), spec.rejection_backoff_max_minutes)
-    return last + timedelta(minutes=minutes)
+    return min(spec.rejection_backoff_samples * 2 ** min(rejected[0] - 1, 30), spec.rejection_backoff_max_samples)

@@ -45,7 +45,6 @@ def computable(config: TriggersSpec) -> TriggersSpec:
     durations = [("cooldown_minutes", minute, config.cooldown_minutes),
                  # a first retry waits the timeout plus the backoff
                  ("timeout_minutes", minute, config.timeout_minutes + config.backoff_minutes),
-                 ("rejection_backoff_max_minutes", minute, config.rejection_backoff_max_minutes),
                  ("max_age_days", day, config.max_age_days), ("adaptive_min_days", day, config.adaptive_min_days),
                  ("adaptive_max_days", day, config.adaptive_max_days)]
     for field, unit, value in durations:
