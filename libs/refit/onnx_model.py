@@ -39,6 +39,11 @@ class Prediction:
 class OnnxModel:
     """An onnxruntime session plus the metadata needed to feed and read it."""
 
+    # The tokenizer pads every text of a call to the longest: a call's memory is about 7 bytes
+    # times rows x the longest text. A text batch beyond this many characters of that work runs in
+    # chunks of similar lengths (one 7 MB text among 5,000 holdout rows took a judgement to 7.7 GB).
+    text_work = 1_000_000
+
     def __init__(self, data: bytes, threads: int = 1) -> None:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
@@ -68,6 +73,32 @@ class OnnxModel:
 
     def run(self, batch: np.ndarray) -> Prediction:
         """Predict for a float32 matrix (numeric) or an object column of strings (text)."""
+        if self.input_kind == "text" and len(batch) > 1:
+            lengths = np.fromiter(map(len, batch[:, 0]), dtype=np.int64, count=len(batch))
+            if len(batch) * int(lengths.max()) > self.text_work:
+                return self._run_in_chunks(batch, lengths)
+        return self._run(batch)
+
+    def _run_in_chunks(self, batch: np.ndarray, lengths: np.ndarray) -> Prediction:
+        """The same predictions, each call over texts of similar length within ``text_work``."""
+        order = np.argsort(lengths, kind="stable")
+        parts, start = [], 0
+        while start < len(order):
+            end = start + 1  # sorted by length: a chunk's longest text is its last
+            while end < len(order) and (end + 1 - start) * int(lengths[order[end]]) <= self.text_work:
+                end += 1
+            parts.append(self._run(batch[order[start:end]]))
+            start = end
+        back = np.empty(len(order), dtype=np.int64)
+        back[order] = np.arange(len(order))
+        if self.task == "classification":
+            labels = [label for part in parts for label in part.labels or []]
+            probabilities = np.concatenate([np.asarray(part.probabilities) for part in parts])
+            return Prediction(labels=[labels[i] for i in back], probabilities=probabilities[back], values=None)
+        values = [value for part in parts for value in part.values or []]
+        return Prediction(labels=None, probabilities=None, values=[values[i] for i in back])
+
+    def _run(self, batch: np.ndarray) -> Prediction:
         try:
             outputs = self.session.run(self.output_names, {self.input_name: batch})
         except Exception as exc:

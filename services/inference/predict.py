@@ -98,12 +98,13 @@ class InputRule:
         symmetric = all(-low == high == spec.bounds.max_abs for _, low, high in ranges)
         self.max_abs = float(np.float32(spec.bounds.max_abs)) if symmetric else None
 
-    def check_texts(self, texts: list[str]) -> None:
+    def check_texts(self, texts: list[str], field: str = "texts") -> None:
         for i, text in enumerate(texts):
             try:
                 validate_text(self.spec, text)
             except SchemaError as exc:
-                raise _bad(f"texts[{i}]: {str(exc).partition(': ')[2]}") from None
+                where = "text" if field == "text" else f"texts[{i}]"
+                raise _bad(f"{where}: {str(exc).partition(': ')[2]}") from None
         work = len(texts) * max(map(len, texts))
         if work > self.max_request_chars:
             raise _bad(f"at most {self.max_request_chars} characters of text per request, counted as rows x the "
@@ -166,7 +167,7 @@ def to_batch(model: OnnxModel, body: Any, max_rows: int, rule: InputRule | None 
         raise _bad(f"at most {max_rows} rows per request")
     if model.input_kind == "text":
         if rule is not None:
-            rule.check_texts(rows)
+            rule.check_texts(rows, key)
         return rows, model.matrix(rows)
     names = model.features
     sent = rows

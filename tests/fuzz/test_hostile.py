@@ -29,6 +29,7 @@ from sklearn.linear_model import LogisticRegression
 from refit import signing, topics
 from refit.artifacts import LocalArtifactStore
 from refit.datasets import sample_rows
+from refit.demo import wait_for_decisions
 from refit.events import ModelPromoted
 from refit.onnx_model import META_CLASSES, META_FEATURES, META_INPUT_KIND, META_TASK
 from refit.settings import LOCAL_API_TOKEN, LOCAL_SIGNING_KEY
@@ -379,3 +380,42 @@ def test_numbers_beyond_float32_are_refused_at_ingest(stack: Stack, client: http
     response = client.post(f"{stack.url('ingest')}/v1/samples",
                            json={"model": "diabetes", "features": features, "label": label})
     assert response.status_code == 422, response.text
+
+
+POISON = [3e38, -3e38, 1e38, 1e16, -1.5e15, 10**20, 2**63]
+
+
+def test_extreme_values_at_every_numeric_edge_are_refused_and_judging_goes_on(stack: Stack,
+                                                                              client: httpx.Client) -> None:
+    """Issue 17, defects 10-12: every feature of a diabetes sample at 3e38 was accepted and, in the holdout,
+    killed the monitor's judging for good; a label of 1e38 blocked retraining; a 1 MB text took gigabytes.
+    Every such value is refused at both edges, and the monitor goes on judging and answering."""
+    ingest, monitor, inference = stack.url("ingest"), stack.url("monitor"), stack.url("inference-0")
+    label = {"digits": "3", "diabetes": 150.0}
+    for model, n in (("digits", 64), ("diabetes", 10)):
+        for value in POISON:
+            for features in ([value] * n, [0.0] * (n - 1) + [value]):
+                row = {"features": features, "label": label[model]}
+                for url, body in ((f"{ingest}/v1/samples", {"model": model, **row}),
+                                  (f"{ingest}/v1/samples:batch", {"model": model, "samples": [row]}),
+                                  (f"{inference}/v1/models/{model}/predict", {"inputs": [features]})):
+                    response = client.post(url, json=body)
+                    assert response.status_code == 422, (url, value, response.text[:300])
+                    assert "outside the model's bounds" in response.text, response.text[:300]
+    for value in POISON:
+        response = client.post(f"{ingest}/v1/samples", json={"model": "diabetes", "features": [0.0] * 10,
+                                                             "label": value})
+        assert response.status_code == 422 and response.json()["detail"][0]["loc"] == ["body", "label"]
+    long_text = {"model": "food-mood", "text": "warm soup " * 100_000, "label": "comfort"}
+    assert client.post(f"{ingest}/v1/samples", json=long_text).status_code == 422
+    food = f"{inference}/v1/models/food-mood/predict"
+    for body in ({"texts": ["warm soup " * 100_000] + ["tea"] * 255}, {"texts": ["warm soup " * 100] * 1024}):
+        response = client.post(food, json=body)
+        assert response.status_code == 422, response.text[:300]
+
+    before = len(client.get(f"{monitor}/v1/models/diabetes/decisions").json())
+    retrain = client.post(f"{monitor}/v1/models/diabetes/retrain", headers=AUTH, json={"reason": "after poison"})
+    assert retrain.status_code == 202, retrain.text
+    wait_for_decisions(client, monitor, "diabetes", before + 1)
+    for path in ("/v1/models", "/v1/models/diabetes/champion", "/v1/models/diabetes/versions"):
+        assert client.get(f"{monitor}{path}").status_code == 200, path

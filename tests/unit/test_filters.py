@@ -122,3 +122,13 @@ def test_every_row_is_counted_once() -> None:
     # x=1 has labels a and b once each: a tie, so both rows go as conflicts.
     assert st == {"seen": 26, "malformed": 1, "low_confidence": 1, "duplicates": 3, "conflicts": 2,
                   "rare_class": 0, "kept": 19}
+
+
+def test_a_text_longer_than_the_bound_is_malformed() -> None:
+    """A 7 MB text stored before the bound must not be trained on (issue 17, defect 11)."""
+    text = ModelSpec.model_validate({"name": "t", "task": "classification", "input": {"kind": "text"},
+                                     "bounds": {"max_chars": 10},
+                                     "estimator": {"class": "sklearn.linear_model.LogisticRegression"}})
+    assert malformed_reason(text, R(None, "a", text="x" * 10)) is None
+    assert malformed_reason(text, R(None, "a", text="x" * 11)) == "text longer than the spec's bounds"
+    assert stats(text, [R(None, "a", text="x" * 11), R(None, "a", text="fine")])["malformed"] == 1

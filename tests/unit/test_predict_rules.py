@@ -73,7 +73,7 @@ def test_text_and_texts_together_are_ambiguous(state) -> None:
 
 @pytest.mark.parametrize("body", [{"text": ""}, {"text": "   "}, {"texts": ["warm soup", "\n"]}])
 def test_empty_text_is_refused_as_at_ingest(state, body) -> None:
-    refused(state, "food-mood", body, "expected a non-empty string")
+    refused(state, "food-mood", body, f"{'text' if 'text' in body else 'texts[1]'}: expected a non-empty string")
 
 
 @pytest.mark.parametrize("body", [{"features": {**DIGITS, "p3": True}}, {"inputs": [[False] * 64]},

@@ -75,9 +75,10 @@ def paired_bootstrap(task: str, y_true: Sequence[str] | Sequence[float], candida
             return _classification(t[rows], c[rows], len(labels)), _classification(t[rows], h[rows], len(labels))
     else:
         # The values the metrics see (refit.core.metrics): one extreme row cannot capture the interval.
-        fences = label_fences(np.asarray(y_true, dtype=float))
-        t, c = fenced(y_true, candidate, fences)
-        h = fenced(y_true, champion, fences)[1]
+        truth, cand, champ = (np.asarray(seq, dtype=float) for seq in (y_true, candidate, champion))
+        fences = label_fences(truth)
+        t, c = fenced(truth, cand, fences)
+        h = fenced(truth, champ, fences)[1]
 
         def metrics(rows: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
             return _regression(t[rows], c[rows]), _regression(t[rows], h[rows])

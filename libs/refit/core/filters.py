@@ -111,7 +111,9 @@ def _number(value: object) -> float:
 
 def _input_reason(spec: ModelSpec, row: Sample) -> str | None:
     if spec.input.kind == "text":
-        return None if _usable_text(row.text) else "empty text"
+        if not _usable_text(row.text):
+            return "empty text"
+        return "text longer than the spec's bounds" if len(row.text or "") > spec.bounds.max_chars else None
     features = row.features or {}
     for name, low, high in spec.feature_ranges:
         value = _number(features.get(name))
@@ -171,8 +173,9 @@ def _malformed(spec: ModelSpec, columns: Columns) -> np.ndarray:
     bad_label = np.array([_label_reason(spec, name) is not None for name in columns.label_names], dtype=bool)
     bad = bad_label[columns.labels] if len(columns) else np.zeros(0, dtype=bool)
     if spec.input.kind == "text":
-        texts = columns.texts or ()
-        return bad | np.fromiter((not _usable_text(t) for t in texts), dtype=bool, count=len(columns))
+        texts, limit = columns.texts or (), spec.bounds.max_chars
+        return bad | np.fromiter((not _usable_text(t) or len(t or "") > limit for t in texts), dtype=bool,
+                                 count=len(columns))
     x = columns.features
     assert x is not None
     # Within the spec's bounds (NaN is within none): a row stored before the bounds were set is malformed.

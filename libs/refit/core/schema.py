@@ -50,9 +50,9 @@ def validate_sample(spec: ModelSpec, sample: SampleLike) -> ValidSample:
             raise SchemaError("features: this model takes text")
         features, text = None, validate_text(spec, sample.text)
     else:
+        features, text = validate_features(spec, sample.features), None  # its reason first, as it always was
         if sample.text is not None:
             raise SchemaError("text: this model takes numeric features")
-        features, text = validate_features(spec, sample.features), None
     return ValidSample(features, text, validate_label(spec, sample.label))
 
 
