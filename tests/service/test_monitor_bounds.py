@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from refit.events import SampleIngested
 from refit.kafka import Incoming
-from services.monitor.service import Monitor
+from services.monitor.parts import Monitor
 from tests.service.test_monitor import (SPEC, CandidateFactory, arrive_and_judge, candidate, monitor,  # noqa: F401
                                         onnx_bytes)
 
@@ -14,7 +14,7 @@ async def test_a_sample_beyond_the_bounds_is_a_dead_letter(monitor: Monitor) -> 
     names = SPEC.input.features
     events = [SampleIngested(model="diabetes", sample_id="p-1", features=dict.fromkeys(names, 3e38), label=150.0),
               SampleIngested(model="diabetes", sample_id="p-2", features=dict.fromkeys(names, 0.0), label=1e38)]
-    rejected = await monitor.handle([Incoming(record=None, event=e) for e in events])  # type: ignore[arg-type]
+    rejected = await monitor.intake.handle([Incoming(record=None, event=e) for e in events])  # type: ignore[arg-type]
     assert rejected == {0: "features.age: 3e+38 is outside the model's bounds [-1, 1]",
                         1: "label: 1e+38 is outside the model's bounds [0, 1000]"}
 

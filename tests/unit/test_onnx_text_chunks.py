@@ -10,9 +10,8 @@ import pytest
 from refit.datasets import sample_rows
 from refit.onnx_model import OnnxModel, Prediction
 from refit.specs import load_specs
-from services.trainer.fit import fit
-from services.trainer.store import Row
 from tests.conftest import SPECS
+from tests.support.training import Row, fit
 
 
 class Counted(OnnxModel):
