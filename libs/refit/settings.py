@@ -165,6 +165,9 @@ class InferenceSettings(_SignedDecisions):
     workers: int = _f(0, "worker processes, each with its own socket on the port (SO_REUSEPORT) and its own "
                          "champions, swapped atomically; 0 = one per core", ge=0)
     max_batch_rows: int = _f(1024, "rows per prediction request", ge=1)
+    required_models: tuple[str, ...] = _f((), "models that must have a champion before /readyz answers 200 "
+                                          "(empty: any one model); each model's own readiness is "
+                                          "GET /v1/models/{name}/ready")
     max_request_chars: int = _f(1_000_000, "text models: characters the tokenizer works on per request, counted "
                                            "as rows x the longest text (every text is padded to the longest; "
                                            "about 7 bytes each); 422 above", ge=1)

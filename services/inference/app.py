@@ -11,13 +11,14 @@ from typing import Any, Protocol
 
 import httpx
 import structlog
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import Response
 from pydantic import ValidationError
 
 from refit import signing, topics
 from refit.artifacts import HttpArtifactStore
-from refit.errors import BrokerUnavailableError
+from refit.core.serving import unready
+from refit.errors import BrokerUnavailableError, ConfigError
 from refit.events import CandidateRejected, ModelPromoted, ModelRolledBack, PredictionServed
 from refit.kafka import ConsumerConfig, Incoming, Publisher, consume
 from refit.lifecycle import backoff, pause, retry
@@ -25,7 +26,7 @@ from refit.metrics import Metrics
 from refit.onnx_model import Prediction
 from refit.settings import InferenceSettings
 from refit.specs import ModelSpecs, load_specs
-from refit.web import BodyLimit, background, declare_errors, health_routes
+from refit.web import BodyLimit, background, declare_errors, error_responses, health_routes
 from services.inference.predict import PREDICT_BODY, PREDICT_RESPONSES, InferenceApp, Predictions
 from services.inference.serving import Champions, Served
 
@@ -258,10 +259,22 @@ def create_app(settings: InferenceSettings, specs: ModelSpecs | None = None) -> 
         return [{"name": n, "version": s.version, "digest": s.digest} if (s := champions.served.get(n))
                 else {"name": n, "version": None, "digest": None} for n in specs.names()]
 
+    required = settings.required_models
+    if unknown := [n for n in required if n not in specs.names()]:
+        raise ConfigError(f"REFIT_INFERENCE_REQUIRED_MODELS names models the specs do not have: {unknown}")
+
     async def ready(request: Request) -> str | None:
-        champions: Champions = request.state.champions
-        missing = [n for n in specs.names() if n not in champions.served]
-        return f"no champion yet for {', '.join(missing)}" if not champions.ready() else None
+        return unready(required, request.state.champions.served, specs.names())
+
+    @app.get("/v1/models/{name}/ready", responses=error_responses(404, 503))
+    async def model_ready(name: str, request: Request) -> dict[str, Any]:
+        """200 when this replica serves a champion of the model (a per-model readiness probe)."""
+        if name not in specs.names():
+            raise HTTPException(404, f"unknown model {name!r}")
+        served = request.state.champions.served.get(name)
+        if served is None:
+            raise HTTPException(503, f"no champion yet for {name}")
+        return {"model": name, "ready": True, "version": served.version, "digest": served.digest}
 
     health_routes(app, ready)
     declare_errors(app, {"POST /v1/models/{name}/predict": [404, 415, 503]})

@@ -32,7 +32,8 @@ def test_every_shipped_model_is_promoted_and_served(stack_factory) -> None:
         assert gates["food-mood"] == {("accuracy", 0.65), ("f1_macro", 0.6)}
 
         deadline = time.monotonic() + 60
-        while client.get(f"{inference}/readyz").status_code != 200 and time.monotonic() < deadline:
+        while any(client.get(f"{inference}/v1/models/{m}/ready").status_code != 200 for m in decisions) \
+                and time.monotonic() < deadline:
             time.sleep(0.2)
         assert client.get(f"{inference}/readyz").status_code == 200
         text = client.post(f"{inference}/v1/models/food-mood/predict",

@@ -43,7 +43,7 @@ def promote(stack: Stack, models: tuple[str, ...] = MODELS) -> dict[str, dict[st
             assert decision["event_type"] == "ModelPromoted", (model, decision["reasons"])
         for replica in stack.replicas:
             deadline = time.monotonic() + 60
-            while client.get(f"{stack.url(replica)}/readyz").status_code != 200:
+            while any(client.get(f"{stack.url(replica)}/v1/models/{m}/ready").status_code != 200 for m in models):
                 assert time.monotonic() < deadline, f"{replica} serves no champion for every model"
                 time.sleep(0.2)
     return decisions

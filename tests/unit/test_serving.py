@@ -47,3 +47,14 @@ def test_replaying_a_decision_stream_serves_the_newest_serving_decision():
             served = sequence
 
     assert served == 4
+
+
+def test_a_replica_is_ready_with_any_model_served_or_with_every_required_one() -> None:
+    """Issue 17, defect 4: after `make run` only digits is trained; a replica serving it takes its traffic."""
+    from refit.core.serving import unready
+
+    models = ["digits", "diabetes"]
+    assert unready((), {"digits"}, models) is None
+    assert unready((), set(), models) == "no champion yet for any of digits, diabetes"
+    assert unready(("digits", "diabetes"), {"digits"}, models) == "no champion yet for diabetes"
+    assert unready(("digits",), {"digits"}, models) is None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
+
 SERVING_EVENT_TYPES = frozenset({"ModelPromoted", "ModelRolledBack"})
 
 
@@ -30,3 +32,12 @@ def headroom_for(artifact_bytes: int, available_bytes: int | None, reserve_bytes
     if available_bytes is None:
         return True
     return available_bytes - artifact_bytes * SESSION_BYTES_PER_ARTIFACT_BYTE >= reserve_bytes
+
+
+def unready(required: Sequence[str], served: Collection[str], models: Sequence[str]) -> str | None:
+    """Why a replica is not ready, or None: every ``required`` model served, or, with none required,
+    any model at all (a replica serving one model takes that model's traffic while others wait)."""
+    if required:
+        missing = [n for n in required if n not in served]
+        return f"no champion yet for {', '.join(missing)}" if missing else None
+    return None if served else f"no champion yet for any of {', '.join(models)}"
