@@ -152,10 +152,12 @@ class Registry:
         inputs = [orjson.loads(r[1]) if r[1] is not None else r[2] for r in rows]
         return Holdout([r[0] for r in rows], inputs, [r[3] for r in rows])
 
-    def holdout_until(self, model: str, max_seq: int | None, max_rows: int) -> Holdout:
-        """The newest ``max_rows`` holdout rows that had arrived by ``max_seq`` (all, if None)."""
+    def holdout_until(self, model: str, max_seq: int | None, max_rows: int, after_seq: int = 0) -> Holdout:
+        """The newest ``max_rows`` holdout rows that had arrived by ``max_seq`` (all, if None), and
+        after ``after_seq``."""
         rows = self._all("SELECT sample_id, features, text, label FROM holdout WHERE model = ? AND seq <= ?"
-                         " ORDER BY seq DESC LIMIT ?", (model, max_seq if max_seq is not None else 2**62, max_rows))
+                         " AND seq > ? ORDER BY seq DESC LIMIT ?",
+                         (model, max_seq if max_seq is not None else 2**62, after_seq, max_rows))
         inputs = [orjson.loads(r[1]) if r[1] is not None else r[2] for r in rows]
         return Holdout([r[0] for r in rows], inputs, [r[3] for r in rows])
 

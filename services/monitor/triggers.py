@@ -59,7 +59,7 @@ class HoldoutLog(Protocol):
 
     def holdout_top_seq(self, model: str) -> int: ...
 
-    def holdout_until(self, model: str, max_seq: int | None, max_rows: int) -> Holdout: ...
+    def holdout_until(self, model: str, max_seq: int | None, max_rows: int, after_seq: int = 0) -> Holdout: ...
 
     def holdout_after(self, model: str, after_seq: int, max_rows: int) -> Holdout: ...
 
@@ -151,7 +151,11 @@ class Triggers:
                 return  # a new champion: everything else is evaluated against it from the next tick
             if watch.drift_due(config):
                 _, _, _, reference_seq = self.store.state(spec.name)
-                reference = self.holdout.holdout_until(spec.name, reference_seq, config.drift_window)
+                # The reference is the champion's concept: holdout rows up to its promotion, none from
+                # before the latest change (rows of an ended concept would show that change forever).
+                changes = self.holdout.changes(spec.name, limit=1) if spec.safeguard.judge_on_current_concept else []
+                reference = self.holdout.holdout_until(spec.name, reference_seq, config.drift_window,
+                                                       after_seq=changes[0].after_seq if changes else 0)
                 watch.drift = await asyncio.to_thread(drift, spec, config, watch, reference)
                 watch.since_drift_check = 0
         now = self.clock()
