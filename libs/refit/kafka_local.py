@@ -24,6 +24,7 @@ from pathlib import Path
 from aiokafka.admin import AIOKafkaAdminClient
 
 from refit.errors import RefitError
+from refit.lifecycle import terminate
 
 DEFAULT_LIB = Path(__file__).resolve().parents[2] / ".kafka" / "lib"
 
@@ -194,25 +195,10 @@ class LocalKafka:
 
     def stop_node(self, node: int, sig: int = signal.SIGTERM, timeout_s: float = 30.0) -> None:
         proc = self.procs.pop(node, None)
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(sig)
-        try:
-            proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        if proc is not None:
+            terminate([proc], sig, timeout_s)
 
     def stop(self, timeout_s: float = 30.0) -> None:
         """Stop every node at once: one by one, the last ones would wait for a quorum that is gone."""
         procs, self.procs = self.procs, {}
-        for proc in procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + timeout_s
-        for proc in procs.values():
-            try:
-                proc.wait(max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        terminate(procs.values(), timeout_s=timeout_s)

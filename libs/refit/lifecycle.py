@@ -10,7 +10,10 @@ policy or ``refit up`` brings it back.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterator
+import signal
+import subprocess
+import time
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 import structlog
@@ -108,3 +111,19 @@ class Background:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def terminate(procs: Iterable[subprocess.Popen[bytes]], sig: int = signal.SIGTERM, timeout_s: float = 15.0) -> None:
+    """Stop processes we started: signal every one still running at once, wait up to ``timeout_s`` for
+    all of them together, then kill what is left. At once, because processes that need each other to
+    shut down (a Kafka quorum) would wait for ones already gone."""
+    running = [p for p in procs if p.poll() is None]
+    for proc in running:
+        proc.send_signal(sig)
+    deadline = time.monotonic() + timeout_s
+    for proc in running:
+        try:
+            proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -28,6 +28,7 @@ import httpx
 from aiokafka.admin import AIOKafkaAdminClient
 
 from refit.kafka_local import LocalKafka
+from refit.lifecycle import terminate
 from refit.settings import CommonSettings
 
 SERVICES = ("ingest", "trainer", "monitor", "inference")
@@ -216,14 +217,8 @@ class Stack:
 
     def stop_process(self, name: str, sig: int = signal.SIGTERM, timeout_s: float = 15.0) -> None:
         proc = self.procs.pop(name, None)
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(sig)
-        try:
-            proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        if proc is not None:
+            terminate([proc], sig, timeout_s)
 
     def restart(self, name: str, sig: int = signal.SIGTERM) -> None:
         self.stop_process(name, sig)

@@ -26,6 +26,8 @@ from typing import Any
 
 import structlog
 
+from refit.lifecycle import terminate
+
 log = structlog.get_logger("workers")
 
 WORKER_INDEX = "REFIT_WORKER_INDEX"
@@ -74,16 +76,7 @@ def supervise(module: str, workers: int) -> int:
                     log.error("worker exited, starting it again", worker=index, pid=proc.pid, code=proc.returncode)
                     time.sleep(RESTART_PAUSE_S)
                     procs[index] = start(index)
-        for proc in procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 15
-        for proc in procs.values():
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        terminate(procs.values())
     return 0
 
 

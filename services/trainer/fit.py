@@ -21,7 +21,6 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from refit.core.filters import Columns
 from refit.errors import ConfigError, ModelLoadError
 from refit.events import ConversionCheck
 from refit.onnx_model import META_CLASSES, META_FEATURES, META_INPUT_KIND, META_TASK, OnnxModel
