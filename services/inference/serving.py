@@ -66,9 +66,6 @@ class Champions:
         self.refused: dict[str, int] = {"signature": 0, "load": 0, "decode": 0, "memory": 0}
         self._locks = {name: asyncio.Lock() for name in specs.names()}
 
-    def ready(self) -> bool:
-        return all(name in self.served for name in self.specs.names())
-
     async def apply(self, payload: bytes, signature: str | None, source: str) -> bool:
         """Follow one decision (from the topic or the monitor); True when it swapped."""
         try:
