@@ -234,6 +234,13 @@ class Registry:
     def pending(self) -> list[Version]:
         return self._version("status = 'pending' ORDER BY created_at", ())
 
+    def newest_unpromoted(self, model: str, after: int) -> tuple[int, str] | None:
+        """(version, digest) of the model's newest candidate after version ``after`` that was not promoted
+        (rejected, or not judged yet), duplicates aside."""
+        found = self._all("SELECT version, digest FROM versions WHERE model = ? AND version > ? AND duplicate_of IS NULL"
+                          " AND status IN ('rejected', 'pending') ORDER BY version DESC LIMIT 1", (model, after))
+        return (int(found[0][0]), str(found[0][1])) if found else None
+
     def rejection_streaks(self, model: str, holdout_fraction: float) -> dict[str, tuple[int, int]]:
         """Per trigger kind: its candidates rejected in a row since the model's last promoted version, and
         about how many samples arrived since the latest of them arrived (its holdout rows since, over the

@@ -53,10 +53,9 @@ class Sessions:
         history = self.registry.serving_history(model, limit=2)
         if len(history) == 2 and history[0].event_type == "ModelPromoted" and history[1].version != champion:
             wanted.append((history[1].version, "previous", history[1].digest))
-        newest = next((v for v in self.registry.versions(model) if v.version > champion
-                       and v.status in ("rejected", "pending") and v.duplicate_of is None), None)
+        newest = self.registry.newest_unpromoted(model, after=champion)
         if newest is not None:
-            wanted.append((newest.version, "candidate", newest.digest))
+            wanted.append((newest[0], "candidate", newest[1]))
         loaded = [(version, role, self.load_or_error(digest)) for version, role, digest in wanted]
         return [(version, role, model) for version, role, model in loaded if isinstance(model, OnnxModel)]
 
