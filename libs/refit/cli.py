@@ -23,11 +23,13 @@ def _up(args: argparse.Namespace) -> int:
     from refit.stack import Stack
 
     stack = Stack(state_dir=Path(args.state_dir).resolve(), specs_path=Path(args.specs).resolve(),
-                  inference_replicas=args.replicas, preferred_ports=True)
+                  inference_replicas=args.replicas, preferred_ports=True, broker=args.broker)
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     try:
-        print(f"starting the embedded broker and the services (state in {stack.state_dir}) …", flush=True)
+        what = "the embedded broker (memory only)" if args.broker == "embedded" else \
+            f"Apache Kafka (its log in {stack.state_dir / 'kafka'})"
+        print(f"starting {what} and the services (state in {stack.state_dir}) …", flush=True)
         stack.start()
         print(f"broker     {stack.bootstrap}")
         for name in stack.ports:
@@ -213,10 +215,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="bearer token for changes (env REFIT_TOKEN)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
     sub = parser.add_subparsers(dest="command", required=True)
-    up = sub.add_parser("up", help="run the embedded broker and all services locally")
+    up = sub.add_parser("up", help="run a broker and all services locally")
     up.add_argument("--state-dir", default=".refit")
     up.add_argument("--specs", default=str(DEFAULT_SPECS))
     up.add_argument("--replicas", type=int, default=1, help="inference replicas")
+    up.add_argument("--broker", choices=["embedded", "kafka"], default="embedded",
+                    help="embedded: in memory, no JVM, nothing kept across restarts (default); kafka: Apache Kafka "
+                         "from `make kafka`'s jars, its log kept in the state dir")
     up.add_argument("--demo", action="store_true", help="stream the digits demo once the stack is up")
     up.add_argument("--exit-after-demo", action="store_true", help=argparse.SUPPRESS)
     up.set_defaults(func=_up)
