@@ -133,7 +133,7 @@ class LocalKafka:
                 if node > 1:
                     self.ports["broker"][node] = self._unused_port()
                 self.ports["controller"][node] = self._unused_port()
-        self.cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        self.cluster_id = _cluster_id()
         layout.write_text(json.dumps({"cluster_id": self.cluster_id, "ports": self.ports}))
 
     def _unused_port(self) -> int:
@@ -202,3 +202,12 @@ class LocalKafka:
         """Stop every node at once: one by one, the last ones would wait for a quorum that is gone."""
         procs, self.procs = self.procs, {}
         terminate(procs.values(), timeout_s=timeout_s)
+
+
+def _cluster_id() -> str:
+    """A KRaft cluster id (16 random bytes, base64url) that does not start with "-": the storage tool
+    would read such an id as an option (one start in 64 failed so)."""
+    while True:
+        candidate = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not candidate.startswith("-"):
+            return candidate

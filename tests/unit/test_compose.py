@@ -918,3 +918,4 @@ def test_monitoring_doc_tells_how_to_run_the_profile() -> None:
     assert "--profile monitoring" in text
     for path in (PROMETHEUS_CONFIG, DASHBOARD):
         assert str(path.relative_to(REPO)) in text
+
