@@ -54,13 +54,18 @@ def onnx_bytes() -> bytes:
     return proto.SerializeToString()
 
 
+def seed_holdout(monitor: Monitor) -> None:
+    """The diabetes holdout rows every judgement here is made on."""
+    monitor.registry.add_holdout([SampleIngested(model="diabetes", sample_id=f"h{i}", features=r["features"],
+                                                 label=r["label"]) for i, r in enumerate(HOLDOUT)])
+
+
 @pytest.fixture
 def monitor(tmp_path: Path) -> Iterator[Monitor]:
     settings = MonitorSettings(bootstrap_servers=f"127.0.0.1:{free_port()}", specs_path=SPECS,
                                state_dir=tmp_path, artifact_dir=tmp_path / "artifacts")
     with open_monitor(settings, load_specs(SPECS), RecordingPublisher(), Metrics("monitor")) as built:  # type: ignore[arg-type]
-        built.registry.add_holdout([SampleIngested(model="diabetes", sample_id=f"h{i}", features=r["features"],
-                                                   label=r["label"]) for i, r in enumerate(HOLDOUT)])
+        seed_holdout(built)
         yield built
 
 
@@ -285,8 +290,7 @@ async def test_after_a_change_a_candidate_of_the_new_concept_is_judged_on_rows_a
     settings = MonitorSettings(bootstrap_servers=f"127.0.0.1:{free_port()}", specs_path=tmp_path / "specs.yaml",
                                state_dir=tmp_path / "m", artifact_dir=tmp_path / "m" / "artifacts")
     with open_monitor(settings, specs, RecordingPublisher(), Metrics("monitor")) as monitor:  # type: ignore[arg-type]
-        monitor.registry.add_holdout([SampleIngested(model="diabetes", sample_id=f"h{i}", features=r["features"],
-                                                     label=r["label"]) for i, r in enumerate(HOLDOUT)])
+        seed_holdout(monitor)
         old = candidate(None)
         digest = monitor.artifacts.put(ridge_onnx([r["label"] for r in TRAINING]))
         await arrive_and_judge(monitor, old.model_copy(update={"artifact": old.artifact.model_copy(
@@ -360,8 +364,7 @@ async def test_a_candidate_rejected_on_the_holdout_but_better_live_is_promoted_w
         tmp_path: Path, candidate: CandidateFactory) -> None:
     settings, specs = no_gates_specs(tmp_path)
     with open_monitor(settings, specs, RecordingPublisher(), Metrics("monitor")) as monitor:  # type: ignore[arg-type]
-        monitor.registry.add_holdout([SampleIngested(model="diabetes", sample_id=f"h{i}", features=r["features"],
-                                                     label=r["label"]) for i, r in enumerate(HOLDOUT)])
+        seed_holdout(monitor)
         await arrive_trained_on(monitor, candidate, [r["label"] for r in TRAINING])
         await arrive_trained_on(monitor, candidate, [flipped(r["label"]) for r in TRAINING])
         decisions = await stream_live(monitor, flipped)
@@ -381,8 +384,7 @@ async def test_a_champion_worse_live_than_the_one_it_replaced_is_rolled_back_wit
         tmp_path: Path, candidate: CandidateFactory) -> None:
     settings, specs = no_gates_specs(tmp_path)
     with open_monitor(settings, specs, RecordingPublisher(), Metrics("monitor")) as monitor:  # type: ignore[arg-type]
-        monitor.registry.add_holdout([SampleIngested(model="diabetes", sample_id=f"h{i}", features=r["features"],
-                                                     label=r["label"]) for i, r in enumerate(HOLDOUT)])
+        seed_holdout(monitor)
         await arrive_trained_on(monitor, candidate, [flipped(r["label"]) for r in TRAINING])  # v1, tolerance only
         await arrive_trained_on(monitor, candidate, [r["label"] for r in TRAINING])  # v2, better on the holdout
         decisions = await stream_live(monitor, flipped)  # but live traffic is v1's concept
@@ -400,8 +402,7 @@ async def test_without_live_labels_nothing_is_decided_live(tmp_path: Path, candi
     """The same two models, live traffic of the holdout's own concept: the champion stays."""
     settings, specs = no_gates_specs(tmp_path)
     with open_monitor(settings, specs, RecordingPublisher(), Metrics("monitor")) as monitor:  # type: ignore[arg-type]
-        monitor.registry.add_holdout([SampleIngested(model="diabetes", sample_id=f"h{i}", features=r["features"],
-                                                     label=r["label"]) for i, r in enumerate(HOLDOUT)])
+        seed_holdout(monitor)
         await arrive_trained_on(monitor, candidate, [r["label"] for r in TRAINING])
         await arrive_trained_on(monitor, candidate, [flipped(r["label"]) for r in TRAINING])
         decisions = await stream_live(monitor, lambda label: label)
