@@ -74,12 +74,14 @@ def test_sigkill_of_the_samples_leader_under_load_loses_and_duplicates_nothing(s
     acked = {i for r in requests if r.outcome == "202" for i in r.ids}
     wait_until("the trainer stored every acknowledged sample",
                lambda: acked <= {i for ids in stored_ids(stack) for i in ids}, timeout_s=180, interval_s=0.5)
+    on_topic = Counter(json.loads(m.value())["sample_id"] for m in read_topics(
+        stack.bootstrap, [topics.SAMPLES], lambda ms: len(ms) >= len(acked), timeout_s=60))
+    wait_until("the trainer stored every sample on the topic",  # unanswered rows too, if they were published
+               lambda: set(on_topic) <= {i for ids in stored_ids(stack) for i in ids}, timeout_s=60, interval_s=0.5)
     with httpx.Client(timeout=30) as client:
         stats = trainer_stats(client, stack)
     training, holdout = stored_ids(stack)
     stored = set(training) | set(holdout)
-    on_topic = Counter(json.loads(m.value())["sample_id"] for m in read_topics(
-        stack.bootstrap, [topics.SAMPLES], lambda ms: len(ms) >= len(stored), timeout_s=60))
     lost = acked - stored
     duplicated_stored = len(training) + len(holdout) - len(stored)
     duplicated_on_topic = sum(n - 1 for n in on_topic.values())
