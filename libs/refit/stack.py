@@ -27,6 +27,7 @@ from typing import Literal
 import httpx
 from aiokafka.admin import AIOKafkaAdminClient
 
+from refit import signing
 from refit.kafka_local import LocalKafka
 from refit.lifecycle import terminate
 from refit.settings import CommonSettings
@@ -113,6 +114,13 @@ class Stack:
         if self.kafka is not None:
             return self.kafka.bootstrap
         return f"127.0.0.1:{self.broker_port}"
+
+    @property
+    def signing_key(self) -> str:
+        """The key monitor and inference sign and verify decisions with: ``REFIT_DECISION_SIGNING_KEY``
+        if set, else one made at random for this state directory (``refit.signing.local_key``)."""
+        given = self.env.get("REFIT_DECISION_SIGNING_KEY") or os.environ.get("REFIT_DECISION_SIGNING_KEY")
+        return given or signing.local_key(self.state_dir)
 
     def url(self, service: str) -> str:
         return f"http://127.0.0.1:{self.ports[service]}"
@@ -201,6 +209,8 @@ class Stack:
             values["JUDGE_INTERVAL_S"] = "1"
             values["TRIGGER_INTERVAL_S"] = "1"
             values["PEER_URLS"] = json.dumps({n: self.url(n) for n in self.ports if n != "monitor"})
+        if kind in ("monitor", "inference"):
+            values["DECISION_SIGNING_KEY"] = self.signing_key
         if kind == "inference":
             values["MONITOR_URL"] = self.url("monitor")
             values["REPLICA_ID"] = name

@@ -28,7 +28,7 @@ from refit.settings import InferenceSettings
 from refit.specs import ModelSpecs, load_specs
 from refit.web import BodyLimit, background, declare_errors, error_responses, health_routes
 from services.inference.predict import PREDICT_BODY, PREDICT_RESPONSES, InferenceApp, Predictions
-from services.inference.serving import Champions, Served
+from services.inference.serving import MONITOR, Champions, Served
 
 log = structlog.get_logger("inference")
 
@@ -164,7 +164,12 @@ async def follow_monitor(settings: InferenceSettings, champions: Champions, stop
     At start-up, retry until every model answered (a 404: no champion yet, the topic will bring
     it). Then ask again every ``reconcile_s``: a decision this replica never read from the topic,
     or a swap it refused (no memory, an artifact fetch that failed), is caught up within that
-    time. A decision already followed changes nothing (``should_swap`` compares sequences).
+    time. A decision already followed changes nothing. The monitor's signed answer wins over the
+    topic: a replica serving a decision the monitor never made (a forgery numbered far ahead, say)
+    goes back to the monitor's champion, and decisions from the topic numbered far past that answer
+    are refused (``refit.core.serving``). A genuine decision read from the topic between the
+    monitor's answer and its arrival is undone until the next check brings it back: a window of
+    milliseconds, the price of the monitor always having the last word.
     """
     names = champions.specs.names()
     pending, delays, started = set(names), backoff(cap=5.0), False
@@ -176,7 +181,7 @@ async def follow_monitor(settings: InferenceSettings, champions: Champions, stop
                 except (httpx.HTTPError, ValueError) as exc:
                     log.info("monitor not answering", model=name, error=repr(exc))
                     break
-                if champion is not None and await champions.apply(*champion, "monitor") and started:
+                if champion is not None and await champions.apply(*champion, MONITOR) and started:
                     log.warning("caught up from the monitor: the decisions topic had not brought it", model=name)
                 pending.discard(name)
             if pending:
@@ -203,9 +208,13 @@ def create_app(settings: InferenceSettings, specs: ModelSpecs | None = None) -> 
                              settings.predictions_batch_size) if settings.publish_predictions else None
 
         async def follow(items: list[Incoming]) -> dict[int, str]:
-            for item in items:
-                await champions.apply(item.record.value or b"", item.header(signing.HEADER), "topic")
-            return {}
+            """Every decision in turn; the ones that cannot be used go to the dead letters with the reason."""
+            refused: dict[int, str] = {}
+            for i, item in enumerate(items):
+                outcome = await champions.apply(item.record.value or b"", item.header(signing.HEADER), "topic")
+                if outcome.refused is not None:
+                    refused[i] = outcome.refused
+            return refused
 
         try:
             async with background(app, settings.replica_id) as work:
@@ -246,11 +255,13 @@ def create_app(settings: InferenceSettings, specs: ModelSpecs | None = None) -> 
 
     @app.get("/v1/stats")
     async def stats(request: Request) -> dict[str, Any]:
-        """Counters of this replica: swaps, refused decisions, and the query log's queue."""
+        """Counters of this replica: swaps, refused decisions, the sequence of the monitor's last
+        answer about each champion, and the query log's queue."""
         champions: Champions = request.state.champions
         query_log: QueryLog | None = request.state.query_log
         return {"replica_id": settings.replica_id, "swaps": champions.swaps,
                 "swaps_by_source": dict(champions.swaps_by_source), "refused": champions.refused,
+                "monitor_sequences": champions.monitor_sequence,
                 "predictions": query_log.stats() if query_log is not None else {"publishing": False}}
 
     @app.get("/v1/models")

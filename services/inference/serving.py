@@ -13,7 +13,7 @@ import structlog
 
 from refit import signing
 from refit.artifacts import ArtifactReader
-from refit.core.serving import headroom_for, should_swap
+from refit.core.serving import SERVING_EVENT_TYPES, headroom_for, sequence_refusal, should_swap
 from refit.errors import ArtifactError, EventDecodeError, ModelLoadError, SignatureError
 from refit.events import CandidateRejected, ModelPromoted, ModelRolledBack, parse_event
 from refit.memory import available_bytes
@@ -35,6 +35,26 @@ class Served:
     model: OnnxModel
     answered: Any = None   # this version's Prometheus children, bound once at swap time
     latency: Any = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What :meth:`Champions.apply` did with a decision: swapped, or not; ``refused`` says why the
+    decision itself is unusable (a forgery, a model not configured here, a sequence far ahead of
+    the monitor's), so that the topic's reader dead-letters it with that reason. A swap that failed
+    to load is not the decision's fault (the periodic check retries it) and is not ``refused``.
+
+    True when it swapped, as the boolean ``apply`` used to return.
+    """
+
+    swapped: bool = False
+    refused: str | None = None
+
+    def __bool__(self) -> bool:
+        return self.swapped
+
+
+MONITOR = "monitor"  # the source of the monitor's signed answers, which win over the topic
 
 
 class NoHeadroom(ModelLoadError):
@@ -63,37 +83,47 @@ class Champions:
         self.swaps_by_source: Counter[str] = Counter()  # "topic", or "monitor" (start-up and catching up)
         self.reserve_bytes = reserve_bytes
         self.available = available
-        self.refused: dict[str, int] = {"signature": 0, "load": 0, "decode": 0, "memory": 0}
+        self.refused: dict[str, int] = {"signature": 0, "load": 0, "decode": 0, "memory": 0, "unconfigured": 0,
+                                        "sequence": 0}
+        # The sequence of the monitor's last signed answer about each model's champion.
+        self.monitor_sequence: dict[str, int] = {}
         self._locks = {name: asyncio.Lock() for name in specs.names()}
 
-    async def apply(self, payload: bytes, signature: str | None, source: str) -> bool:
-        """Follow one decision (from the topic or the monitor); True when it swapped."""
+    async def apply(self, payload: bytes, signature: str | None, source: str) -> Outcome:
+        """Follow one decision from ``source`` (``topic``, or ``monitor``: its answer wins)."""
         try:
             signing.verify(self.key, payload, signature)
             event = parse_event(payload, (ModelPromoted, CandidateRejected, ModelRolledBack))
         except SignatureError as exc:
-            self.refused["signature"] += 1
-            self.metrics.decisions_refused.labels("signature").inc()
-            log.warning("decision refused", source=source, reason=str(exc))
-            return False
+            return self._refuse("signature", str(exc), source)
         except EventDecodeError as exc:
-            self.refused["decode"] += 1
-            self.metrics.decisions_refused.labels("decode").inc()
-            log.warning("decision refused", source=source, reason=str(exc))
-            return False
+            return self._refuse("decode", str(exc), source)
         assert isinstance(event, (ModelPromoted, CandidateRejected, ModelRolledBack))
         lock = self._locks.get(event.model)
         if lock is None:
-            return False  # a model this replica does not serve
+            return self._refuse("unconfigured", f"no model named {event.model!r} is configured here", source,
+                                model=event.model, sequence=event.sequence)
+        authoritative = source == MONITOR
+        if authoritative:
+            self.monitor_sequence[event.model] = event.sequence
+        elif event.event_type in SERVING_EVENT_TYPES and \
+                (why := sequence_refusal(event.sequence, self.monitor_sequence.get(event.model))) is not None:
+            return self._refuse("sequence", why, source, model=event.model, sequence=event.sequence)
         async with lock:
             current = self.served.get(event.model)
-            if not should_swap(current.sequence if current else None, event.event_type, event.sequence):
-                return False
+            if not should_swap(current.sequence if current else None, event.event_type, event.sequence,
+                               authoritative):
+                return Outcome()
+            if current is not None and authoritative and current.sequence > event.sequence:
+                log.warning("the monitor's champion replaces a decision it did not make", model=event.model,
+                            served_sequence=current.sequence, monitor_sequence=event.sequence)
             bound = log.bind(model=event.model, version=event.version, digest=event.digest, source=source)
             started = time.perf_counter()
             kept = self.previous.get(event.model)
             try:
-                if kept is not None and kept.digest == event.digest:
+                if current is not None and current.digest == event.digest:
+                    model = current.model  # the same bytes under another decision: nothing to load
+                elif kept is not None and kept.digest == event.digest:
                     model = kept.model  # a rollback to the version just replaced: already loaded and warm
                 else:
                     model = await asyncio.to_thread(self._load, self.specs.get(event.model), event.digest)
@@ -103,7 +133,7 @@ class Champions:
                 self.metrics.decisions_refused.labels(reason).inc()
                 bound.error("swap refused, still serving the previous model", reason=str(exc),
                             serving=current.version if current else None)
-                return False
+                return Outcome()
             version = str(event.version)
             self.served[event.model] = Served(
                 event.model, event.version, event.digest, event.sequence, model,
@@ -116,7 +146,14 @@ class Champions:
             self.metrics.swaps.labels(event.model).inc()
             self.metrics.swap_duration.labels(event.model).observe(time.perf_counter() - started)
             bound.info("serving", previous=current.version if current else None)
-            return True
+            return Outcome(swapped=True)
+
+    def _refuse(self, reason: str, detail: str, source: str, **fields: Any) -> Outcome:
+        """Count, log and return a decision that cannot be used (the topic's reader dead-letters it)."""
+        self.refused[reason] += 1
+        self.metrics.decisions_refused.labels(reason).inc()
+        log.warning("decision refused", source=source, reason=detail, **fields)
+        return Outcome(refused=detail)
 
     def _load(self, spec: ModelSpec, digest: str) -> OnnxModel:
         data = self.store.get(digest)

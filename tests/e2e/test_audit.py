@@ -32,7 +32,6 @@ from refit.asyncapi import SIGNATURE_PATTERN, topic_schemas
 from refit.datasets import sample_rows
 from refit.demo import digits_waves, post_rows, wait_for_decisions
 from refit.events import EVENT_TYPES
-from refit.settings import LOCAL_SIGNING_KEY
 from refit.stack import Stack
 from tests.chaos.helpers import read_topics, wait_until
 
@@ -113,7 +112,8 @@ def consume_everything(bootstrap: str, expected: dict[str, int], timeout_s: floa
     return read_topics(bootstrap, list(topics.ALL), enough, timeout_s, quiet_s)
 
 
-def audit(records: list[Any], schemas: dict[str, dict[str, Any]]) -> tuple[Counter[str], Counter[str], list[str]]:
+def audit(records: list[Any], schemas: dict[str, dict[str, Any]],
+          key: bytes) -> tuple[Counter[str], Counter[str], list[str]]:
     """Counts of valid records by topic and by event type, and every problem found."""
     validators = {t: Draft202012Validator(s, format_checker=Draft202012Validator.FORMAT_CHECKER)
                   for t, s in schemas.items()}
@@ -137,7 +137,7 @@ def audit(records: list[Any], schemas: dict[str, dict[str, Any]]) -> tuple[Count
         if msg.key() != str(data.get("model")).encode():
             problems.append(f"{where}: key {msg.key()!r} is not the model {data.get('model')!r}")
         if topic == topics.DECISIONS:
-            problems += signature_problems(where, value, dict(msg.headers() or []))
+            problems += signature_problems(where, value, dict(msg.headers() or []), key)
         by_topic[topic] += 1
         by_type[str(data.get("event_type"))] += 1
     return by_topic, by_type, problems
@@ -150,11 +150,11 @@ def not_valid(validator: Draft202012Validator, value: bytes) -> bool:
         return True
 
 
-def signature_problems(where: str, value: bytes, headers: dict[str, bytes]) -> list[str]:
+def signature_problems(where: str, value: bytes, headers: dict[str, bytes], key: bytes) -> list[str]:
     signature = headers.get("refit-signature")
     if signature is None:
         return [f"{where}: decision without a refit-signature header"]
-    expected = "hmac-sha256=" + hmac.new(LOCAL_SIGNING_KEY.encode(), value, hashlib.sha256).hexdigest()
+    expected = "hmac-sha256=" + hmac.new(key, value, hashlib.sha256).hexdigest()
     if not re.fullmatch(SIGNATURE_PATTERN, signature.decode()) or signature.decode() != expected:
         return [f"{where}: refit-signature {signature!r} is not the HMAC-SHA256 of the value"]
     return []
@@ -174,7 +174,7 @@ def test_every_record_of_every_topic_matches_the_published_schema(stack_factory,
     records = consume_everything(stack.bootstrap, expected)
     schemas = topic_schemas(json.loads((REPO / "docs" / "asyncapi.json").read_text()))
     assert sorted(schemas) == sorted(topics.ALL)
-    by_topic, by_type, problems = audit(records, schemas)
+    by_topic, by_type, problems = audit(records, schemas, stack.signing_key.encode())
 
     print(f"audited in {time.monotonic() - started:.1f}s: "
           + ", ".join(f"{t} {by_topic[t]}" for t in topics.ALL) + f"; by event type {dict(sorted(by_type.items()))}")

@@ -32,7 +32,7 @@ from refit.datasets import sample_rows
 from refit.demo import wait_for_decisions
 from refit.events import ModelPromoted
 from refit.onnx_model import META_CLASSES, META_FEATURES, META_INPUT_KIND, META_TASK
-from refit.settings import LOCAL_API_TOKEN, LOCAL_SIGNING_KEY
+from refit.settings import LOCAL_API_TOKEN
 from refit.stack import Stack
 from tests.conftest import REPO, SPECS
 from tests.fuzz.live import MODELS, SWAP_REFUSED, error_events, log_offsets, problems, promote, write_specs
@@ -320,12 +320,12 @@ def three_feature_model(metadata_features: list[str], classes: list[str]) -> byt
     return proto.SerializeToString()
 
 
-async def publish(bootstrap: str, decisions: list[bytes]) -> None:
+async def publish(bootstrap: str, decisions: list[bytes], key: str) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
     await producer.start()
     try:
         for value in decisions:
-            signature = signing.sign(LOCAL_SIGNING_KEY.encode(), value)  # authentic: only the bytes are bad
+            signature = signing.sign(key.encode(), value)  # authentic: only the bytes are bad
             await producer.send_and_wait(topics.DECISIONS, value, key=b"digits",
                                          headers=[(signing.HEADER, signature.encode())])
     finally:
@@ -350,7 +350,7 @@ def test_unloadable_models_are_refused_and_the_champion_keeps_serving(stack: Sta
                                task="classification", reasons=[name]).to_bytes()
                  for i, (name, digest) in enumerate(bad.items())]
     before = client.get(f"{inference}/v1/stats").json()
-    asyncio.run(publish(stack.bootstrap, decisions))
+    asyncio.run(publish(stack.bootstrap, decisions, stack.signing_key))
 
     deadline = time.monotonic() + 60
     stats = before

@@ -41,7 +41,7 @@ def test_a_replica_without_a_decisions_consumer_follows_through_the_monitor(stac
     with httpx.Client(timeout=30) as client:
         versions, _ = make_champions(client, stack.url("ingest"), monitor, [stack.url("inference-0")], TOKEN, 2)
 
-    settings = InferenceSettings(monitor_url=monitor, reconcile_s=0.2)
+    settings = InferenceSettings(monitor_url=monitor, reconcile_s=0.2, decision_signing_key=stack.signing_key)
     store = HttpArtifactStore(monitor)
     champions = Champions(load_specs(specs_path), store, settings.decision_signing_key.get_secret_value().encode())
 
@@ -67,7 +67,8 @@ def test_a_replica_without_a_decisions_consumer_follows_through_the_monitor(stac
         store.close()
     print(f"caught up the rollback {caught_up_s:.2f}s after it, checking every 0.2s; stopped in {stop_s:.3f}s")
     assert dict(champions.swaps_by_source) == {"monitor": 2}
-    assert champions.refused == {"signature": 0, "load": 0, "decode": 0, "memory": 0}
+    assert champions.refused == {"signature": 0, "load": 0, "decode": 0, "memory": 0, "unconfigured": 0,
+                                 "sequence": 0}
     assert stop_s < 1
 
     # reconcile_s=0: the start-up round only, then the follower is done (the topic does the rest).

@@ -72,8 +72,8 @@ def test_no_cgroup_files_means_the_machines_memory(tmp_path: Path) -> None:
     assert available_bytes(tmp_path) > 0
 
 
-def promotion(digest: str, sequence: int, version: int) -> tuple[bytes, str]:
-    payload = ModelPromoted(model="digits", sequence=sequence, candidate_id=None, version=version, digest=digest,
+def promotion(digest: str, sequence: int, version: int, model: str = "digits") -> tuple[bytes, str]:
+    payload = ModelPromoted(model=model, sequence=sequence, candidate_id=None, version=version, digest=digest,
                             artifact_uri=f"file:///{digest}", task="classification").to_bytes()
     return payload, signing.sign(KEY, payload)
 
@@ -93,7 +93,8 @@ def test_a_promotion_without_headroom_is_refused_and_the_champion_keeps_serving(
         room["bytes"] = 256 * MiB + 1000  # the second session would not fit beside the first
         assert not await champions.apply(*promotion(second, 2, 2), "topic")
         assert champions.served["digits"].version == 1
-        assert champions.refused == {"signature": 0, "load": 0, "decode": 0, "memory": 1}
+        assert champions.refused == {"signature": 0, "load": 0, "decode": 0, "memory": 1, "unconfigured": 0,
+                                     "sequence": 0}
         room["bytes"] = 1024 * MiB  # memory freed: the same decision, redelivered, now swaps
         assert await champions.apply(*promotion(second, 2, 2), "topic")
         assert champions.served["digits"].version == 2
@@ -132,3 +133,53 @@ def test_a_rollback_to_the_replaced_version_reuses_its_loaded_session(tmp_path: 
         assert store.fetched == [first, second]
 
     asyncio.run(scenario())
+
+
+def test_the_monitors_answer_wins_and_a_decision_far_ahead_of_it_is_refused(tmp_path: Path) -> None:
+    """Issue 17, defect 13: one signed decision numbered 1,000,000 no longer freezes a replica.
+
+    Read from the topic before the monitor answered, it is served; the monitor's signed answer
+    takes the replica back, and from then on a decision that far ahead is refused with the reason.
+    """
+    specs = load_specs(REPO / "config" / "models.yaml")
+    rows = [Row(str(i), r["features"], None, str(r["label"]), None, "")  # type: ignore[arg-type]
+            for i, r in enumerate(sample_rows("digits", 7)[:300])]
+    store = LocalArtifactStore(tmp_path)
+    genuine, forged = store.put(fit(specs.get("digits"), rows).onnx_bytes), \
+        store.put(fit(specs.get("digits"), rows[:250]).onnx_bytes)
+    champions = Champions(specs, store, KEY)
+
+    async def scenario() -> None:
+        assert await champions.apply(*promotion(genuine, 3, 2), "topic")
+        assert await champions.apply(*promotion(forged, 1_000_000, 99), "topic")   # no monitor answer yet
+        assert not await champions.apply(*promotion(genuine, 4, 2), "topic")       # looks old beside it
+        assert await champions.apply(*promotion(genuine, 4, 2), "monitor")         # the monitor wins
+        assert (champions.served["digits"].version, champions.served["digits"].sequence) == (2, 4)
+        outcome = await champions.apply(*promotion(forged, 1_000_000, 99), "topic")
+        assert not outcome and outcome.refused == \
+            "sequence 1000000 is more than 1000 ahead of the monitor's champion decision (4)"
+        assert await champions.apply(*promotion(forged, 5, 3), "topic")            # a genuine next one swaps
+        assert champions.served["digits"].version == 3
+
+    asyncio.run(scenario())
+    assert champions.refused == {"signature": 0, "load": 0, "decode": 0, "memory": 0, "unconfigured": 0,
+                                 "sequence": 1}
+    assert dict(champions.swaps_by_source) == {"topic": 3, "monitor": 1}
+
+
+def test_refused_decisions_say_why(tmp_path: Path) -> None:
+    """Issue 17, defect 17: a decision for a model not configured here is refused with a reason
+    (the topic's reader dead-letters it), as a forgery is."""
+    champions = Champions(load_specs(REPO / "config" / "models.yaml"), LocalArtifactStore(tmp_path), KEY)
+    payload, signature = promotion("0" * 64, 1, 1, model="ghost")
+
+    async def scenario() -> list[str | None]:
+        return [(await champions.apply(payload, signature, "topic")).refused,
+                (await champions.apply(payload, signing.sign(b"another key", payload), "topic")).refused,
+                (await champions.apply(payload, None, "topic")).refused]
+
+    assert asyncio.run(scenario()) == ["no model named 'ghost' is configured here",
+                                       "decision signature does not verify", "decision is not signed"]
+    assert champions.refused == {"signature": 2, "load": 0, "decode": 0, "memory": 0, "unconfigured": 1,
+                                 "sequence": 0}
+    assert champions.served == {}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from refit.core.serving import SERVING_EVENT_TYPES, should_swap
+from refit.core.serving import MAX_SEQUENCE_AHEAD, SERVING_EVENT_TYPES, sequence_refusal, should_swap
 from refit.events import SERVING_DECISIONS
 
 
@@ -58,3 +58,28 @@ def test_a_replica_is_ready_with_any_model_served_or_with_every_required_one() -
     assert unready((), set(), models) == "no champion yet for any of digits, diabetes"
     assert unready(("digits", "diabetes"), {"digits"}, models) == "no champion yet for diabetes"
     assert unready(("digits",), {"digits"}, models) is None
+
+
+@pytest.mark.parametrize(
+    ("served", "event_type", "sequence", "swap"),
+    [
+        (None, "ModelPromoted", 7, True),
+        (1_000_000, "ModelRolledBack", 7, True),  # the replica serves a decision the monitor never made
+        (4, "ModelPromoted", 7, True),            # newer, as from the topic
+        (7, "ModelPromoted", 7, False),           # what is served
+        (7, "CandidateRejected", 9, False),       # rejections never swap, whoever says so
+    ],
+)
+def test_the_monitors_answer_wins_over_what_is_served(served, event_type, sequence, swap):
+    """Issue 17, defect 13: a forged decision numbered 1,000,000 no longer outranks the monitor."""
+    assert should_swap(served, event_type, sequence, authoritative=True) is swap
+
+
+def test_a_decision_far_ahead_of_the_monitors_champion_is_refused():
+    assert sequence_refusal(1_000_000, None) is None  # before the monitor ever answered: nothing to compare
+    assert sequence_refusal(7 + MAX_SEQUENCE_AHEAD, 7) is None
+    assert sequence_refusal(8 + MAX_SEQUENCE_AHEAD, 7) == (
+        f"sequence {8 + MAX_SEQUENCE_AHEAD} is more than {MAX_SEQUENCE_AHEAD} ahead of the monitor's champion "
+        "decision (7)")
+    assert sequence_refusal(1_000_000, 7, limit=10) == (
+        "sequence 1000000 is more than 10 ahead of the monitor's champion decision (7)")

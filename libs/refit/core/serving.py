@@ -7,14 +7,41 @@ from collections.abc import Collection, Sequence
 SERVING_EVENT_TYPES = frozenset({"ModelPromoted", "ModelRolledBack"})
 
 
-def should_swap(served_sequence: int | None, event_type: str, sequence: int) -> bool:
+def should_swap(served_sequence: int | None, event_type: str, sequence: int, authoritative: bool = False) -> bool:
     """True for a promotion or rollback newer (by the model's decision sequence) than the served one.
 
     Replays, redeliveries and out-of-order old decisions change nothing; rejections never swap.
+    ``authoritative``: the decision is the monitor's signed answer about its champion, which wins
+    over whatever the replica serves, even a decision numbered ahead of it (one the monitor never
+    made: a forgery, or a decision of a monitor whose state was lost).
     """
     if event_type not in SERVING_EVENT_TYPES:
         return False
-    return served_sequence is None or sequence > served_sequence
+    if served_sequence is None:
+        return True
+    return sequence != served_sequence if authoritative else sequence > served_sequence
+
+
+# How far ahead of the monitor's champion decision a decision from the topic may be numbered.
+# Every decision of a model takes the next number, rejections too, so a genuine promotion comes a
+# few numbers after the champion; one a thousand ahead was not made by this monitor. If a model
+# ever had that many rejections in a row, its next promotion is refused on the topic and taken
+# from the monitor at the next periodic check instead.
+MAX_SEQUENCE_AHEAD = 1000
+
+
+def sequence_refusal(sequence: int, champion_sequence: int | None,
+                     limit: int = MAX_SEQUENCE_AHEAD) -> str | None:
+    """Why a decision from the topic is refused for its sequence, or None.
+
+    ``champion_sequence`` is the sequence of the monitor's last signed answer about its champion
+    (None before the first): a decision numbered more than ``limit`` past it would otherwise make
+    every genuine decision after it look old.
+    """
+    if champion_sequence is None or sequence <= champion_sequence + limit:
+        return None
+    return (f"sequence {sequence} is more than {limit} ahead of the monitor's champion decision "
+            f"({champion_sequence})")
 
 
 # An onnxruntime session holds the model's weights again after parsing the bytes, plus its
