@@ -119,3 +119,23 @@ def test_request_ids_are_unique_version_4_uuids_across_processes_and_requests() 
     assert len(set(ids)) == len(ids)
     pattern = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
     assert all(pattern.match(i) and uuid.UUID(i).version == 4 for i in ids)
+
+
+def test_request_ids_are_unguessable_and_read_the_csprng_in_chunks() -> None:
+    """Issue 17, defect 14: ids were a per-process prefix and a counter, so one id told the next.
+
+    Now all 122 random bits of each id are fresh; the operating system is asked once per chunk.
+    """
+    from services.inference.predict import RequestIds
+
+    ids = RequestIds(chunk=160)  # ten ids per read
+    first = ids.new()
+    buffer = ids._buffer
+    rest = [ids.new() for _ in range(9)]
+    assert ids._buffer is buffer  # no new read for the ten ids of one chunk
+    eleventh = ids.new()
+    assert ids._buffer is not buffer
+    many = [first, *rest, eleventh, *(ids.new() for _ in range(10_000))]
+    # No two share their first 48 bits, nor their last 48: no prefix, no counter to guess from.
+    assert len({i[:8] + i[9:13] for i in many}) == len(many)
+    assert len({i[-12:] for i in many}) == len(many)
