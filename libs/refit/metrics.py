@@ -55,6 +55,9 @@ class Metrics:
                                ["model"], registry=r)
         self.live_metric = Gauge("refit_live_metric", "The champion's rolling live metric (prequential)",
                                  ["model", "metric"], registry=r)
+        self.feedback_conflicts = Gauge("refit_feedback_conflicting_labels",
+                                        "Labels ignored because the request id already had a different label "
+                                        "(the first counts); kept across restarts", ["model"], registry=r)
         # serving
         self.requests = Counter("refit_inference_requests_total", "Prediction requests",
                                 ["model", "version", "status"], registry=r)

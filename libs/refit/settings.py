@@ -95,8 +95,10 @@ class CommonSettings(BaseSettings):
 
 
 class _SignedDecisions(CommonSettings):
-    decision_signing_key: SecretStr = _f(SecretStr(LOCAL_SIGNING_KEY),
-                                         "HMAC key that signs (monitor) and verifies (inference) decisions")
+    decision_signing_key: SecretStr = _f(
+        SecretStr(LOCAL_SIGNING_KEY), "HMAC key that signs (monitor) and verifies (inference) decisions; `refit up` "
+        "passes `REFIT_DECISION_SIGNING_KEY`, or else a random key it made once for its state directory "
+        "(`<state>/signing.key`, mode 0600)")
 
     @model_validator(mode="after")
     def _no_default_key(self) -> _SignedDecisions:

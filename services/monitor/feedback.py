@@ -4,7 +4,8 @@ A prediction row waits for its label, or a label waits for its prediction: which
 arrives second makes the outcome, for the version that served the prediction. The join
 key is the one of ``refit.core.live.row_keys``. Every table is idempotent by
 (model, key): the first prediction and the first label of a key count, redeliveries
-and later duplicates change nothing. Each table keeps at most ``max_rows`` newest rows
+and later duplicates change nothing; a later label that disagrees with the first is
+counted as a conflict (``conflicting_labels``), never silently dropped. Each table keeps at most ``max_rows`` newest rows
 per model; joined counts are kept apart so pruning never lowers them.
 """
 
@@ -41,11 +42,17 @@ CREATE TABLE IF NOT EXISTS joined (
     model TEXT NOT NULL, version INTEGER NOT NULL, count INTEGER NOT NULL,
     PRIMARY KEY (model, version)
 );
+CREATE TABLE IF NOT EXISTS conflicts (
+    model TEXT NOT NULL PRIMARY KEY, count INTEGER NOT NULL
+);
 CREATE INDEX IF NOT EXISTS predictions_age ON predictions (model, seq);
 CREATE INDEX IF NOT EXISTS labels_age ON labels (model, seq);
 CREATE INDEX IF NOT EXISTS outcomes_age ON outcomes (model, seq);
 CREATE INDEX IF NOT EXISTS outcomes_window ON outcomes (model, version, seq);
 """
+# The label an outcome was joined with, so that a later, different label is seen as a conflict
+# (outcomes of a store made before it have none: a later label of theirs is not compared).
+_ADDED = {"outcomes": {"label": "TEXT"}}
 _TABLES = ("predictions", "labels", "outcomes")
 
 
@@ -95,6 +102,7 @@ class LiveReport:
     pending_predictions: int
     pending_labels: int
     versions: list[VersionLive]  # newest version first
+    conflicting_labels: int = 0  # later labels that disagreed with the first label of their request id
 
 
 class FeedbackStore:
@@ -105,7 +113,7 @@ class FeedbackStore:
 
     def __init__(self, path: Path, tasks: Mapping[str, str], max_rows: int) -> None:
         self.tasks, self.max_rows = dict(tasks), max_rows
-        self._db = open_store(path, _SCHEMA)
+        self._db = open_store(path, _SCHEMA, _ADDED)
         self._lock = threading.Lock()
         self._written: Counter[str] = Counter()  # rows written per model since its last pruning
 
@@ -143,7 +151,13 @@ class FeedbackStore:
         return self._join(p.model, p.key, p.version, p.predicted, found[0])
 
     def _add_label(self, lab: LabeledRow) -> int:
-        if self._joined_already(lab.model, lab.key):
+        earlier = self._db.execute("SELECT label FROM outcomes WHERE model = ? AND key = ? UNION ALL "
+                                   "SELECT label FROM labels WHERE model = ? AND key = ?",
+                                   (lab.model, lab.key, lab.model, lab.key)).fetchone()
+        if earlier is not None:  # the first label of a key counts; a different later one is a conflict
+            if earlier[0] is not None and earlier[0] != lab.label:
+                self._db.execute("INSERT INTO conflicts (model, count) VALUES (?, 1)"
+                                 " ON CONFLICT (model) DO UPDATE SET count = count + 1", (lab.model,))
             return 0
         found = self._db.execute("SELECT version, predicted FROM predictions WHERE model = ? AND key = ?",
                                  (lab.model, lab.key)).fetchone()
@@ -157,9 +171,9 @@ class FeedbackStore:
 
     def _join(self, model: str, key: str, version: int, predicted: str, label: str) -> int:
         result = outcome(self.tasks[model], predicted, label)
-        self._db.execute("INSERT INTO outcomes (model, key, version, correct, error) VALUES (?, ?, ?, ?, ?)",
+        self._db.execute("INSERT INTO outcomes (model, key, version, correct, error, label) VALUES (?, ?, ?, ?, ?, ?)",
                          (model, key, version, None if result.correct is None else int(result.correct),
-                          result.error))
+                          result.error, label))
         self._db.execute("INSERT INTO joined (model, version, count) VALUES (?, ?, 1)"
                          " ON CONFLICT (model, version) DO UPDATE SET count = count + 1", (model, version))
         self._written[model] += 1
@@ -187,8 +201,18 @@ class FeedbackStore:
                 (model, version, window)).fetchall() for version, _ in counts}
             waiting = [self._db.execute(f"SELECT COUNT(*) FROM {table} WHERE model = ?", (model,)).fetchone()[0]
                        for table in ("predictions", "labels")]
+            conflicting = self._conflicting(model)
         versions = []
         for version, count in counts:
             outcomes = [Outcome(None if c is None else bool(c), e) for c, e in windows[version]]
             versions.append(VersionLive(version, count, len(outcomes), live_scores(task, outcomes)))
-        return LiveReport(sum(c for _, c in counts), waiting[0], waiting[1], versions)
+        return LiveReport(sum(c for _, c in counts), waiting[0], waiting[1], versions, conflicting)
+
+    def conflicting_labels(self, model: str) -> int:
+        """Labels that came for a request id already labelled otherwise (ignored: the first counts)."""
+        with self._lock:
+            return self._conflicting(model)
+
+    def _conflicting(self, model: str) -> int:
+        row = self._db.execute("SELECT count FROM conflicts WHERE model = ?", (model,)).fetchone()
+        return int(row[0]) if row else 0

@@ -59,6 +59,7 @@ class Views:
         return {
             "name": model, "task": spec.task, "window": self.live_window, "joined": live.joined,
             "pending_predictions": live.pending_predictions, "pending_labels": live.pending_labels,
+            "conflicting_labels": live.conflicting_labels,
             "champion": None if champion is None else {
                 "version": champion.version, "holdout_scores": champion.scores,
                 "live_scores": by_version[champion.version].scores if champion.version in by_version else {}},
@@ -66,9 +67,10 @@ class Views:
         }
 
     def observe_champions(self, metrics: Metrics) -> None:
-        """Set each model's champion version and age gauges."""
+        """Set each model's champion version and age gauges, and its count of conflicting labels."""
         now = datetime.now(UTC)
         for name in self.specs.names():
+            metrics.feedback_conflicts.labels(name).set(self.feedback.conflicting_labels(name))
             serving = self.registry.serving(name)
             if serving is not None:
                 metrics.champion_version.labels(name).set(serving.version)

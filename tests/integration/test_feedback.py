@@ -22,6 +22,7 @@ from refit import topics
 from refit.demo import digits_waves, post_rows, wait_for_decisions
 from refit.events import PredictionServed, parse_event
 from refit.stack import Stack
+from tests.chaos.helpers import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -130,13 +131,18 @@ def test_labels_join_predictions_in_either_order_and_live_reports_exact_accuracy
         assert client.post(f"{stack.url('ingest')}/v1/samples:batch",
                            json={"model": "digits", "samples": labels}).status_code == 202
 
-        live = wait_live(client, monitor, lambda live: live["joined"] >= len(outcomes) and live["pending_labels"] == 1)
+        live = wait_live(client, monitor, lambda live: live["joined"] >= len(outcomes) and live["pending_labels"] == 1
+                         and live["conflicting_labels"] >= 1)
         time.sleep(2)  # nothing more may arrive
         assert client.get(f"{monitor}/v1/models/digits/live").json()["joined"] == live["joined"]
+        # The contradicting label is not silently dropped: counted, in the API and the metrics.
+        metric = 'refit_feedback_conflicting_labels{model="digits"} 1.0'
+        wait_until("the conflict in the metrics", lambda: metric in client.get(f"{monitor}/metrics").text)
 
     accuracy = sum(outcomes) / len(outcomes)
     assert len(outcomes) == 13
-    assert (live["joined"], live["pending_predictions"], live["pending_labels"]) == (13, 3, 1)
+    assert (live["joined"], live["pending_predictions"], live["pending_labels"], live["conflicting_labels"]) == \
+        (13, 3, 1, 1)
     assert [(v["version"], v["champion"], v["joined"], v["window"], v["live_scores"]) for v in live["versions"]] == [
         (1, True, 13, 13, {"accuracy": pytest.approx(accuracy)})]
     assert live["champion"] == {"version": 1, "holdout_scores": decision["candidate_scores"],

@@ -100,6 +100,21 @@ def test_redeliveries_and_later_duplicates_change_nothing(make_store: StoreFacto
     result = store.live("digits", window=10)
     assert (result.joined, result.pending_predictions, result.pending_labels) == (2, 0, 0)
     assert result.versions[0].scores == {"accuracy": 0.5}
+    # "a" got a 5 after its 3 was joined, "b" a 2 after its waiting 1: each conflict is counted.
+    assert result.conflicting_labels == 2
+
+
+def test_a_label_that_disagrees_with_the_first_is_counted_not_silently_dropped(make_store: StoreFactory) -> None:
+    """Issue 17, defect 14: someone else's label arriving first used to make the true one vanish."""
+    store = make_store()
+    store.record([pred("a", "3"), pred("b", "3")], [lab("a", "7")])   # a forged label, first
+    store.record([], [lab("a", "3"), lab("a", "3"), lab("b", "3"), lab("b", "3"), lab("c", "1"), lab("c", "2")])
+    # Both true labels of a (joined with the 7) and the 2 of c (its 1 waits): b agrees with itself.
+    assert store.live("digits", window=10).conflicting_labels == 3
+    assert store.live("diabetes", window=10).conflicting_labels == 0
+    store.close()
+    again = make_store()  # reopened on the same file: the count is kept
+    assert again.conflicting_labels("digits") == 3
 
 
 def test_scores_cover_the_newest_window_but_joined_counts_everything(make_store: StoreFactory) -> None:

@@ -75,3 +75,30 @@ def test_a_malformed_signature_does_not_verify(mangle):
 
 def test_signature_error_is_a_value_error():
     assert issubclass(SignatureError, ValueError)
+
+
+def test_the_local_stack_key_is_random_per_state_dir_kept_and_private(tmp_path):
+    """Issue 17, defect 13: local mode signed with a constant published in the source."""
+    import stat
+
+    from refit.settings import LOCAL_SIGNING_KEY
+    from refit.signing import local_key
+
+    first, other = local_key(tmp_path / "a"), local_key(tmp_path / "b")
+    assert len(first) == 64 and first != other and LOCAL_SIGNING_KEY not in (first, other)
+    assert local_key(tmp_path / "a") == first  # a restart on the same state keeps its key
+    assert stat.S_IMODE((tmp_path / "a" / "signing.key").stat().st_mode) == 0o600
+
+
+def test_refit_up_passes_the_state_dirs_key_to_monitor_and_inference(tmp_path, monkeypatch):
+    from refit.stack import Stack
+
+    monkeypatch.delenv("REFIT_DECISION_SIGNING_KEY", raising=False)
+    stack = Stack(state_dir=tmp_path, specs_path=tmp_path / "models.yaml", ports={"monitor": 1, "inference-0": 2})
+    key = stack.signing_key
+    assert key == (tmp_path / "signing.key").read_text()
+    assert stack.service_env("monitor")["REFIT_MONITOR_DECISION_SIGNING_KEY"] == key
+    assert stack.service_env("inference-0")["REFIT_INFERENCE_DECISION_SIGNING_KEY"] == key
+    chosen = Stack(state_dir=tmp_path, specs_path=tmp_path / "models.yaml", ports={"monitor": 1},
+                   env={"REFIT_DECISION_SIGNING_KEY": "an operator's key"})
+    assert chosen.service_env("monitor")["REFIT_MONITOR_DECISION_SIGNING_KEY"] == "an operator's key"
