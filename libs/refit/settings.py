@@ -111,10 +111,17 @@ class IngestSettings(CommonSettings):
     model_config = SettingsConfigDict(env_prefix="REFIT_INGEST_", extra="ignore", frozen=True)
     port: int = _f(8001, "HTTP port")
     api_keys: tuple[SecretStr, ...] = _f(
-        (), "JSON list of producer keys; when set, `Authorization: Bearer <key>` is required")
+        (), "JSON list of producer keys; when set, `Authorization: Bearer <key>` is required (required outside "
+        "local mode: an open ingest lets anyone on the network write training data)")
     max_batch_rows: int = _f(1000, "samples per batch request", ge=1)
     max_body_bytes: int = _f(8 * 1024 * 1024, "request body limit (413 above)", ge=1024)
     publish_timeout_s: float = _f(10.0, "how long to wait for the broker's acknowledgement (503 after)", gt=0)
+
+    @model_validator(mode="after")
+    def _keys_outside_local_mode(self) -> IngestSettings:
+        if self.environment != "local" and not any(k.get_secret_value() for k in self.api_keys):
+            raise ValueError("api_keys must list at least one producer key outside local mode")
+        return self
 
 
 class TrainerSettings(CommonSettings):

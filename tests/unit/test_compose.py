@@ -383,6 +383,48 @@ def test_public_ports_are_published_and_do_not_collide(compose: dict[str, Any]) 
         taken |= set(ports)
 
 
+def bound_addresses(service: dict[str, Any], variables: Mapping[str, str]) -> list[str]:
+    """The host address each published port binds, after compose's interpolation ("" = every interface)."""
+    out = []
+    for port in service.get("ports") or []:
+        if isinstance(port, dict):
+            out.append(interpolate(str(port.get("host_ip", "")), variables))
+            continue
+        parts = interpolate(str(port), variables).split("/")[0].split(":")
+        out.append(parts[0] if len(parts) == 3 else "")
+    return out
+
+
+def test_every_published_port_binds_to_loopback_by_default(compose: dict[str, Any]) -> None:
+    """Issue 17, defect 18: ingest, monitor and inference were published on every host interface."""
+    for name, service in compose["services"].items():
+        assert set(bound_addresses(service, {})) <= {"127.0.0.1"}, f"{name} publishes beyond loopback"
+    assert all(bound_addresses(compose["services"][n], {}) == ["127.0.0.1"] for n in ("ingest", "monitor", "inference"))
+
+
+def test_exposing_the_stack_is_one_deliberate_variable(compose: dict[str, Any]) -> None:
+    exposed = {"REFIT_BIND_ADDRESS": "0.0.0.0"}
+    for name, service in compose["services"].items():
+        wanted = ["0.0.0.0"] if name in ("ingest", "monitor", "inference") else ["127.0.0.1"] * len(
+            service.get("ports") or [])  # the broker, Prometheus and Grafana have no authentication
+        assert bound_addresses(service, exposed) == wanted, name
+    operations = (REPO / "docs" / "operations.md").read_text()
+    assert "REFIT_BIND_ADDRESS" in operations and "REFIT_BIND_ADDRESS" in COMPOSE.read_text()
+
+
+def test_ingest_requires_producer_keys(compose: dict[str, Any]) -> None:
+    """Issue 17, defect 18: compose ran ingest with no key, open to anyone who reached the port."""
+    value = setting(compose, "ingest", "API_KEYS")
+    with pytest.raises(MissingVariable, match="REFIT_INGEST_API_KEY"):
+        interpolate(value, {})
+    assert json.loads(interpolate(value, {"REFIT_INGEST_API_KEY": "k1"})) == ["k1"]
+    with pytest.raises(ValueError, match="api_keys must list at least one producer key outside local mode"):
+        IngestSettings(environment="production", api_keys=())
+    with pytest.raises(ValueError, match="api_keys must list at least one producer key"):
+        IngestSettings(environment="production", api_keys=[""])
+    assert IngestSettings(environment="local").api_keys == ()  # local mode may stay open
+
+
 def test_inference_can_scale(compose: dict[str, Any]) -> None:
     inference = compose["services"]["inference"]
     assert "container_name" not in inference and "hostname" not in inference
