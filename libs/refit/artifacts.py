@@ -72,6 +72,16 @@ class LocalArtifactStore:
             raise
         return digest
 
+    def delete(self, digest: str) -> int | None:
+        """Remove an artifact; the bytes freed, or None if it was not there."""
+        path = self.path(digest)
+        try:
+            size = path.stat().st_size
+            path.unlink()
+        except FileNotFoundError:
+            return None
+        return size
+
     def get(self, digest: str) -> bytes:
         try:
             data = self.path(digest).read_bytes()

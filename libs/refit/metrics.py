@@ -55,6 +55,10 @@ class Metrics:
                                ["model"], registry=r)
         self.live_metric = Gauge("refit_live_metric", "The champion's rolling live metric (prequential)",
                                  ["model", "metric"], registry=r)
+        self.artifacts_collected = Counter("refit_artifacts_collected_total",
+                                           "Model artifacts removed by retention", registry=r)
+        self.artifacts_freed_bytes = Counter("refit_artifacts_freed_bytes_total",
+                                             "Bytes of model artifacts removed by retention", registry=r)
         self.feedback_conflicts = Gauge("refit_feedback_conflicting_labels",
                                         "Labels ignored because the request id already had a different label "
                                         "(the first counts); kept across restarts", ["model"], registry=r)

@@ -153,6 +153,9 @@ class MonitorSettings(_SignedDecisions):
         default_factory=lambda: {"day_of_week": "mon", "hour": 8, "minute": 0},
         description="when the periodic report goes to the webhooks (APScheduler cron fields, UTC)")
     report_days: float = _f(7.0, "days the periodic report covers", gt=0)
+    retention_interval_s: float = _f(
+        3600.0, "how often the artifacts no model keeps any more are removed (each spec's `retention`); 0 = never",
+        ge=0)
 
     @model_validator(mode="after")
     def _no_default_token(self) -> MonitorSettings:

@@ -253,6 +253,14 @@ class TriggersSpec(_Spec):
     adaptive_max_days: float = Field(30.0, gt=0, le=3650)
 
 
+class RetentionSpec(_Spec):
+    """How much of a model's history is kept (refit.core.retention): artifacts of the champion, of
+    the versions the newest ``keep_versions`` serving decisions named (rollback targets), of the
+    newest ``keep_versions`` versions and of every candidate not yet judged; the rest is collected."""
+
+    keep_versions: int = Field(10, ge=2, le=10_000)
+
+
 class ModelSpec(_Spec):
     name: str
     task: Task
@@ -264,6 +272,7 @@ class ModelSpec(_Spec):
     quality: QualitySpec = QualitySpec()
     triggers: TriggersSpec = TriggersSpec()
     bounds: BoundsSpec = BoundsSpec()
+    retention: RetentionSpec = RetentionSpec()
 
     @field_validator("name")
     @classmethod

@@ -14,6 +14,7 @@ import orjson
 import structlog
 
 from refit import signing, topics
+from refit.core.retention import rollback_reachable
 from refit.errors import BrokerUnavailableError, RefitError
 from refit.events import CandidateRejected, Decision, JudgingWindow, LiveEvidence, ModelPromoted, ModelRolledBack
 from refit.kafka import Publisher
@@ -196,6 +197,10 @@ class Decider:
                 raise RollbackError(f"v{to_version} is already the champion of {model!r}")
             if to_version not in {d.version for d in history}:
                 raise RollbackError(f"v{to_version} of {model!r} was never a champion; only champions can return")
+            keep = spec.retention.keep_versions
+            if to_version not in rollback_reachable([d.version for d in history], keep):
+                raise RollbackError(f"v{to_version} of {model!r} is older than the champions of its newest {keep} "
+                                    "serving decisions, whose artifacts retention keeps (retention.keep_versions)")
             target = self.registry.version(model, to_version)
             assert target is not None
             event = self.registry.record_decision(model, lambda sequence: ModelRolledBack(

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from services.monitor.feedback import FeedbackStore
 from services.monitor.notify import Notifier
 from services.monitor.registry import Registry
 from services.monitor.reports import Reporter
+from services.monitor.retention import collect
 from services.monitor.service import Intake
 from services.monitor.sessions import Sessions
 from services.monitor.trigger_store import TriggerStore
@@ -49,13 +51,18 @@ class Monitor:
     intake: Intake
     views: Views
     reporter: Reporter
+    next_collection: float = 0.0  # monotonic time of the next artifact collection
 
     async def periodic(self, stop: asyncio.Event) -> None:
-        """Every ``trigger_interval_s``: the champion gauges, the report if due, every model's triggers."""
+        """Every ``trigger_interval_s``: the champion gauges, the report if due, every model's triggers;
+        every ``retention_interval_s``, the artifacts no model keeps are removed."""
         while not stop.is_set():
             try:
                 self.views.observe_champions(self.metrics)
                 self.reporter.send_if_due(datetime.now(UTC))
+                if self.settings.retention_interval_s and time.monotonic() >= self.next_collection:
+                    self.next_collection = time.monotonic() + self.settings.retention_interval_s
+                    await asyncio.to_thread(collect, self.specs, self.registry, self.artifacts, self.metrics)
                 await self.triggers.tick()
             except BrokerUnavailableError as exc:
                 log.warning("retrain request not yet published", error=str(exc))

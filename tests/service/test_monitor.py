@@ -82,13 +82,14 @@ CandidateFactory = Callable[..., CandidateTrained]
 
 @pytest.fixture
 def candidate(monitor: Monitor, onnx_bytes: bytes) -> CandidateFactory:
-    """A diabetes candidate of the same model bytes, for a retrain request (or none)."""
-    digest = monitor.artifacts.put(onnx_bytes)
+    """A diabetes candidate of the same model bytes (or of ``data``), for a retrain request (or none)."""
+    default = monitor.artifacts.put(onnx_bytes)
 
-    def make(request_id: str | None, spec: ModelSpec = SPEC) -> CandidateTrained:
+    def make(request_id: str | None, spec: ModelSpec = SPEC, data: bytes | None = None) -> CandidateTrained:
+        digest = default if data is None else monitor.artifacts.put(data)
         return CandidateTrained(
             model=spec.name, candidate_id=str(uuid.uuid4()), task=spec.task,
-            artifact=ArtifactRef(digest=digest, size_bytes=len(onnx_bytes), uri=f"file:{digest}"),
+            artifact=ArtifactRef(digest=digest, size_bytes=len(data or onnx_bytes), uri=f"file:{digest}"),
             signature=InputSignature(kind="numeric", features=list(spec.input.features)),
             training=TrainingStats(rows_seen=len(TRAINING), rows_trained=len(TRAINING), rows_held_back=0,
                                    duration_s=0.01, estimator=spec.estimator.class_path,
