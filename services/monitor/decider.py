@@ -85,7 +85,7 @@ class Decider:
             status = "promoted" if judgement.promote else "rejected"
             event = self.registry.record_decision(spec.name, lambda sequence: kind(
                 **self._identity(spec, version, sequence), champion_version=champion.version if champion else None,
-                **judgement.evidence()), self._sign, status)
+                **judgement.evidence()), self.sign, status)
             self._announce(event, status)
         await self.publish_outbox()
 
@@ -138,7 +138,7 @@ class Decider:
             champion = self.registry.serving(spec.name)
             event = self.registry.record_decision(spec.name, lambda sequence: CandidateRejected(
                 **self._identity(spec, version, sequence), champion_version=champion.version if champion else None,
-                reasons=[reason]), self._sign, "rejected")
+                reasons=[reason]), self.sign, "rejected")
             self._announce(event, "duplicate")
         await self.publish_outbox()
 
@@ -159,7 +159,7 @@ class Decider:
                 reasons=[f"better than champion v{champion.version} on live labeled traffic: {live.wins} of "
                          f"{live.pairs} paired labels better, {live.losses} worse; evidence {live.e_value:.3g} "
                          f">= 1/alpha = {1 / live.alpha:.3g} (anytime-valid sequential test)"]),
-                self._sign, "promoted")
+                self.sign, "promoted")
             self._announce(event, "promoted_live")
         await self.publish_outbox()
 
@@ -206,7 +206,7 @@ class Decider:
             event = self.registry.record_decision(model, lambda sequence: ModelRolledBack(
                 **self._identity(spec, target, sequence), champion_version=current,
                 candidate_scores=target.scores or {}, requested_by=requested_by, live=live,
-                reasons=[f"rollback from v{current} to v{target.version}: {reason}"]), self._sign)
+                reasons=[f"rollback from v{current} to v{target.version}: {reason}"]), self.sign)
             self._announce(event, "rolled_back_live" if live is not None else "rolled_back")
         await self.publish_outbox()
         return event
@@ -217,7 +217,7 @@ class Decider:
                 "version": version.version, "digest": version.digest, "task": spec.task,
                 "artifact_uri": f"{self.settings.public_url}/v1/artifacts/{version.digest}"}
 
-    def _sign(self, payload: bytes) -> str:
+    def sign(self, payload: bytes) -> str:
         return signing.sign(self.key, payload)
 
     def _announce(self, event: Decision, outcome: str) -> None:

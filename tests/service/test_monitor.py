@@ -15,6 +15,7 @@ import orjson
 import pytest
 import yaml
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 from skl2onnx import to_onnx
 from skl2onnx.common.data_types import FloatTensorType
 from sklearn.linear_model import Ridge
@@ -431,3 +432,21 @@ async def test_rejections_in_a_row_are_counted_per_trigger_with_the_samples_sinc
     assert monitor.registry.rejection_streaks("diabetes", 0.2) == {"sample_count": (2, 50)}  # 10 holdout rows
     await arrive_and_judge(monitor, candidate("next"))  # a promotion ends every streak
     assert monitor.registry.rejection_streaks("diabetes", 0.2) == {}
+
+
+async def test_the_champion_is_served_signed_with_the_monitors_current_key(monitor: Monitor,
+                                                                           candidate: CandidateFactory) -> None:
+    """Issue 17, defect 13: `refit up` now signs with a key of its own per state dir. On a state made
+    before (decisions signed with the old key), or after a key rotation, a replica still follows the
+    monitor's answer: the same bytes, signed with the key the monitor has now."""
+    from refit import signing
+
+    await arrive_and_judge(monitor, candidate(None))
+    published = monitor.publisher.decisions()  # type: ignore[attr-defined]
+    rotated = monitor.settings.model_copy(update={"decision_signing_key": SecretStr("a rotated key")})
+    with open_monitor(rotated, monitor.specs, RecordingPublisher(), Metrics("monitor")) as reopened:  # type: ignore[arg-type]
+        app = create_app(rotated, reopened.specs)
+        app.dependency_overrides[get_monitor] = lambda: reopened
+        answer = TestClient(app).get("/v1/models/diabetes/champion").json()
+    assert orjson.loads(answer["decision"]) == published[-1]
+    signing.verify(b"a rotated key", answer["decision"].encode(), answer["signature"])

@@ -34,11 +34,13 @@ async def decisions(name: ModelName, monitor: MonitorDep,
 
 @router.get("/v1/models/{name}/champion")
 async def champion(name: ModelName, monitor: MonitorDep) -> dict[str, str]:
-    """The signed decision that made the current champion, exactly as published."""
+    """The decision that made the current champion, its bytes exactly as published, signed with the
+    monitor's current key: a replica follows it across a change of key (a local state made before
+    `refit up` had a key of its own, or a rotated production key)."""
     serving = monitor.registry.serving(name)
     if serving is None:
         raise HTTPException(404, f"model {name!r} has no champion yet")
-    return {"decision": serving.payload.decode(), "signature": serving.signature}
+    return {"decision": serving.payload.decode(), "signature": monitor.decider.sign(serving.payload)}
 
 
 @router.get("/v1/models/{name}/versions")
