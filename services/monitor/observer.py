@@ -28,16 +28,18 @@ from services.monitor.registry import Holdout
 from services.monitor.sessions import Champion
 
 _PENDING_MAX = 5000
+KEEP = 4 * _PENDING_MAX  # observed samples kept per model: the scored ones a change is located in
 log = structlog.get_logger("monitor.observer")
 
 
 @dataclass
 class Observed:
-    """What the engine keeps in memory per model (rebuilt after a restart as samples arrive)."""
+    """What the engine keeps in memory per model. Durable: every sample observed is in the trigger
+    store under a per-model sequence (``seen`` is the latest), and :meth:`state` is saved after every
+    evaluation, so :meth:`restored` rebuilds exactly what a restart would otherwise forget."""
 
-    pending: deque[SampleIngested] = field(default_factory=lambda: deque(maxlen=_PENDING_MAX))
+    pending: deque[tuple[int, SampleIngested]] = field(default_factory=lambda: deque(maxlen=_PENDING_MAX))
     recent: deque[SampleIngested] = field(default_factory=lambda: deque(maxlen=500))
-    since_drift_check: int = 0
     version: int | None = None
     errors: deque[float] = field(default_factory=lambda: deque(maxlen=200))
     detector: ADWIN = field(default_factory=ADWIN)
@@ -45,14 +47,24 @@ class Observed:
     drift: dict[str, Any] | None = None
     held: tuple[str, ...] = ()
     # The samples scored, oldest first, and the ones since a change ADWIN just detected (not yet recorded).
-    scored: deque[tuple[str, datetime]] = field(default_factory=lambda: deque(maxlen=4 * _PENDING_MAX))
+    scored: deque[tuple[str, datetime]] = field(default_factory=lambda: deque(maxlen=KEEP))
     change: list[tuple[str, datetime]] | None = None
     challengers: dict[int, Challenger] = field(default_factory=dict)  # by version
+    # Positions in the model's sequence of observed samples: the latest, the latest scored, the latest
+    # when evidence was last consumed, and when drift was last tested.
+    seen: int = 0
+    scored_upto: int = 0
+    consumed_at: int = 0
+    checked_at: int = 0
 
     def add(self, sample: SampleIngested) -> None:
-        self.pending.append(sample)
+        self.seen += 1
+        self.pending.append((self.seen, sample))
         self.recent.append(sample)
-        self.since_drift_check += 1
+
+    @property
+    def since_drift_check(self) -> int:
+        return self.seen - self.checked_at
 
     def consumed(self) -> None:
         """A retraining was requested on this evidence: the next request needs evidence newer than it
@@ -60,12 +72,41 @@ class Observed:
         self.drift, self.change_detected = None, False
         self.errors.clear()
         self.recent.clear()
-        self.since_drift_check = 0
+        self.consumed_at = self.checked_at = self.seen
 
     def drift_due(self, config: TriggersSpec) -> bool:
         """A full window of recent inputs, and a quarter of it new since the last drift test."""
         return config.drift and len(self.recent) >= min(config.drift_window, self.recent.maxlen or 0) \
             and self.since_drift_check >= max(config.drift_window // 4, 1)
+
+    def state(self) -> dict[str, Any]:
+        """What is not in the samples themselves, as JSON values."""
+        return {"version": self.version, "errors": list(self.errors), "window": self.errors.maxlen,
+                "detector": self.detector.state(), "change_detected": self.change_detected, "drift": self.drift,
+                "seen": self.seen, "scored_upto": self.scored_upto, "consumed_at": self.consumed_at,
+                "checked_at": self.checked_at}
+
+    @classmethod
+    def restored(cls, state: dict[str, Any] | None, samples: list[tuple[int, SampleIngested]]) -> Observed:
+        """Rebuild from a :meth:`state` and the newest observed samples (sequence, sample), oldest first:
+        unscored ones are pending again, those since the evidence was consumed are recent again."""
+        observed = cls()
+        observed.seen = max(samples[-1][0] if samples else 0, state["seen"] if state else 0)
+        if state is not None:
+            observed.version, observed.change_detected = state["version"], state["change_detected"]
+            observed.errors = deque(state["errors"], maxlen=state["window"])
+            observed.detector.restore(state["detector"])
+            observed.drift = state["drift"]
+            observed.scored_upto, observed.consumed_at = state["scored_upto"], state["consumed_at"]
+            observed.checked_at = state["checked_at"]
+        for seq, sample in samples:
+            if seq > observed.scored_upto:
+                observed.pending.append((seq, sample))
+            else:
+                observed.scored.append((sample.sample_id, sample.occurred_at))
+            if seq > observed.consumed_at:
+                observed.recent.append(sample)
+        return observed
 
 
 def score(spec: ModelSpec, observed: Observed, champion: Champion, performance_window: int) -> bool:
@@ -76,8 +117,10 @@ def score(spec: ModelSpec, observed: Observed, champion: Champion, performance_w
         observed.version, observed.change_detected = champion.version, False
         observed.errors = deque(maxlen=performance_window)
         observed.detector = ADWIN()
-    batch = list(observed.pending)
-    observed.pending.clear()
+    taken = [observed.pending.popleft() for _ in range(len(observed.pending))]  # more may arrive meanwhile
+    if taken:
+        observed.scored_upto = taken[-1][0]
+    batch = [sample for _, sample in taken]
     if not batch:
         return new_champion
     model = champion.model
