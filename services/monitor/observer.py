@@ -9,17 +9,15 @@ engine calls :func:`score` and :func:`drift` from a worker thread.
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import numpy as np
 import structlog
 
 from refit.core.changes import ADWIN
-from refit.core.drift import DriftPolicy, detect_drift
+from refit.core.drift import DriftPolicy, check_level, detect_drift
 from refit.core.triggers import Live
 from refit.events import SampleIngested
 from refit.specs import ModelSpec, TriggersSpec
@@ -56,6 +54,7 @@ class Observed:
     scored_upto: int = 0
     consumed_at: int = 0
     checked_at: int = 0
+    drift_checks: int = 0  # drift tests against this champion's reference: each spends part of drift_alpha
 
     def add(self, sample: SampleIngested) -> None:
         self.seen += 1
@@ -84,7 +83,7 @@ class Observed:
         return {"version": self.version, "errors": list(self.errors), "window": self.errors.maxlen,
                 "detector": self.detector.state(), "change_detected": self.change_detected, "drift": self.drift,
                 "seen": self.seen, "scored_upto": self.scored_upto, "consumed_at": self.consumed_at,
-                "checked_at": self.checked_at}
+                "checked_at": self.checked_at, "drift_checks": self.drift_checks}
 
     @classmethod
     def restored(cls, state: dict[str, Any] | None, samples: list[tuple[int, SampleIngested]]) -> Observed:
@@ -98,7 +97,7 @@ class Observed:
             observed.detector.restore(state["detector"])
             observed.drift = state["drift"]
             observed.scored_upto, observed.consumed_at = state["scored_upto"], state["consumed_at"]
-            observed.checked_at = state["checked_at"]
+            observed.checked_at, observed.drift_checks = state["checked_at"], state["drift_checks"]
         for seq, sample in samples:
             if seq > observed.scored_upto:
                 observed.pending.append((seq, sample))
@@ -114,7 +113,7 @@ def score(spec: ModelSpec, observed: Observed, champion: Champion, performance_w
     is a new one (the live window and the detector then start over)."""
     new_champion = observed.version != champion.version
     if new_champion:
-        observed.version, observed.change_detected = champion.version, False
+        observed.version, observed.change_detected, observed.drift_checks = champion.version, False, 0
         observed.errors = deque(maxlen=performance_window)
         observed.detector = ADWIN()
     taken = [observed.pending.popleft() for _ in range(len(observed.pending))]  # more may arrive meanwhile
@@ -164,16 +163,10 @@ def live_metric(spec: ModelSpec, observed: Observed, champion: Champion | None) 
     """The champion's live accuracy (or RMSE) over the window, beside its holdout value."""
     if champion is None or not observed.errors:
         return None
-    errors = np.fromiter(observed.errors, dtype=float)
-    if spec.task == "classification":
-        if "accuracy" not in champion.scores:
-            return None
-        return Live("accuracy", float(1 - errors.mean()), champion.scores["accuracy"], len(errors),
-                    observed.change_detected)
-    if "rmse" not in champion.scores:
+    metric = "accuracy" if spec.task == "classification" else "rmse"
+    if metric not in champion.scores:
         return None
-    return Live("rmse", float(math.sqrt((errors**2).mean())), champion.scores["rmse"], len(errors),
-                observed.change_detected)
+    return Live.of(metric, list(observed.errors), champion.scores[metric], observed.change_detected)
 
 
 def drift(spec: ModelSpec, config: TriggersSpec, observed: Observed, reference: Holdout) -> dict[str, Any] | None:
@@ -195,8 +188,10 @@ def drift(spec: ModelSpec, config: TriggersSpec, observed: Observed, reference: 
     labels_cur = [str(s.label) if spec.task == "classification" else float(s.label) for s in current]
     report = detect_drift(ref_cols, cur_cols, kinds, labels_reference=labels_ref, labels_current=labels_cur,
                           label_kind=label_kind,
-                          policy=DriftPolicy(alpha=config.drift_alpha, share_threshold=config.drift_share))
-    summary = report.as_dict()
+                          policy=DriftPolicy(alpha=check_level(config.drift_alpha, observed.drift_checks + 1) / 2,
+                                             share_threshold=config.drift_share))
+    observed.drift_checks += 1
+    summary = report.as_dict() | {"check": observed.drift_checks, "drift_alpha": config.drift_alpha}
     label_drifted = report.label is not None and report.label.drifted
     summary["drifted"] = report.drifted or label_drifted
     summary["drifted_features"] = list(report.drifted_features) + (["label"] if label_drifted else [])
