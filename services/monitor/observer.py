@@ -9,17 +9,15 @@ engine calls :func:`score` and :func:`drift` from a worker thread.
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import numpy as np
 import structlog
 
 from refit.core.changes import ADWIN
-from refit.core.drift import DriftPolicy, detect_drift
+from refit.core.drift import DriftPolicy, check_level, detect_drift
 from refit.core.triggers import Live
 from refit.events import SampleIngested
 from refit.specs import ModelSpec, TriggersSpec
@@ -28,16 +26,18 @@ from services.monitor.registry import Holdout
 from services.monitor.sessions import Champion
 
 _PENDING_MAX = 5000
+KEEP = 4 * _PENDING_MAX  # observed samples kept per model: the scored ones a change is located in
 log = structlog.get_logger("monitor.observer")
 
 
 @dataclass
 class Observed:
-    """What the engine keeps in memory per model (rebuilt after a restart as samples arrive)."""
+    """What the engine keeps in memory per model. Durable: every sample observed is in the trigger
+    store under a per-model sequence (``seen`` is the latest), and :meth:`state` is saved after every
+    evaluation, so :meth:`restored` rebuilds exactly what a restart would otherwise forget."""
 
-    pending: deque[SampleIngested] = field(default_factory=lambda: deque(maxlen=_PENDING_MAX))
+    pending: deque[tuple[int, SampleIngested]] = field(default_factory=lambda: deque(maxlen=_PENDING_MAX))
     recent: deque[SampleIngested] = field(default_factory=lambda: deque(maxlen=500))
-    since_drift_check: int = 0
     version: int | None = None
     errors: deque[float] = field(default_factory=lambda: deque(maxlen=200))
     detector: ADWIN = field(default_factory=ADWIN)
@@ -45,14 +45,25 @@ class Observed:
     drift: dict[str, Any] | None = None
     held: tuple[str, ...] = ()
     # The samples scored, oldest first, and the ones since a change ADWIN just detected (not yet recorded).
-    scored: deque[tuple[str, datetime]] = field(default_factory=lambda: deque(maxlen=4 * _PENDING_MAX))
+    scored: deque[tuple[str, datetime]] = field(default_factory=lambda: deque(maxlen=KEEP))
     change: list[tuple[str, datetime]] | None = None
     challengers: dict[int, Challenger] = field(default_factory=dict)  # by version
+    # Positions in the model's sequence of observed samples: the latest, the latest scored, the latest
+    # when evidence was last consumed, and when drift was last tested.
+    seen: int = 0
+    scored_upto: int = 0
+    consumed_at: int = 0
+    checked_at: int = 0
+    drift_checks: int = 0  # drift tests against this champion's reference: each spends part of drift_alpha
 
     def add(self, sample: SampleIngested) -> None:
-        self.pending.append(sample)
+        self.seen += 1
+        self.pending.append((self.seen, sample))
         self.recent.append(sample)
-        self.since_drift_check += 1
+
+    @property
+    def since_drift_check(self) -> int:
+        return self.seen - self.checked_at
 
     def consumed(self) -> None:
         """A retraining was requested on this evidence: the next request needs evidence newer than it
@@ -60,12 +71,41 @@ class Observed:
         self.drift, self.change_detected = None, False
         self.errors.clear()
         self.recent.clear()
-        self.since_drift_check = 0
+        self.consumed_at = self.checked_at = self.seen
 
     def drift_due(self, config: TriggersSpec) -> bool:
         """A full window of recent inputs, and a quarter of it new since the last drift test."""
         return config.drift and len(self.recent) >= min(config.drift_window, self.recent.maxlen or 0) \
             and self.since_drift_check >= max(config.drift_window // 4, 1)
+
+    def state(self) -> dict[str, Any]:
+        """What is not in the samples themselves, as JSON values."""
+        return {"version": self.version, "errors": list(self.errors), "window": self.errors.maxlen,
+                "detector": self.detector.state(), "change_detected": self.change_detected, "drift": self.drift,
+                "seen": self.seen, "scored_upto": self.scored_upto, "consumed_at": self.consumed_at,
+                "checked_at": self.checked_at, "drift_checks": self.drift_checks}
+
+    @classmethod
+    def restored(cls, state: dict[str, Any] | None, samples: list[tuple[int, SampleIngested]]) -> Observed:
+        """Rebuild from a :meth:`state` and the newest observed samples (sequence, sample), oldest first:
+        unscored ones are pending again, those since the evidence was consumed are recent again."""
+        observed = cls()
+        observed.seen = max(samples[-1][0] if samples else 0, state["seen"] if state else 0)
+        if state is not None:
+            observed.version, observed.change_detected = state["version"], state["change_detected"]
+            observed.errors = deque(state["errors"], maxlen=state["window"])
+            observed.detector.restore(state["detector"])
+            observed.drift = state["drift"]
+            observed.scored_upto, observed.consumed_at = state["scored_upto"], state["consumed_at"]
+            observed.checked_at, observed.drift_checks = state["checked_at"], state["drift_checks"]
+        for seq, sample in samples:
+            if seq > observed.scored_upto:
+                observed.pending.append((seq, sample))
+            else:
+                observed.scored.append((sample.sample_id, sample.occurred_at))
+            if seq > observed.consumed_at:
+                observed.recent.append(sample)
+        return observed
 
 
 def score(spec: ModelSpec, observed: Observed, champion: Champion, performance_window: int) -> bool:
@@ -73,11 +113,13 @@ def score(spec: ModelSpec, observed: Observed, champion: Champion, performance_w
     is a new one (the live window and the detector then start over)."""
     new_champion = observed.version != champion.version
     if new_champion:
-        observed.version, observed.change_detected = champion.version, False
+        observed.version, observed.change_detected, observed.drift_checks = champion.version, False, 0
         observed.errors = deque(maxlen=performance_window)
         observed.detector = ADWIN()
-    batch = list(observed.pending)
-    observed.pending.clear()
+    taken = [observed.pending.popleft() for _ in range(len(observed.pending))]  # more may arrive meanwhile
+    if taken:
+        observed.scored_upto = taken[-1][0]
+    batch = [sample for _, sample in taken]
     if not batch:
         return new_champion
     model = champion.model
@@ -121,16 +163,10 @@ def live_metric(spec: ModelSpec, observed: Observed, champion: Champion | None) 
     """The champion's live accuracy (or RMSE) over the window, beside its holdout value."""
     if champion is None or not observed.errors:
         return None
-    errors = np.fromiter(observed.errors, dtype=float)
-    if spec.task == "classification":
-        if "accuracy" not in champion.scores:
-            return None
-        return Live("accuracy", float(1 - errors.mean()), champion.scores["accuracy"], len(errors),
-                    observed.change_detected)
-    if "rmse" not in champion.scores:
+    metric = "accuracy" if spec.task == "classification" else "rmse"
+    if metric not in champion.scores:
         return None
-    return Live("rmse", float(math.sqrt((errors**2).mean())), champion.scores["rmse"], len(errors),
-                observed.change_detected)
+    return Live.of(metric, list(observed.errors), champion.scores[metric], observed.change_detected)
 
 
 def drift(spec: ModelSpec, config: TriggersSpec, observed: Observed, reference: Holdout) -> dict[str, Any] | None:
@@ -152,8 +188,10 @@ def drift(spec: ModelSpec, config: TriggersSpec, observed: Observed, reference: 
     labels_cur = [str(s.label) if spec.task == "classification" else float(s.label) for s in current]
     report = detect_drift(ref_cols, cur_cols, kinds, labels_reference=labels_ref, labels_current=labels_cur,
                           label_kind=label_kind,
-                          policy=DriftPolicy(alpha=config.drift_alpha, share_threshold=config.drift_share))
-    summary = report.as_dict()
+                          policy=DriftPolicy(alpha=check_level(config.drift_alpha, observed.drift_checks + 1) / 2,
+                                             share_threshold=config.drift_share))
+    observed.drift_checks += 1
+    summary = report.as_dict() | {"check": observed.drift_checks, "drift_alpha": config.drift_alpha}
     label_drifted = report.label is not None and report.label.drifted
     summary["drifted"] = report.drifted or label_drifted
     summary["drifted_features"] = list(report.drifted_features) + (["label"] if label_drifted else [])

@@ -1,4 +1,6 @@
-"""The trigger engine's durable state (SQLite, WAL): in-flight requests, fired triggers, schedules.
+"""The trigger engine's durable state (SQLite, WAL): in-flight requests, fired triggers, schedules, and
+what it observes (the newest samples per model, once each, and the observer's state), so that a restart
+changes no trigger decision and a redelivered sample is counted once.
 
 Kept apart from the decision registry: triggers change often and never decide anything.
 """
@@ -13,6 +15,7 @@ from typing import Any
 import orjson
 
 from refit.core.triggers import InFlight
+from refit.events import SampleIngested
 from refit.sqlite import open_store, transaction
 
 _SCHEMA = """
@@ -32,6 +35,12 @@ CREATE TABLE IF NOT EXISTS schedule_runs (
     model TEXT NOT NULL, schedule TEXT NOT NULL, last_run TEXT NOT NULL, PRIMARY KEY (model, schedule)
 );
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS observed (
+    model TEXT NOT NULL, seq INTEGER NOT NULL, sample_id TEXT NOT NULL, sample BLOB NOT NULL,
+    PRIMARY KEY (model, sample_id)
+);
+CREATE UNIQUE INDEX IF NOT EXISTS observed_by_seq ON observed (model, seq);
+CREATE TABLE IF NOT EXISTS watch (model TEXT PRIMARY KEY, state BLOB NOT NULL);
 """
 
 
@@ -71,10 +80,40 @@ class TriggerStore:
                                  data["attempts"])
         return new, datetime.fromisoformat(fired) if fired else None, in_flight, ref
 
-    def add_samples(self, counts: dict[str, int]) -> None:
-        for model, n in counts.items():
-            self._ensure(model)
-            self._run("UPDATE state SET new_samples = new_samples + ? WHERE model = ?", (n, model))
+    def add_samples(self, samples: list[SampleIngested]) -> list[SampleIngested]:
+        """Record the samples not observed before (by model and sample id) and count them as new;
+        returns those, in order. A redelivered sample is neither kept nor counted twice."""
+        fresh: list[SampleIngested] = []
+        with self._lock, transaction(self._db):
+            for sample in samples:
+                self._db.execute("INSERT OR IGNORE INTO state (model) VALUES (?)", (sample.model,))
+                cursor = self._db.execute(
+                    "INSERT OR IGNORE INTO observed (model, seq, sample_id, sample) SELECT ?, COALESCE(MAX(seq), 0)"
+                    " + 1, ?, ? FROM observed WHERE model = ?",
+                    (sample.model, sample.sample_id, sample.model_dump_json().encode(), sample.model))
+                if cursor.rowcount == 1:
+                    fresh.append(sample)
+                    self._db.execute("UPDATE state SET new_samples = new_samples + 1 WHERE model = ?",
+                                     (sample.model,))
+        return fresh
+
+    def observed(self, model: str, limit: int) -> list[tuple[int, SampleIngested]]:
+        """The newest ``limit`` observed samples of ``model`` with their sequence numbers, oldest first."""
+        with self._lock:
+            rows = self._db.execute("SELECT seq, sample FROM observed WHERE model = ? ORDER BY seq DESC LIMIT ?",
+                                    (model, limit)).fetchall()
+        return [(seq, SampleIngested.model_validate_json(raw)) for seq, raw in reversed(rows)]
+
+    def save_watch(self, model: str, state: dict[str, Any], keep: int) -> None:
+        """The observer's state after an evaluation; observed samples older than the newest ``keep`` go."""
+        with self._lock, transaction(self._db):
+            self._db.execute("INSERT INTO watch (model, state) VALUES (?, ?) ON CONFLICT (model) DO UPDATE SET"
+                             " state = excluded.state", (model, orjson.dumps(state)))
+            self._db.execute("DELETE FROM observed WHERE model = ? AND seq <= ?", (model, state["seen"] - keep))
+
+    def watch(self, model: str) -> dict[str, Any] | None:
+        row = self._one("SELECT state FROM watch WHERE model = ?", (model,))
+        return orjson.loads(row[0]) if row else None
 
     def fired(self, model: str, kind: str, reason: str, evidence: dict[str, Any], request_id: str,
               at: datetime, attempts: int, retry_of: str | None) -> None:

@@ -9,7 +9,6 @@ of the model arrives.
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -28,7 +27,7 @@ from refit.metrics import Metrics
 from refit.onnx_model import OnnxModel
 from refit.specs import ModelSpec, ModelSpecs, TriggersSpec
 from services.monitor.challengers import Challenger, Role
-from services.monitor.observer import Observed, drift, live_metric, score
+from services.monitor.observer import KEEP, Observed, drift, live_metric, score
 from services.monitor.registry import Change, Holdout
 from services.monitor.sessions import Champion
 from services.monitor.trigger_store import TriggerStore
@@ -87,7 +86,8 @@ class Triggers:
         self.specs, self.store, self.holdout, self.publisher = specs, store, holdout, publisher
         self.metrics = metrics or Metrics("monitor")
         self.champions, self.clock = champions, clock
-        self.observed = {name: Observed() for name in specs.names()}
+        self.observed = {name: Observed.restored(store.watch(name), store.observed(name, KEEP))
+                         for name in specs.names()}
         self._act = asyncio.Lock()
 
     # configuration ---------------------------------------------------------------------------
@@ -109,15 +109,9 @@ class Triggers:
 
     # observing -------------------------------------------------------------------------------
     def observe(self, samples: list[SampleIngested]) -> None:
-        counts: Counter[str] = Counter()
-        for sample in samples:
-            watch = self.observed.get(sample.model)
-            if watch is None:
-                continue
-            watch.add(sample)
-            counts[sample.model] += 1
-        if counts:
-            self.store.add_samples(dict(counts))
+        """Count and watch the samples of known models not observed before (a redelivery changes nothing)."""
+        for sample in self.store.add_samples([s for s in samples if s.model in self.observed]):
+            self.observed[sample.model].add(sample)
 
     def candidate_arrived(self, model: str, candidate_id: str) -> None:
         self.store.finish(model, f"candidate {candidate_id}")
@@ -126,7 +120,10 @@ class Triggers:
     async def tick(self) -> None:
         for spec in self.specs.models:
             try:
-                await self._tick(spec)
+                try:
+                    await self._tick(spec)
+                finally:  # what was scored and consumed survives a restart
+                    self.store.save_watch(spec.name, self.observed[spec.name].state(), KEEP)
             except (DriftInputError, ValueError) as exc:  # a window that cannot be judged waits
                 log.warning("trigger evaluation skipped", model=spec.name, error=str(exc))
             except BrokerUnavailableError:
@@ -157,7 +154,7 @@ class Triggers:
                 reference = self.holdout.holdout_until(spec.name, reference_seq, config.drift_window,
                                                        after_seq=changes[0].after_seq if changes else 0)
                 watch.drift = await asyncio.to_thread(drift, spec, config, watch, reference)
-                watch.since_drift_check = 0
+                watch.checked_at = watch.seen
         now = self.clock()
         new, last_fired, in_flight, _ = self.store.state(spec.name)
         due_runs = self._due(spec.name, config, now) if self.running else ()

@@ -12,6 +12,7 @@ import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
+import orjson
 import pytest
 
 from refit.core import changes
@@ -175,3 +176,16 @@ def test_adwin_window_statistics_are_those_of_the_newest_values() -> None:
 def test_invalid_parameters_are_refused(cls: type, kwargs: dict[str, object]) -> None:
     with pytest.raises(ValueError):
         cls(**kwargs)
+
+
+def test_adwin_restored_from_its_state_continues_exactly_as_the_original() -> None:
+    """A restarted monitor restores ADWIN from its JSON state: the same alarms, at the same updates."""
+    stream = errors(5, (700, 0.1), (700, 0.4))
+    original = ADWIN()
+    first = alarms(original, stream[:600])
+    restored = ADWIN()
+    restored.restore(orjson.loads(orjson.dumps(original.state())))
+    assert alarms(restored, stream[600:]) == alarms(original, stream[600:])
+    assert first == [] and alarms(ADWIN(), stream)[0] > 700  # the jump, after the state was taken
+    assert (restored.width, restored.estimation, restored.variance) == (original.width, original.estimation,
+                                                                          original.variance)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pytest
 
 from refit.core.schedule import Due
@@ -163,3 +164,47 @@ def test_a_rejected_candidate_holds_its_trigger_back_doubling_per_rejection_in_a
     assert evaluate(spec, after(0, 0)).fire is not None  # a promotion ended the streak
     assert evaluate(spec.model_copy(update={"rejection_backoff_samples": 0}), after(0, 3)).fire is not None
     assert evaluate(spec, after(0, 3, kind="drift")).fire is not None  # only the kind whose candidates failed
+
+
+# -- no churn: a drop counts only when significant, or after a detected change ---------------------------------------
+
+def test_without_a_detected_change_the_drop_must_be_significant() -> None:
+    noisy = Live.of("rmse", [50.0] * 190 + [300.0] * 10, 50.0)  # +48% by ten outliers, not by the window
+    assert noisy.live > 50.0 * 1.15 and noisy.bound is not None and noisy.bound < 50.0 * 1.15
+    assert evaluate(spec(performance=True), signals(live=noisy)).fire is None
+    changed = Live.of("rmse", [50.0] * 190 + [300.0] * 10, 50.0, change_detected=True)
+    assert kind(evaluate(spec(performance=True), signals(live=changed))) == "performance"
+    wrong = Live.of("accuracy", [0.0] * 100 + [1.0] * 100, 0.9)  # half wrong against 90% on the holdout
+    fired = evaluate(spec(performance=True), signals(live=wrong)).fire
+    assert fired is not None and fired.evidence["bound"] == pytest.approx(0.5 + 3.09 * 0.5 / 200**0.5)
+
+
+def performance_fires(seed: int, metric: str, significant: bool, n: int = 5000, holdout: int = 100,
+                      every: int = 25) -> int:
+    """Times the performance trigger fires on one stationary stream of a champion whose holdout score
+    came from ``holdout`` rows of the same distribution: the live window (200) tested every ``every``
+    samples and consumed when it fires, as the monitor does."""
+    rng = np.random.default_rng(seed)
+    draw = (lambda size: (rng.random(size) < 0.15).astype(float)) if metric == "accuracy" else \
+        (lambda size: np.abs(rng.standard_t(5, size) * 40))  # heavy-tailed absolute errors
+    reference_errors = draw(holdout)
+    reference = 1 - reference_errors.mean() if metric == "accuracy" else float(np.sqrt((reference_errors**2).mean()))
+    stream, fired, start = draw(n), 0, 0
+    for end in range(every, n + 1, every):
+        window = stream[max(start, end - 200):end]
+        live = Live.of(metric, window.tolist(), reference)
+        if not significant:
+            live = Live(live.metric, live.live, live.reference, live.samples)
+        if kind(evaluate(spec(performance=True), signals(live=live))) == "performance":
+            fired, start = fired + 1, end
+    return fired
+
+
+@pytest.mark.parametrize("metric", ["accuracy", "rmse"])
+def test_stationary_streams_rarely_fire_the_performance_trigger(metric: str) -> None:
+    """5,000 stationary samples after a promotion judged on 100 holdout rows. Streams that ever fire, of 100:
+    with the bound, 0 (accuracy) and 2 (RMSE of heavy-tailed errors, where the 100-row reference itself is
+    noisy); the bare threshold fires in 29 (124 trainings) and 76 (720 trainings)."""
+    with_bound = sum(performance_fires(seed, metric, True) > 0 for seed in range(100))
+    bare = sum(performance_fires(seed, metric, False) > 0 for seed in range(100))
+    assert with_bound <= 3 and bare >= 20, (with_bound, bare)

@@ -33,7 +33,8 @@ A model wrong on one sample in four, then on three in four, from sample 400 on:
 from __future__ import annotations
 
 import math
-from typing import Literal, Protocol, runtime_checkable
+from collections.abc import Mapping
+from typing import Any, Literal, Protocol, runtime_checkable
 
 
 @runtime_checkable
@@ -159,6 +160,17 @@ class ADWIN:
         self._total = 0.0
         self._m2 = 0.0  # sum of squared deviations from the window mean
         self._ticks = 0
+
+    def state(self) -> dict[str, Any]:
+        """Everything the window holds, as plain JSON values: :meth:`restore` continues from it exactly."""
+        return {"rows": [[list(b) for b in row] for row in self._rows], "width": self._width,
+                "total": self._total, "m2": self._m2, "ticks": self._ticks, "drift": self._drift}
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        """Continue from a :meth:`state` (a restarted monitor keeps its window and its clock)."""
+        self._rows = [[(float(s), float(v)) for s, v in row] for row in state["rows"]] or [[]]
+        self._width, self._total, self._m2 = int(state["width"]), float(state["total"]), float(state["m2"])
+        self._ticks, self._drift = int(state["ticks"]), bool(state["drift"])
 
     def update(self, x: float) -> None:
         value = _finite(x)

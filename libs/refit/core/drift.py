@@ -156,6 +156,18 @@ def adjust(p_values: Sequence[float], method: Correction = "holm") -> list[float
     return [float(v) for v in out]
 
 
+def check_level(alpha: float, check: int) -> float:
+    """The level of the ``check``-th drift test against one reference (1, 2, …): ``alpha`` spent as
+    ``alpha · 6 / (π² k²)``, whose sum over every k is ``alpha``. A monitor that tests a sliding window
+    against the same reference again and again then alarms falsely at most ``alpha`` of the time over
+    the reference's whole life (a union bound: it holds however the overlapping windows depend),
+    where a fixed level per check alarms on almost every long stationary stream. A real drift keeps
+    being found, since its p-values fall far faster than the level: see docs/drift.md."""
+    if not 0 < alpha < 1 or check < 1:
+        raise ValueError("alpha must lie in (0, 1) and checks count from 1")
+    return alpha * 6 / (math.pi**2 * check**2)
+
+
 def psi(reference_counts: npt.ArrayLike, current_counts: npt.ArrayLike) -> float:
     """Population stability index of two histograms over the same bins; empty bins count as a
     share of 1e-4. Rule of thumb: < 0.1 stable, 0.1–0.25 moderate, > 0.25 major shift."""

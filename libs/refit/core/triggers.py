@@ -21,15 +21,21 @@ is as good as on the holdout or better.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
+
+import numpy as np
 
 from refit.core.schedule import Due
 from refit.specs import TriggersSpec
 
 _AFTER_CHANGE = 50  # live samples needed after a detected change before the drop counts
+# Without a detected change, a drop counts only when significant: the live metric's one-sided 99.9%
+# confidence bound (its most favourable plausible value) must be beyond the threshold too.
+PERFORMANCE_Z = 3.09
 # The automatic triggers a rejection holds back; schedules and manual requests are someone's intent.
 _BACKS_OFF = frozenset({"performance", "drift", "sample_count", "age"})
 
@@ -51,6 +57,29 @@ class Live:
     reference: float
     samples: int
     change_detected: bool = False   # a streaming detector saw the error rate change
+    bound: float | None = None      # the live value's confidence bound on the favourable side
+
+    @classmethod
+    def of(cls, metric: str, errors: Sequence[float], reference: float, change_detected: bool = False) -> Live:
+        """The live value of a window of errors (0/1 for accuracy, absolute for RMSE), with its
+        one-sided ``PERFORMANCE_Z`` confidence bound on the favourable side (normal approximation of
+        the mean error, or of the mean squared error)."""
+        e = np.asarray(errors, dtype=float)
+        n = len(e)
+        if metric == "accuracy":
+            live = float(1 - e.mean())
+            return cls(metric, live, reference, n, change_detected,
+                       min(live + PERFORMANCE_Z * math.sqrt(live * (1 - live) / n), 1.0))
+        squares = e**2
+        spread = PERFORMANCE_Z * float(squares.std(ddof=1)) / math.sqrt(n) if n > 1 else math.inf
+        return cls(metric, float(math.sqrt(squares.mean())), reference, n, change_detected,
+                   math.sqrt(max(float(squares.mean()) - spread, 0.0)))
+
+    def plausible(self) -> Live:
+        """The most favourable live value the window supports (itself after a detected change)."""
+        if self.change_detected or self.bound is None:
+            return self
+        return Live(self.metric, self.bound, self.reference, self.samples, self.change_detected, self.bound)
 
     def enough(self, window: int) -> bool:
         """A full window, or (after a detected change) enough post-change samples to judge."""
@@ -117,12 +146,12 @@ def _wanted(spec: TriggersSpec, s: Signals) -> list[Fire]:
     wanted = []
     if spec.performance and s.live is not None and s.live.enough(spec.performance_window):
         change, limit = degradation(s.live), _threshold(spec, s.live)
-        if change > limit:
+        if change > limit and degradation(s.live.plausible()) > limit:
             wanted.append(Fire("performance", f"live {s.live.metric} {s.live.live:.4g} vs holdout "
                                f"{s.live.reference:.4g}: {change:+.1%} worse (limit {limit:.0%})",
                                {"metric": s.live.metric, "live": s.live.live, "reference": s.live.reference,
                                 "relative_change": change, "threshold": limit, "window": s.live.samples,
-                                "change_detected": s.live.change_detected}))
+                                "change_detected": s.live.change_detected, "bound": s.live.bound}))
     if spec.drift and s.drift is not None and s.drift.get("drifted"):
         names = s.drift.get("drifted_features") or []
         shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")

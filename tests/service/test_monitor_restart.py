@@ -1,0 +1,67 @@
+"""A monitor restart changes no trigger decision (issue 17, defect 6): a real Monitor (its SQLite stores, a real
+diabetes champion) fed one stream straight through, and the same stream with a restart between its two halves,
+where the last batch before the restart is redelivered after it (its offsets were never committed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from refit.events import SampleIngested
+from refit.kafka import Incoming
+from refit.metrics import Metrics
+from services.monitor.parts import Monitor, open_monitor
+from tests.service.test_monitor import (ROWS, TRAINING, CandidateFactory, arrive_trained_on, candidate, flipped, monitor,
+                                        no_gates_specs, onnx_bytes, seed_holdout)
+from tests.support.fakes import RecordingPublisher
+
+__all__ = ["candidate", "monitor", "onnx_bytes"]  # fixtures
+BATCH, HALF, BATCHES = 20, 8, 16
+
+
+def batch(k: int) -> list[SampleIngested]:
+    """Batch ``k`` of the stream: the champion's concept for 130 samples, then the target turned around."""
+    out = []
+    for i in range(BATCH * k, BATCH * (k + 1)):
+        row = ROWS[i % len(ROWS)]
+        out.append(SampleIngested(model="diabetes", sample_id=f"s{i}", features=row["features"],
+                                  label=row["label"] if i < 130 else flipped(row["label"])))
+    return out
+
+
+async def feed(monitor: Monitor, ks: range, redeliver: int | None = None) -> list[dict[str, Any]]:
+    """Each batch through the intake, then the engine's tick; what the engine shows after each."""
+    seen = []
+    for k in ks:
+        if redeliver is not None and k == ks.start:
+            assert await monitor.intake.handle([Incoming(record=None, event=s) for s in batch(redeliver)]) == {}  # type: ignore[arg-type]
+        assert await monitor.intake.handle([Incoming(record=None, event=s) for s in batch(k)]) == {}  # type: ignore[arg-type]
+        await monitor.triggers.tick()
+        shown = monitor.triggers.describe("diabetes")
+        seen.append({"batch": k, "new_samples": shown["new_samples"], "live": shown["live"],
+                     "fired": [(f["kind"], f["evidence"].get("window")) for f in shown["fired"]],
+                     "drift": shown["drift"], "changes": [c["after_seq"] for c in shown["changes"]]})
+    return seen
+
+
+async def run(root: Path, candidate: CandidateFactory, restart: bool) -> list[dict[str, Any]]:
+    root.mkdir()
+    settings, specs = no_gates_specs(root)
+    with open_monitor(settings, specs, RecordingPublisher(), Metrics("monitor")) as monitor:  # type: ignore[arg-type]
+        seed_holdout(monitor)
+        await arrive_trained_on(monitor, candidate, [r["label"] for r in TRAINING])
+        seen = await feed(monitor, range(HALF))
+        if not restart:
+            return seen + await feed(monitor, range(HALF, BATCHES))
+    with open_monitor(settings, specs, RecordingPublisher(), Metrics("monitor")) as monitor:  # type: ignore[arg-type]
+        return seen + await feed(monitor, range(HALF, BATCHES), redeliver=HALF - 1)
+
+
+async def test_a_restart_between_two_halves_of_a_stream_changes_no_trigger_decision(
+        tmp_path: Path, candidate: CandidateFactory) -> None:
+    straight = await run(tmp_path / "straight", candidate, restart=False)
+    restarted = await run(tmp_path / "restarted", candidate, restart=True)
+
+    assert [s["new_samples"] for s in straight[:HALF]] == [BATCH * (k + 1) for k in range(HALF)]  # nothing fired
+    assert straight[HALF - 1]["live"] is not None and straight[-1]["fired"][0][0] == "performance"
+    assert restarted == straight
