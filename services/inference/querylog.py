@@ -41,6 +41,7 @@ class Batches(Generic[Item]):
     """The queue's two sides: :meth:`put` never waits; :meth:`run` drains, encodes (in a worker thread),
     publishes in batches with a few retries, and counts what it drops. Subclasses say how to encode."""
 
+    linger_s = 0.0  # after the first item of a batch, wait this long for more (fewer, larger batches)
     names = ("enqueued", "published", "dropped_queue_full", "dropped_unpublished", "dropped_too_large",
              "dropped_invalid")
 
@@ -81,6 +82,8 @@ class Batches(Generic[Item]):
                 break
             except TimeoutError:
                 continue
+        if self.linger_s and not stop.is_set():
+            await asyncio.sleep(self.linger_s)
         batch = [first]
         while len(batch) < self.batch_size and not self.queue.empty():
             batch.append(self.queue.get_nowait())

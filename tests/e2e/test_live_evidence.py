@@ -119,6 +119,17 @@ def test_a_champion_worse_live_is_rolled_back_on_every_replica_with_no_failed_re
     assert set(load.statuses) == {200} and load.versions[1] > 0 and load.versions[2] > 0
 
 
+def rejected_challenger(client: httpx.Client, ingest: str, monitor: str) -> None:
+    """v1 of concept A promoted, then v2 of concept B rejected on the holdout (mostly concept A rows)."""
+    post_rows(client, ingest, "flip", concept("a", flip=False))
+    client.post(f"{monitor}/v1/models/flip/retrain", json={"reason": "v1"}, headers=TOKEN)
+    assert wait_for_decisions(client, monitor, "flip", 1)[0]["event_type"] == "ModelPromoted"
+    post_rows(client, ingest, "flip", concept("b1", flip=True, rows=ROWS[:150]))
+    client.post(f"{monitor}/v1/models/flip/retrain", json={"reason": "v2"}, headers=TOKEN)
+    second = wait_for_decisions(client, monitor, "flip", 2)[0]
+    assert (second["event_type"], second["version"]) == ("CandidateRejected", 2), second["reasons"]
+
+
 def test_a_candidate_rejected_on_the_holdout_but_better_live_is_promoted_with_the_evidence(stack_factory,
                                                                                           tmp_path) -> None:
     """Judged on the whole holdout (the current-concept window off, to separate the two paths), the candidate
@@ -126,13 +137,7 @@ def test_a_candidate_rejected_on_the_holdout_but_better_live_is_promoted_with_th
     stack = stack_factory(spec_file(tmp_path, current_concept=False, holdout_rows=1000, window_rows=120))
     ingest, monitor, replica = stack.url("ingest"), stack.url("monitor"), stack.url("inference-0")
     with httpx.Client(timeout=30) as client:
-        post_rows(client, ingest, "flip", concept("a", flip=False))  # v1 learns concept A
-        client.post(f"{monitor}/v1/models/flip/retrain", json={"reason": "v1"}, headers=TOKEN)
-        assert wait_for_decisions(client, monitor, "flip", 1)[0]["event_type"] == "ModelPromoted"
-        post_rows(client, ingest, "flip", concept("b1", flip=True, rows=ROWS[:150]))  # v2 learns concept B
-        client.post(f"{monitor}/v1/models/flip/retrain", json={"reason": "v2"}, headers=TOKEN)
-        second = wait_for_decisions(client, monitor, "flip", 2)[0]
-        assert (second["event_type"], second["version"]) == ("CandidateRejected", 2), second["reasons"]
+        rejected_challenger(client, ingest, monitor)
 
         live, sent, promoted = concept("b2", flip=True), 0, None
         deadline = time.monotonic() + 60
@@ -176,13 +181,7 @@ def test_a_candidate_rejected_on_the_holdout_but_better_on_labeled_requests_is_p
     stack = stack_factory(spec_file(tmp_path, current_concept=False, holdout_rows=1000, window_rows=120))
     ingest, monitor, replica = stack.url("ingest"), stack.url("monitor"), stack.url("inference-0")
     with httpx.Client(timeout=30) as client:
-        post_rows(client, ingest, "flip", concept("a", flip=False))  # v1 learns concept A
-        client.post(f"{monitor}/v1/models/flip/retrain", json={"reason": "v1"}, headers=TOKEN)
-        assert wait_for_decisions(client, monitor, "flip", 1)[0]["event_type"] == "ModelPromoted"
-        post_rows(client, ingest, "flip", concept("b1", flip=True, rows=ROWS[:150]))  # v2 learns concept B
-        client.post(f"{monitor}/v1/models/flip/retrain", json={"reason": "v2"}, headers=TOKEN)
-        second = wait_for_decisions(client, monitor, "flip", 2)[0]
-        assert (second["event_type"], second["version"]) == ("CandidateRejected", 2), second["reasons"]
+        rejected_challenger(client, ingest, monitor)
         shadowing = wait_for(lambda: client.get(f"{replica}/v1/stats").json()["shadow"]["models"].get("flip"),
                              lambda m: m == {"champion": 1, "challengers": [{"version": 2, "role": "candidate"}]})
         assert shadowing == {"champion": 1, "challengers": [{"version": 2, "role": "candidate"}]}
