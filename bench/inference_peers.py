@@ -293,8 +293,11 @@ def with_challenger(client: httpx.Client, stack: Stack, say: Callable[[str], Non
     say(f"  shadow-scoring {client.get(f'{replica}/v1/stats').json()['shadow']['models'][SHADOWED]}")
 
     def drained() -> None:
-        while client.get(f"{replica}/v1/stats").json()["shadow"]["queued"]:
+        while (stats := client.get(f"{replica}/v1/stats").json()["shadow"])["queued"]:
             time.sleep(0.05)
+        say(f"      shadow: {stats['enqueued']:,} requests scored, {stats['published']:,} events, worker thread "
+            f"{stats['scoring_cpu_us'] / max(stats['enqueued'], 1):.1f} µs CPU per request so far, dropped "
+            f"{stats['dropped_queue_full']}")
 
     return Server("refit+shadow", f"{replica}/v1/models/{SHADOWED}/predict", stack.procs["inference-0"].pid,
                   settle=drained)

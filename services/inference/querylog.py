@@ -82,7 +82,7 @@ class Batches(Generic[Item]):
                 break
             except TimeoutError:
                 continue
-        if self.linger_s and not stop.is_set():
+        if self.linger_s and not stop.is_set() and self.queue.qsize() < self.batch_size:
             await asyncio.sleep(self.linger_s)
         batch = [first]
         while len(batch) < self.batch_size and not self.queue.empty():

@@ -15,6 +15,7 @@ for instant rollbacks), with the same memory headroom and spec checks as a swap.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import numpy as np
@@ -107,12 +108,19 @@ class Shadow(Batches[Shadowed]):
 
     # scoring -------------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
-        return {**super().stats(), "models": {name: {"champion": champion, "challengers": [
+        return {**super().stats(), "scoring_cpu_us": self.counts["scoring_cpu_us"], "models": {name: {"champion": champion, "challengers": [
             {"version": c.version, "role": c.role} for c, _ in loaded]} for name, (champion, loaded) in
             self.ready.items()}}
 
     def encode(self, batch: list[Shadowed]) -> list[Record]:
         """Score the batch with the challengers, one call each per model and champion; one event per group."""
+        started = time.thread_time()
+        try:
+            return self._encode(batch)
+        finally:  # the worker thread's CPU time: what scoring and encoding cost, without the noise of the rest
+            self.counts["scoring_cpu_us"] += round((time.thread_time() - started) * 1e6)
+
+    def _encode(self, batch: list[Shadowed]) -> list[Record]:
         groups: dict[tuple[str, int], list[list[Shadowed]]] = {}
         for item in batch:  # per model and champion; a new event every batch_size rows
             chunks = groups.setdefault((item[0].name, id(item[4])), [[]])
