@@ -122,11 +122,15 @@ class Shadow(Batches[Shadowed]):
 
     def _encode(self, batch: list[Shadowed]) -> list[Record]:
         groups: dict[tuple[str, int], list[list[Shadowed]]] = {}
+        rows: dict[tuple[str, int], int] = {}  # rows in each group's last chunk
         for item in batch:  # per model and champion; a new event every batch_size rows
-            chunks = groups.setdefault((item[0].name, id(item[4])), [[]])
-            if chunks[-1] and sum(len(i[2]) for i in chunks[-1]) + len(item[2]) > self.batch_size:
+            group = (item[0].name, id(item[4]))
+            chunks = groups.setdefault(group, [[]])
+            if chunks[-1] and rows[group] + len(item[2]) > self.batch_size:
                 chunks.append([])
+                rows[group] = 0
             chunks[-1].append(item)
+            rows[group] = rows.get(group, 0) + len(item[2])
         records: list[Record] = []
         for items in (chunk for chunks in groups.values() for chunk in chunks):
             try:
