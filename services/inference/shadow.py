@@ -37,6 +37,7 @@ Loaded = tuple[Contender, OnnxModel]
 # The champion version the challengers were loaded for, and the challengers.
 Ready = tuple[int, tuple[Loaded, ...]]
 Shadowed = tuple[Served, str, np.ndarray, Prediction, Ready]
+RETRY_S = 60.0  # a challenger that could not load (no memory, a failed fetch) is tried again after this
 
 
 class Shadow(Batches[Shadowed]):
@@ -56,7 +57,7 @@ class Shadow(Batches[Shadowed]):
         self.plans = {name: ShadowPlan() for name in champions.specs.names()}
         self.ready: dict[str, Ready] = {}
         self.changed = asyncio.Event()
-        self._failed: set[str] = set()  # digests that could not load: not tried again at every check
+        self._failed: dict[str, float] = {}  # digests that could not load, and when: tried again after a minute
 
     def follow(self, event: Decision) -> None:
         """An authenticated decision (``Champions.apply`` calls this before it swaps)."""
@@ -83,8 +84,9 @@ class Shadow(Batches[Shadowed]):
                 elif ready is None or ready[0] != served.version or tuple(c for c, _ in ready[1]) != wanted:
                     loaded = await asyncio.to_thread(self._load_all, name, wanted, ready)
                     self.ready[name] = (served.version, loaded)
-                    log.info("shadow scoring", model=name, champion=served.version,
-                             challengers=[c.version for c, _ in loaded])
+                    if ready is None or ready[0] != served.version or ready[1] != loaded:  # a change, once
+                        log.info("shadow scoring", model=name, champion=served.version,
+                                 challengers=[c.version for c, _ in loaded])
             await pause(stop, 1.0, self.changed)
 
     def _load_all(self, name: str, wanted: tuple[Contender, ...], ready: Ready | None) -> tuple[Loaded, ...]:
@@ -95,11 +97,11 @@ class Shadow(Batches[Shadowed]):
         loaded: list[Loaded] = []
         for contender in wanted:
             model = have.get(contender.digest)
-            if model is None and contender.digest not in self._failed:
+            if model is None and time.monotonic() - self._failed.get(contender.digest, -RETRY_S) >= RETRY_S:
                 try:
                     model = self.champions.load(self.champions.specs.get(name), contender.digest, threads=1)
                 except (ArtifactError, ModelLoadError) as exc:
-                    self._failed.add(contender.digest)
+                    self._failed[contender.digest] = time.monotonic()
                     log.warning("challenger not loaded: it is not shadow-scored", model=name,
                                 version=contender.version, reason=str(exc))
             if model is not None:
