@@ -22,6 +22,12 @@ turn, A B C D, rotating the order each round. Per case: median over rounds of re
 and p99, the errors (non-2xx and socket errors), the server's RSS after the runs, and the
 ratios to the ceiling and to MLflow. Then the workers phase: refit with one worker per core
 (``REFIT_INFERENCE_WORKERS=0``) against the single-worker ceiling, round-robin again.
+
+The shadow case (``--cases shadow-1``) measures what shadow scoring costs: in the same replica,
+``digits-lr`` (no challenger) against ``digits-shadow`` (the same spec and rows, retrained once, so
+its first version challenges the second and every served row is scored by it off the response
+path), single-row requests, round-robin. Per run: p50 from wrk and the replica's CPU time per
+request (``psutil``, after the shadow queue drained); the ratios are shadow over no shadow.
 """
 
 from __future__ import annotations
@@ -56,6 +62,7 @@ from refit.stack import Stack, free_port, wait_http  # noqa: E402
 from services.trainer.fit import build_pipeline  # noqa: E402
 
 MODELS = {"digits-lr": "lr", "digits-rf": "rf"}
+SHADOWED = "digits-shadow"  # digits-lr's spec, with a challenger
 WRK_SCRIPT = """
 local f = io.open(os.getenv("BENCH_BODY"), "rb")
 wrk.method = "POST"
@@ -73,7 +80,7 @@ def specs_file(directory: Path) -> Path:
         "class": "sklearn.ensemble.RandomForestClassifier",
         "params": {"n_estimators": 100, "random_state": 0, "n_jobs": 1}, "scale": False}}
     path = directory / "models.yaml"
-    path.write_text(yaml.safe_dump({"models": [{**digits, "name": "digits-lr"}, rf]}))
+    path.write_text(yaml.safe_dump({"models": [{**digits, "name": "digits-lr"}, rf, {**digits, "name": SHADOWED}]}))
     return path
 
 
@@ -83,6 +90,11 @@ class Server:
     url: str           # the prediction URL
     pid: int
     proc: subprocess.Popen[bytes] | None = None   # ours to stop (refit's belongs to the stack)
+    settle: Callable[[], None] = lambda: None      # after a run: wait for work the run left queued
+
+    def cpu_s(self) -> float:
+        process = psutil.Process(self.pid)
+        return sum(sum(p.cpu_times()[:2]) for p in [process, *process.children(recursive=True)])
 
     def rss_mib(self) -> float:
         try:
@@ -109,6 +121,7 @@ class Run:
     p99_ms: float
     requests: int
     errors: int
+    cpu_us: float = float("nan")  # the server's CPU time per request
 
 
 @dataclass
@@ -224,10 +237,13 @@ def round_robin(servers: list[Server], body: Path, rounds: int, seconds: float, 
     for number in range(rounds):
         order = servers[number % len(servers):] + servers[:number % len(servers)]
         for server in order:
+            before = server.cpu_s()
             run = wrk(server.url, body, seconds, connections)
+            server.settle()
+            run.cpu_us = (server.cpu_s() - before) / max(run.requests, 1) * 1e6
             case.runs[server.name].append(run)
             say(f"    round {number + 1} {server.name:9} {run.rps:9.0f} req/s  p50 {run.p50_ms:7.2f} ms  "
-                f"p99 {run.p99_ms:7.2f} ms  errors {run.errors}")
+                f"p99 {run.p99_ms:7.2f} ms  CPU {run.cpu_us:6.1f} us/request  errors {run.errors}")
     case.rss = {s.name: s.rss_mib() for s in servers}
     return case
 
@@ -249,12 +265,88 @@ def table(cases: dict[str, Case]) -> str:
     return "\n".join(lines)
 
 
+def shadow_table(case: Case) -> str:
+    """Shadow scoring with one challenger against none, same replica, same run: medians and ratios."""
+    lines = ["| server | req/s | p50 ms | p99 ms | CPU µs/request | requests | errors | p50 × no shadow |"
+             " CPU × no shadow |", "|---|---|---|---|---|---|---|---|---|"]
+    base_p50, base_cpu = case.median("refit", "p50_ms"), case.median("refit", "cpu_us")
+    for name, runs in case.runs.items():
+        p50, cpu = case.median(name, "p50_ms"), case.median(name, "cpu_us")
+        lines.append(f"| {name} | {case.median(name, 'rps'):,.0f} | {p50:.2f} | {case.median(name, 'p99_ms'):.2f}"
+                     f" | {cpu:.1f} | {sum(r.requests for r in runs):,} | {sum(r.errors for r in runs)}"
+                     f" | {p50 / base_p50:.3f} | {cpu / base_cpu:.3f} |")
+    return "\n".join(lines)
+
+
+def with_challenger(client: httpx.Client, stack: Stack, say: Callable[[str], None]) -> Server:
+    """digits-shadow retrained once (its second version challenged by its first), and its replica scoring it."""
+    monitor, replica = stack.url("monitor"), stack.url("inference-0")
+    client.post(f"{monitor}/v1/models/{SHADOWED}/retrain", json={"reason": "bench: a challenger"},
+                headers={"authorization": "Bearer refit-local-token"}).raise_for_status()
+    decision = wait_for_decisions(client, monitor, SHADOWED, 2, 300)[0]
+    say(f"  {SHADOWED}: v{decision['version']} {decision['event_type']}")
+    deadline = time.monotonic() + 60
+    while not client.get(f"{replica}/v1/stats").json()["shadow"]["models"].get(SHADOWED, {}).get("challengers"):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{SHADOWED} has no challenger loaded on the replica")
+        time.sleep(0.2)
+    say(f"  shadow-scoring {client.get(f'{replica}/v1/stats').json()['shadow']['models'][SHADOWED]}")
+
+    def drained() -> None:
+        while (stats := client.get(f"{replica}/v1/stats").json()["shadow"])["queued"]:
+            time.sleep(0.05)
+        say(f"      shadow: {stats['enqueued']:,} requests scored, {stats['published']:,} events, worker thread "
+            f"{stats['scoring_cpu_us'] / max(stats['enqueued'], 1):.1f} µs CPU per request so far, dropped "
+            f"{stats['dropped_queue_full']}")
+
+    return Server("refit+shadow", f"{replica}/v1/models/{SHADOWED}/predict", stack.procs["inference-0"].pid,
+                  settle=drained)
+
+
+def against_peers(args: argparse.Namespace, stack: Stack, specs: ModelSpecs, work: Path, body: dict[int, Path],
+                  servers: list[Server], cases: dict[str, Case], say: Callable[[str], None]) -> None:
+    """The peers' cases and the workers phase (the servers started are appended to ``servers``)."""
+    wanted, logs = args.cases.split(","), work / "logs"
+    fitted = train_peers(specs, work) if any(c[:2] in MODELS.values() for c in wanted) else {}
+    ceiling_port = free_port()
+    ceiling = start_process("ceiling", [sys.executable, str(REPO / "bench" / "peers.py"), "ceiling",
+                                        "--port", str(ceiling_port)], ceiling_port, "/predict", "/docs",
+                            log_dir=logs)
+    servers.append(ceiling)
+    for name, short in MODELS.items():
+        if not any(c.startswith(short) for c in wanted):
+            continue
+        peers = peers_for(name, *fitted[name], logs)
+        servers.extend(peers)
+        refit = Server("refit", f"{stack.url('inference-0')}/v1/models/{name}/predict",
+                       stack.procs["inference-0"].pid)
+        for size in (1, 64):
+            label = f"{short}-{size}"
+            if label not in wanted:
+                continue
+            say(f"  case {label}: {name}, {size}-row requests, c{args.connections}")
+            cases[label] = round_robin([ceiling, refit, *peers], body[size], args.rounds, args.seconds,
+                                       args.connections, say)
+        for peer in peers:
+            peer.stop()
+    if not args.no_workers:
+        stack.env["REFIT_INFERENCE_WORKERS"] = "0"
+        stack.restart("inference-0")
+        wait_http(f"{stack.url('inference-0')}/readyz", timeout_s=120)
+        cores = os.cpu_count()
+        refit_n = Server(f"refit×{cores}", f"{stack.url('inference-0')}/v1/models/digits-lr/predict",
+                         stack.procs["inference-0"].pid)
+        say(f"  case lr-1 with one refit worker per core ({cores}) against the one-worker ceiling")
+        cases[f"lr-1 workers={cores}"] = round_robin([ceiling, refit_n], body[1], args.rounds, args.seconds,
+                                                    args.connections, say)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=5.0, help="length of each wrk run")
     parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--cases", default="lr-1,lr-64,rf-1,rf-64", help="which (model, rows) cases to run")
+    parser.add_argument("--cases", default="lr-1,lr-64,rf-1,rf-64,shadow-1", help="which cases to run")
     parser.add_argument("--no-workers", action="store_true", help="skip the one-worker-per-core phase")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "inference_peers.md")
     args = parser.parse_args()
@@ -277,53 +369,35 @@ def main() -> None:
         stack.start()
         with httpx.Client(timeout=60) as client:
             rows = [{**r, "source": "bench"} for r in sample_rows("digits", 7)]
-            for name in MODELS:
+            for name in (*MODELS, SHADOWED):
                 post_rows(client, stack.url("ingest"), name, rows)
-            for name in MODELS:
+            for name in (*MODELS, SHADOWED):
                 decision = wait_for_decisions(client, stack.url("monitor"), name, 1, 300)[0]
                 if decision["event_type"] != "ModelPromoted":
                     raise RuntimeError(f"{name} was not promoted: {decision['reasons']}")
                 say(f"  {name}: v{decision['version']} promoted")
         wait_http(f"{stack.url('inference-0')}/readyz", timeout_s=120)
-        fitted = train_peers(specs, work)
         body = bodies(work)
-        ceiling_port = free_port()
-        ceiling = start_process("ceiling", [sys.executable, str(REPO / "bench" / "peers.py"), "ceiling",
-                                            "--port", str(ceiling_port)], ceiling_port, "/predict", "/docs",
-                                log_dir=logs)
-        servers.append(ceiling)
         wanted = args.cases.split(",")
-        for name, short in MODELS.items():
-            if not any(c.startswith(short) for c in wanted):
-                continue
-            peers = peers_for(name, *fitted[name], logs)
-            servers.extend(peers)
-            refit = Server("refit", f"{stack.url('inference-0')}/v1/models/{name}/predict",
+        if "shadow-1" in wanted:
+            refit = Server("refit", f"{stack.url('inference-0')}/v1/models/digits-lr/predict",
                            stack.procs["inference-0"].pid)
-            for size in (1, 64):
-                label = f"{short}-{size}"
-                if label not in wanted:
-                    continue
-                say(f"  case {label}: {name}, {size}-row requests, c{args.connections}")
-                cases[label] = round_robin([ceiling, refit, *peers], body[size], args.rounds, args.seconds,
-                                           args.connections, say)
-            for peer in peers:
-                peer.stop()
-        if not args.no_workers:
-            stack.env["REFIT_INFERENCE_WORKERS"] = "0"
-            stack.restart("inference-0")
-            wait_http(f"{stack.url('inference-0')}/readyz", timeout_s=120)
-            cores = os.cpu_count()
-            refit_n = Server(f"refit×{cores}", f"{stack.url('inference-0')}/v1/models/digits-lr/predict",
-                             stack.procs["inference-0"].pid)
-            say(f"  case lr-1 with one refit worker per core ({cores}) against the one-worker ceiling")
-            cases[f"lr-1 workers={cores}"] = round_robin([ceiling, refit_n], body[1], args.rounds, args.seconds,
-                                                        args.connections, say)
+            with httpx.Client(timeout=60) as client:
+                shadowed = with_challenger(client, stack, say)
+                say(f"  case shadow-1: digits-lr without a challenger, {SHADOWED} with one, c{args.connections}")
+                cases["shadow-1"] = round_robin([refit, shadowed], body[1], args.rounds, args.seconds,
+                                                args.connections, say)
+        if any(c[:2] in MODELS.values() for c in wanted) or not args.no_workers:
+            against_peers(args, stack, specs, work, body, servers, cases, say)
     finally:
         for server in servers:
             server.stop()
         stack.stop()
-    report = table(cases)
+    shadow = cases.pop("shadow-1", None)
+    report = table(cases) if cases else ""
+    if shadow is not None:
+        report += "\n\nShadow scoring, one challenger (ratios: with a challenger over without):\n\n" + \
+            shadow_table(shadow)
     say("\n" + report)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(f"<!-- {' '.join(sys.argv)} on {time.strftime('%Y-%m-%d %H:%M')} -->\n{report}\n")

@@ -57,8 +57,9 @@ ROLES: dict[str, Role] = {
         purpose="The monitor's judgements and rollbacks, each signed (refit-signature header).",
         producers=("monitor",), consumers=("inference",)),
     topics.PREDICTIONS: Role(
-        purpose="The query log: every prediction an inference replica served (only when "
-                "REFIT_INFERENCE_PUBLISH_PREDICTIONS is true).",
+        purpose="The query log: every prediction an inference replica served (PredictionServed, only when "
+                "REFIT_INFERENCE_PUBLISH_PREDICTIONS is true); and the served rows its champion's challengers "
+                "scored in the shadow (ShadowScored, when REFIT_INFERENCE_SHADOW_SCORING is true, the default).",
         producers=("inference",), consumers=("monitor",)),
     topics.DEAD_LETTERS: Role(
         purpose="Records a consumer could not use: the original bytes and the reason. Nothing in "

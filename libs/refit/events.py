@@ -172,6 +172,9 @@ class LiveEvidence(_Value):
     alpha: float
     min_pairs: int
     test: str = "betting e-process on the sign of the paired loss difference (anytime-valid)"
+    shadow_pairs: int = Field(0, description="of the pairs, those whose challenger prediction an inference replica "
+                                             "made on the served request (ShadowScored); the rest the monitor "
+                                             "scored itself on the labeled samples")
 
 
 class DifferenceInterval(_Value):
@@ -273,6 +276,38 @@ class PredictionServed(Event):
     values: list[float | None] | None = Field(None, description="regression: the predicted value per row")
 
 
+class ShadowOutputs(_Value):
+    """One challenger's predictions for the rows of a :class:`ShadowScored`, in its ``keys`` order."""
+
+    version: int
+    digest: str
+    role: Literal["candidate", "previous"] = Field(
+        description="candidate: the newest rejected candidate; previous: the champion a promotion replaced")
+    labels: list[str] | None = Field(None, description="classification: the predicted label per row")
+    values: list[float | None] | None = Field(None, description="regression: the predicted value per row")
+
+
+class ShadowScored(Event):
+    """Rows an inference replica served, scored off the response path by the champion's challengers.
+
+    One event holds many requests of one model and champion. ``keys`` are the rows' join keys
+    (``refit.core.live.row_keys``: the request id of a single-row request, ``"<request_id>#<i>"``
+    for row ``i`` of a multi-row one); a label sent with that request id pairs the champion's
+    served prediction with each challenger's in the monitor's live tests.
+    """
+
+    topic: ClassVar[str] = topics.PREDICTIONS
+    event_type: Literal["ShadowScored"] = "ShadowScored"
+    schema_version: Literal[1] = 1
+    replica_id: str
+    version: int = Field(description="the champion that served these rows")
+    digest: str
+    keys: list[str]
+    labels: list[str] | None = Field(None, description="classification: the champion's served label per row")
+    values: list[float | None] | None = Field(None, description="regression: the champion's served value per row")
+    challengers: list[ShadowOutputs]
+
+
 Decision = ModelPromoted | CandidateRejected | ModelRolledBack
 SERVING_DECISIONS = (ModelPromoted, ModelRolledBack)
 
@@ -287,6 +322,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         ModelRolledBack,
         DeadLettered,
         PredictionServed,
+        ShadowScored,
     )
 }
 

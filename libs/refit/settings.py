@@ -194,6 +194,11 @@ class InferenceSettings(_SignedDecisions):
     predictions_queue_size: int = _f(10_000, "predictions waiting to be published; beyond it they are dropped "
                                      "and counted, never blocking a request", ge=1)
     predictions_batch_size: int = _f(500, "predictions published per batch", ge=1)
+    shadow_scoring: bool = _f(True, "score served rows with the champion's challengers off the response path and "
+                                    "publish them (ShadowScored) for the monitor's live tests")
+    shadow_queue_size: int = _f(10_000, "requests waiting for shadow scoring; beyond it they are dropped and "
+                                "counted, never blocking a request", ge=1)
+    shadow_batch_rows: int = _f(500, "rows per shadow-scoring call and ShadowScored event", ge=1)
 
 
 SERVICES: dict[str, type[CommonSettings]] = {

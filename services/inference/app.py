@@ -3,144 +3,36 @@
 from __future__ import annotations
 
 import asyncio
-import math
-from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, Protocol
+from typing import Any
 
 import httpx
 import structlog
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import Response
-from pydantic import ValidationError
 
 from refit import signing, topics
 from refit.artifacts import HttpArtifactStore
 from refit.core.serving import unready
-from refit.errors import BrokerUnavailableError, ConfigError
-from refit.events import CandidateRejected, ModelPromoted, ModelRolledBack, PredictionServed
+from refit.errors import ConfigError
+from refit.events import CandidateRejected, ModelPromoted, ModelRolledBack
 from refit.kafka import ConsumerConfig, Incoming, Publisher, consume
-from refit.lifecycle import backoff, pause, retry
+from refit.lifecycle import backoff, pause
 from refit.metrics import Metrics
-from refit.onnx_model import Prediction
 from refit.settings import InferenceSettings
 from refit.specs import ModelSpecs, load_specs
 from refit.web import BodyLimit, background, declare_errors, error_responses, health_routes
 from services.inference.predict import PREDICT_BODY, PREDICT_RESPONSES, InferenceApp, Predictions
-from services.inference.serving import MONITOR, Champions, Served
+from services.inference.querylog import QueryLog
+from services.inference.serving import MONITOR, Champions
+from services.inference.shadow import Shadow
 
 log = structlog.get_logger("inference")
 
-# Below the producer's default max request size (1 MiB): a bigger event could never be sent.
-MAX_EVENT_BYTES = 1_000_000
-PUBLISH_TRIES = 3
 # A prediction body may hold up to max_batch_rows rows; beyond this many bytes per row it is
 # refused (413) before being read whole into memory.
 MAX_BYTES_PER_ROW = 16 * 1024
-
-Record = tuple[str, bytes, bytes, list[tuple[str, bytes]] | None]
-Logged = tuple[Served, str, list[Any], Prediction]
-
-
-class RecordPublisher(Protocol):
-    async def publish_many_raw(self, records: Sequence[Record]) -> None: ...
-
-
-class QueryLog:
-    """Predictions on their way to ``refit.predictions``: never in the request's way.
-
-    A request only offers its prediction to a bounded queue (full: dropped and counted);
-    :meth:`run` encodes and publishes in batches, retrying a failed batch a few times
-    before dropping it, so a slow or absent broker costs predictions nothing.
-    
-    Over 80 lines: the queue's two sides (offer, never waiting; drain, batch, retry) and its counts.
-    """
-
-    def __init__(self, publisher: RecordPublisher, replica_id: str, capacity: int, batch_size: int) -> None:
-        self.publisher, self.replica_id, self.batch_size = publisher, replica_id, batch_size
-        self.queue: asyncio.Queue[Logged] = asyncio.Queue(capacity)
-        self.counts: Counter[str] = Counter()
-        self.broker_ok = True
-
-    def offer(self, served: Served, request_id: str, rows: list[Any], predicted: Prediction) -> None:
-        try:
-            self.queue.put_nowait((served, request_id, rows, predicted))
-        except asyncio.QueueFull:
-            self.counts["dropped_queue_full"] += 1
-        else:
-            self.counts["enqueued"] += 1
-
-    def stats(self) -> dict[str, Any]:
-        names = ("enqueued", "published", "dropped_queue_full", "dropped_unpublished", "dropped_too_large",
-                 "dropped_invalid")
-        return {"publishing": True, "queued": self.queue.qsize(), "capacity": self.queue.maxsize,
-                **{n: self.counts[n] for n in names}}
-
-    def encode(self, batch: list[Logged]) -> list[Record]:
-        records: list[Record] = []
-        for served, request_id, rows, predicted in batch:
-            try:
-                event = PredictionServed(
-                    model=served.name, request_id=request_id, version=served.version, digest=served.digest,
-                    replica_id=self.replica_id, inputs=rows, classes=served.model.classes, labels=predicted.labels,
-                    probabilities=predicted.probabilities.tolist() if predicted.probabilities is not None else None,
-                    values=[v if math.isfinite(v) else None for v in predicted.values]
-                    if predicted.values is not None else None)
-            except ValidationError:  # rows numpy accepted that the event cannot carry (e.g. booleans)
-                self.counts["dropped_invalid"] += 1
-                continue
-            value = event.to_bytes()
-            if len(value) > MAX_EVENT_BYTES:
-                self.counts["dropped_too_large"] += 1
-                continue
-            records.append((event.topic, event.key(), value, None))
-        return records
-
-    async def _take(self, stop: asyncio.Event) -> list[Logged]:
-        """The next batch: waits for a first item (or ``stop``), then takes what is already queued."""
-        while True:
-            if stop.is_set() and (self.queue.empty() or not self.broker_ok):
-                return []
-            try:
-                first = await asyncio.wait_for(self.queue.get(), timeout=0.5)
-                break
-            except TimeoutError:
-                continue
-        batch = [first]
-        while len(batch) < self.batch_size and not self.queue.empty():
-            batch.append(self.queue.get_nowait())
-        return batch
-
-    async def run(self, stop: asyncio.Event) -> None:
-        """Publish until ``stop``; then flush what is queued if the broker answers, else drop it."""
-        while batch := await self._take(stop):
-            try:
-                records = await asyncio.to_thread(self.encode, batch)
-                if records:
-                    await self._publish(records, stop)
-            except Exception as exc:  # the query log must never take the replica (its task group) down
-                self.counts["dropped_unpublished"] += len(batch)
-                log.error("predictions dropped", events=len(batch), error=repr(exc))
-        self.counts["dropped_unpublished"] += self.queue.qsize()
-
-    async def _publish(self, records: list[Record], stop: asyncio.Event) -> None:
-        async def attempt() -> None:
-            try:
-                await self.publisher.publish_many_raw(records)
-            except BrokerUnavailableError:
-                self.broker_ok = False
-                raise
-
-        try:
-            await retry("predictions", attempt, retry_on=(BrokerUnavailableError,), stop=stop, tries=PUBLISH_TRIES,
-                        cap=8.0)
-        except BrokerUnavailableError:
-            self.counts["dropped_unpublished"] += len(records)
-        else:
-            self.broker_ok = True
-            self.counts["published"] += len(records)
-
 
 def _signed_champion(response: httpx.Response) -> tuple[bytes, str] | None:
     """The champion's signed decision from the monitor's answer; None when there is none yet (404).
@@ -206,6 +98,10 @@ def create_app(settings: InferenceSettings, specs: ModelSpecs | None = None) -> 
         publisher = Publisher(settings, client_id=f"refit-{settings.replica_id}")
         query_log = QueryLog(publisher, settings.replica_id, settings.predictions_queue_size,
                              settings.predictions_batch_size) if settings.publish_predictions else None
+        shadow = Shadow(champions, publisher, settings.replica_id, settings.shadow_queue_size,
+                        settings.shadow_batch_rows) if settings.shadow_scoring else None
+        if shadow is not None:
+            champions.followers.append(shadow.follow)
 
         async def follow(items: list[Incoming]) -> dict[int, str]:
             """Every decision in turn; the ones that cannot be used go to the dead letters with the reason."""
@@ -227,7 +123,10 @@ def create_app(settings: InferenceSettings, specs: ModelSpecs | None = None) -> 
                     handler=follow, publisher=publisher, stop=work.stop))
                 if query_log is not None:
                     work.start("query-log", query_log.run(work.stop))
-                yield {"champions": champions, "query_log": query_log, "background": work}
+                if shadow is not None:
+                    work.start("shadow-loading", shadow.keep_loaded(work.stop))
+                    work.start("shadow-scoring", shadow.run(work.stop))
+                yield {"champions": champions, "query_log": query_log, "shadow": shadow, "background": work}
         finally:
             await publisher.close()
             store.close()
@@ -256,13 +155,15 @@ def create_app(settings: InferenceSettings, specs: ModelSpecs | None = None) -> 
     @app.get("/v1/stats")
     async def stats(request: Request) -> dict[str, Any]:
         """Counters of this replica: swaps, refused decisions, the sequence of the monitor's last
-        answer about each champion, and the query log's queue."""
+        answer about each champion, the query log's queue and the shadow's."""
         champions: Champions = request.state.champions
         query_log: QueryLog | None = request.state.query_log
+        shadow: Shadow | None = request.state.shadow
         return {"replica_id": settings.replica_id, "swaps": champions.swaps,
                 "swaps_by_source": dict(champions.swaps_by_source), "refused": champions.refused,
                 "monitor_sequences": champions.monitor_sequence,
-                "predictions": query_log.stats() if query_log is not None else {"publishing": False}}
+                "predictions": query_log.stats() if query_log is not None else {"publishing": False},
+                "shadow": shadow.stats() if shadow is not None else {"publishing": False}}
 
     @app.get("/v1/models")
     async def models(request: Request) -> list[dict[str, Any]]:

@@ -208,6 +208,10 @@ class QueryLogLike(Protocol):
     def offer(self, served: Served, request_id: str, rows: list[Any], predicted: Prediction) -> None: ...
 
 
+class ShadowLike(Protocol):
+    def offer(self, served: Served, request_id: str, batch: np.ndarray, predicted: Prediction) -> None: ...
+
+
 class _ClientGone(Exception):
     pass
 
@@ -364,6 +368,9 @@ class Predictions:
         query_log: QueryLogLike | None = scope["state"]["query_log"]
         if query_log is not None:
             query_log.offer(served, request_id, rows, predicted)
+        shadow: ShadowLike | None = scope["state"].get("shadow")
+        if shadow is not None:
+            shadow.offer(served, request_id, batch, predicted)
         content = encode(served, predicted, request_id)
         served.answered.inc()
         served.latency.observe(time.perf_counter() - started)

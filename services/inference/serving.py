@@ -15,7 +15,7 @@ from refit import signing
 from refit.artifacts import ArtifactReader
 from refit.core.serving import SERVING_EVENT_TYPES, headroom_for, sequence_refusal, should_swap
 from refit.errors import ArtifactError, EventDecodeError, ModelLoadError, SignatureError
-from refit.events import CandidateRejected, ModelPromoted, ModelRolledBack, parse_event
+from refit.events import CandidateRejected, Decision, ModelPromoted, ModelRolledBack, parse_event
 from refit.memory import available_bytes
 from refit.metrics import Metrics
 from refit.onnx_model import OnnxModel
@@ -88,6 +88,8 @@ class Champions:
         # The sequence of the monitor's last signed answer about each model's champion.
         self.monitor_sequence: dict[str, int] = {}
         self._locks = {name: asyncio.Lock() for name in specs.names()}
+        # Called with every authenticated decision of a served model, before any swap (the shadow's plan).
+        self.followers: list[Callable[[Decision], None]] = []
 
     async def apply(self, payload: bytes, signature: str | None, source: str) -> Outcome:
         """Follow one decision from ``source`` (``topic``, or ``monitor``: its answer wins)."""
@@ -109,6 +111,8 @@ class Champions:
         elif event.event_type in SERVING_EVENT_TYPES and \
                 (why := sequence_refusal(event.sequence, self.monitor_sequence.get(event.model))) is not None:
             return self._refuse("sequence", why, source, model=event.model, sequence=event.sequence)
+        for follower in self.followers:
+            follower(event)
         async with lock:
             current = self.served.get(event.model)
             if not should_swap(current.sequence if current else None, event.event_type, event.sequence,
@@ -126,7 +130,7 @@ class Champions:
                 elif kept is not None and kept.digest == event.digest:
                     model = kept.model  # a rollback to the version just replaced: already loaded and warm
                 else:
-                    model = await asyncio.to_thread(self._load, self.specs.get(event.model), event.digest)
+                    model = await asyncio.to_thread(self.load, self.specs.get(event.model), event.digest)
             except (ArtifactError, ModelLoadError) as exc:
                 reason = "memory" if isinstance(exc, NoHeadroom) else "load"
                 self.refused[reason] += 1
@@ -155,14 +159,15 @@ class Champions:
         log.warning("decision refused", source=source, reason=detail, **fields)
         return Outcome(refused=detail)
 
-    def _load(self, spec: ModelSpec, digest: str) -> OnnxModel:
+    def load(self, spec: ModelSpec, digest: str, threads: int | None = None) -> OnnxModel:
+        """Fetch, verify, load beside what is loaded (if memory allows), check against the spec, warm up."""
         data = self.store.get(digest)
         available = self.available()
         if not headroom_for(len(data), available, self.reserve_bytes):
             raise NoHeadroom(f"not enough memory to load a {len(data) / 2**20:.1f} MiB model beside the serving "
                              f"one: {(available or 0) / 2**20:.0f} MiB available, "
                              f"{self.reserve_bytes / 2**20:.0f} MiB must stay free")
-        model = OnnxModel(data, threads=self.threads)
+        model = OnnxModel(data, threads=threads or self.threads)
         if model.task != spec.task or model.input_kind != spec.input.kind or \
                 tuple(model.features) != spec.input.features:
             raise ModelLoadError(f"artifact signature ({model.task}, {model.input_kind}, "

@@ -21,12 +21,13 @@ from refit.core.drift import DriftPolicy, check_level, detect_drift
 from refit.core.triggers import Live
 from refit.events import SampleIngested
 from refit.specs import ModelSpec, TriggersSpec
-from services.monitor.challengers import Challenger, compare, losses
+from services.monitor.challengers import Challenger, Shadows, challenge
 from services.monitor.registry import Holdout
 from services.monitor.sessions import Champion
 
 _PENDING_MAX = 5000
 KEEP = 4 * _PENDING_MAX  # observed samples kept per model: the scored ones a change is located in
+_SHADOW_MAX = 50_000  # rows per model: about 15 MB
 log = structlog.get_logger("monitor.observer")
 
 
@@ -55,6 +56,7 @@ class Observed:
     consumed_at: int = 0
     checked_at: int = 0
     drift_checks: int = 0  # drift tests against this champion's reference: each spends part of drift_alpha
+    shadows: Shadows = field(default_factory=lambda: Shadows(_SHADOW_MAX))  # served rows waiting for labels
 
     def add(self, sample: SampleIngested) -> None:
         self.seen += 1
@@ -127,17 +129,7 @@ def score(spec: ModelSpec, observed: Observed, champion: Champion, performance_w
     predicted = model.run(model.matrix(rows))  # type: ignore[arg-type]
     outputs = predicted.labels if predicted.labels is not None else predicted.values or []
     if observed.challengers:
-        labels = [str(s.label) if spec.task == "classification" else float(s.label) for s in batch]
-        mine = losses(spec, outputs, labels)
-        for challenger in list(observed.challengers.values()):
-            try:
-                theirs = challenger.model.run(challenger.model.matrix(rows))  # type: ignore[arg-type]
-                compare(challenger, mine, losses(spec, theirs.labels if theirs.labels is not None else
-                                                 theirs.values or [], labels))
-            except Exception as exc:  # noqa: BLE001 - a challenger that cannot score is no challenger
-                log.warning("challenger dropped: it cannot score live rows", model=spec.name,
-                            version=challenger.version, error=repr(exc))
-                del observed.challengers[challenger.version]
+        challenge(spec, observed.challengers, batch, rows, outputs, observed.shadows)
     scale = 3 * champion.scores.get("rmse", 1.0) or 1.0
     for sample, output in zip(batch, outputs, strict=True):
         observed.scored.append((sample.sample_id, sample.occurred_at))

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from refit.core.schema import validate_sample
 from refit.core.split import is_holdout
 from refit.errors import SchemaError, UnknownModelError
-from refit.events import CandidateTrained, PredictionServed, SampleIngested
+from refit.events import CandidateTrained, PredictionServed, SampleIngested, ShadowScored
 from refit.kafka import Incoming
 from refit.specs import ModelSpecs
 from services.monitor.feedback import FeedbackStore, LabeledRow, PredictedRow, labeled_row, predicted_rows
@@ -45,6 +45,9 @@ class Intake:
                     continue
                 if isinstance(event, PredictionServed):
                     predicted.extend(predicted_rows(spec.task, event))
+                    continue
+                if isinstance(event, ShadowScored):
+                    self.triggers.shadowed(event)
                     continue
                 assert isinstance(event, SampleIngested)
                 validate_sample(spec, event)

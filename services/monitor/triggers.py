@@ -21,7 +21,7 @@ from refit.core.sequential import PairedTest
 from refit.core.split import is_holdout
 from refit.core.triggers import Assessment, Signals, evaluate
 from refit.errors import BrokerUnavailableError
-from refit.events import RetrainRequested, SampleIngested
+from refit.events import RetrainRequested, SampleIngested, ShadowScored
 from refit.kafka import Publisher
 from refit.metrics import Metrics
 from refit.onnx_model import OnnxModel
@@ -112,6 +112,10 @@ class Triggers:
         """Count and watch the samples of known models not observed before (a redelivery changes nothing)."""
         for sample in self.store.add_samples([s for s in samples if s.model in self.observed]):
             self.observed[sample.model].add(sample)
+
+    def shadowed(self, event: ShadowScored) -> None:
+        """Served rows scored in the shadow by the challengers: they wait for their labels."""
+        self.observed[event.model].shadows.add(event)
 
     def candidate_arrived(self, model: str, candidate_id: str) -> None:
         self.store.finish(model, f"candidate {candidate_id}")
@@ -282,6 +286,7 @@ class Triggers:
             "live": None if live is None else live.__dict__,
             "schedules": self.schedules(model), "fired": self.store.history(model),
             "challengers": [c.as_dict() for c in watch.challengers.values()],
+            "shadow": {"received": watch.shadows.received, "waiting": len(watch.shadows.rows)},
             "changes": [{"after_seq": c.after_seq, "changed_at": c.changed_at.isoformat(),
                          "detected_at": c.detected_at.isoformat(), "detector": c.detector}
                         for c in self.holdout.changes(model)],

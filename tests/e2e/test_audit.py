@@ -4,7 +4,7 @@ code decodes what is audited.
 
 The run makes every event type appear: samples of two models, retrain requests, candidates, two
 promotions and a rollback of digits, a rejection of diabetes (an impossible r2 gate), the query
-log, and dead letters from two bad records we publish ourselves. Set ``REFIT_AUDIT_DUMP=<path>``
+log, a request shadow-scored by the champion digits' second promotion replaced, and dead letters from two bad records we publish ourselves. Set ``REFIT_AUDIT_DUMP=<path>``
 to keep every validated record as JSON lines (the source of the examples in docs/events.md).
 """
 
@@ -95,10 +95,17 @@ def drive(stack: Stack) -> dict[str, int]:
         retrain(client, stack, "digits", "retrain on the same rows")
         second = wait_for_decisions(client, monitor, "digits", 2, timeout_s=60)[0]
         assert (second["event_type"], second["version"]) == ("ModelPromoted", 2), second["reasons"]
+        # v1, the champion v2 replaced, challenges it: a request served now is scored by v1 in the shadow.
+        wait_until("inference shadow-scores digits with v1", lambda: client.get(f"{inference}/v1/stats").json()[
+            "shadow"]["models"].get("digits", {}).get("challengers") == [{"version": 1, "role": "previous"}])
+        assert client.post(predict, json={"features": row}, headers={"x-request-id": f"audit-{uuid.uuid4()}"}
+                           ).status_code == 200
+        wait_until("the shadow scores published", lambda: client.get(f"{inference}/v1/stats").json()["shadow"][
+            "published"] >= 1)
         back = client.post(f"{monitor}/v1/models/digits/rollback", json={"reason": "bad feedback"}, headers=TOKEN)
         assert back.status_code == 200, back.text
     return {topics.SAMPLES: len(digits) + len(diabetes) + len(BAD_RECORDS), topics.RETRAIN_REQUESTS: 3,
-            topics.CANDIDATES: 3, topics.DECISIONS: 4, topics.PREDICTIONS: 1 + len(bodies),
+            topics.CANDIDATES: 3, topics.DECISIONS: 4, topics.PREDICTIONS: 1 + len(bodies) + 2,
             topics.DEAD_LETTERS: 2 * len(BAD_RECORDS)}  # trainer and monitor each dead-letter each
 
 

@@ -119,6 +119,17 @@ def test_a_champion_worse_live_is_rolled_back_on_every_replica_with_no_failed_re
     assert set(load.statuses) == {200} and load.versions[1] > 0 and load.versions[2] > 0
 
 
+def rejected_challenger(client: httpx.Client, ingest: str, monitor: str) -> None:
+    """v1 of concept A promoted, then v2 of concept B rejected on the holdout (mostly concept A rows)."""
+    post_rows(client, ingest, "flip", concept("a", flip=False))
+    client.post(f"{monitor}/v1/models/flip/retrain", json={"reason": "v1"}, headers=TOKEN)
+    assert wait_for_decisions(client, monitor, "flip", 1)[0]["event_type"] == "ModelPromoted"
+    post_rows(client, ingest, "flip", concept("b1", flip=True, rows=ROWS[:150]))
+    client.post(f"{monitor}/v1/models/flip/retrain", json={"reason": "v2"}, headers=TOKEN)
+    second = wait_for_decisions(client, monitor, "flip", 2)[0]
+    assert (second["event_type"], second["version"]) == ("CandidateRejected", 2), second["reasons"]
+
+
 def test_a_candidate_rejected_on_the_holdout_but_better_live_is_promoted_with_the_evidence(stack_factory,
                                                                                           tmp_path) -> None:
     """Judged on the whole holdout (the current-concept window off, to separate the two paths), the candidate
@@ -126,13 +137,7 @@ def test_a_candidate_rejected_on_the_holdout_but_better_live_is_promoted_with_th
     stack = stack_factory(spec_file(tmp_path, current_concept=False, holdout_rows=1000, window_rows=120))
     ingest, monitor, replica = stack.url("ingest"), stack.url("monitor"), stack.url("inference-0")
     with httpx.Client(timeout=30) as client:
-        post_rows(client, ingest, "flip", concept("a", flip=False))  # v1 learns concept A
-        client.post(f"{monitor}/v1/models/flip/retrain", json={"reason": "v1"}, headers=TOKEN)
-        assert wait_for_decisions(client, monitor, "flip", 1)[0]["event_type"] == "ModelPromoted"
-        post_rows(client, ingest, "flip", concept("b1", flip=True, rows=ROWS[:150]))  # v2 learns concept B
-        client.post(f"{monitor}/v1/models/flip/retrain", json={"reason": "v2"}, headers=TOKEN)
-        second = wait_for_decisions(client, monitor, "flip", 2)[0]
-        assert (second["event_type"], second["version"]) == ("CandidateRejected", 2), second["reasons"]
+        rejected_challenger(client, ingest, monitor)
 
         live, sent, promoted = concept("b2", flip=True), 0, None
         deadline = time.monotonic() + 60
@@ -153,3 +158,55 @@ def test_a_candidate_rejected_on_the_holdout_but_better_live_is_promoted_with_th
     assert 40 <= promoted["live"]["pairs"] <= 200 and promoted["live"]["e_value"] >= 100
     assert promoted["reasons"][0].startswith("better than champion v1 on live labeled traffic")
     assert followed == [2]
+
+
+def predict_rows(client: httpx.Client, replica: str, request_id: str, rows: list[dict[str, Any]]) -> None:
+    response = client.post(f"{replica}/v1/models/flip/predict", json={"instances": [r["features"] for r in rows]},
+                           headers={"x-request-id": request_id})
+    assert response.status_code == 200, response.text
+
+
+def wait_for(read: Any, done: Any, timeout_s: float = 30) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while not done(value := read()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return value
+
+
+def test_a_candidate_rejected_on_the_holdout_but_better_on_labeled_requests_is_promoted_from_the_shadow(
+        stack_factory, tmp_path) -> None:
+    """The same two models, but the live labels answer prediction requests (feedback by request id): inference
+    scored every served row with the rejected candidate in the shadow, and the pairs the monitor decides on are
+    the served answers of champion and challenger."""
+    stack = stack_factory(spec_file(tmp_path, current_concept=False, holdout_rows=1000, window_rows=120))
+    ingest, monitor, replica = stack.url("ingest"), stack.url("monitor"), stack.url("inference-0")
+    with httpx.Client(timeout=30) as client:
+        rejected_challenger(client, ingest, monitor)
+        shadowing = wait_for(lambda: client.get(f"{replica}/v1/stats").json()["shadow"]["models"].get("flip"),
+                             lambda m: m == {"champion": 1, "challengers": [{"version": 2, "role": "candidate"}]})
+        assert shadowing == {"champion": 1, "challengers": [{"version": 2, "role": "candidate"}]}
+
+        live, sent, promoted = concept("b2", flip=True), 0, None
+        deadline = time.monotonic() + 60
+        while promoted is None and time.monotonic() < deadline and sent < len(live):
+            chunk, request_id = ROWS[sent:sent + 20], f"live-{sent}"
+            predict_rows(client, replica, request_id, chunk)  # served by v1, scored by v2 in the shadow
+            # The label comes after the served rows reached the monitor (a label arriving first is scored there).
+            wait_for(lambda: client.get(f"{monitor}/v1/models/flip/triggers").json()["shadow"]["received"],
+                     lambda received: received >= sent + len(chunk))
+            post_rows(client, ingest, "flip", [{**row, "request_id": f"{request_id}#{i}"}
+                                               for i, row in enumerate(live[sent:sent + 20])])
+            sent += len(chunk)
+            time.sleep(0.2)
+            promoted = next((d for d in client.get(f"{monitor}/v1/models/flip/decisions").json()
+                             if d["event_type"] == "ModelPromoted" and d["version"] == 2), None)
+        stats = client.get(f"{replica}/v1/stats").json()["shadow"]
+
+    assert promoted is not None
+    print(f"promoted after {sent} labeled requests: {promoted['live']}; shadow {stats}")
+    assert (promoted["champion_version"], promoted["live"]["challenger_version"]) == (1, 2)
+    assert 40 <= promoted["live"]["pairs"] <= 200 and promoted["live"]["e_value"] >= 100
+    # Every pair is the served answers: each label found the shadow row of its request waiting.
+    assert promoted["live"]["shadow_pairs"] == promoted["live"]["pairs"]
+    assert promoted["reasons"][0].startswith("better than champion v1 on live labeled traffic")
+    assert stats["dropped_queue_full"] == stats["dropped_unpublished"] == stats["dropped_invalid"] == 0

@@ -30,6 +30,8 @@ from refit.events import (
     PredictionServed,
     RetrainRequested,
     SampleIngested,
+    ShadowOutputs,
+    ShadowScored,
     TrainingStats,
     parse_event,
 )
@@ -56,6 +58,10 @@ def _decision_fields() -> dict[str, Any]:
 
 
 BUILDERS: dict[type[Event], Callable[[], dict[str, Any]]] = {
+    ShadowScored: lambda: {
+        "replica_id": "inference-0", "version": 3, "digest": DIGEST, "keys": ["req-1", "req-2#0"],
+        "labels": ["x", "y"], "challengers": [ShadowOutputs(version=4, digest=DIGEST, role="candidate",
+                                                            labels=["y", "y"])]},
     PredictionServed: lambda: {
         "request_id": "req-1", "version": 3, "digest": DIGEST, "replica_id": "inference-0",
         "inputs": [{"a": 1.5, "b": -2.0}], "classes": ["x", "y"], "labels": ["y"], "probabilities": [[0.2, 0.8]]},

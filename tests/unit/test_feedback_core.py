@@ -20,7 +20,7 @@ from refit.core.live import Outcome, live_scores, outcome, row_keys
 from refit.errors import SchemaError
 from refit.events import PredictionServed, SampleIngested
 from refit.onnx_model import Prediction
-from services.inference.app import QueryLog, Record
+from services.inference.querylog import QueryLog, Record
 from services.inference.serving import Served
 from services.monitor.feedback import FeedbackStore, LabeledRow, PredictedRow, labeled_row, predicted_rows
 from tests.support.fakes import RecordingPublisher
