@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import _thread
 import argparse
 import json
 import os
@@ -20,24 +21,36 @@ DEFAULT_SPECS = Path("config/models.yaml")
 
 def _up(args: argparse.Namespace) -> int:
     from refit import demo
+    from refit.core.restarts import RestartPolicy
     from refit.stack import Stack
+    from refit.supervisor import Supervisor
 
     stack = Stack(state_dir=Path(args.state_dir).resolve(), specs_path=Path(args.specs).resolve(),
                   inference_replicas=args.replicas, preferred_ports=True, broker=args.broker)
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    supervisor: Supervisor | None = None
+
+    def give_up() -> None:  # from the supervisor's thread: end the demo, or the wait below
+        stopping.set()
+        _thread.interrupt_main()
+
+    def say(line: str) -> None:
+        print(line, flush=True)
+
     try:
         what = "the embedded broker (memory only)" if args.broker == "embedded" else \
             f"Apache Kafka (its log in {stack.state_dir / 'kafka'})"
         print(f"starting {what} and the services (state in {stack.state_dir}) …", flush=True)
         stack.start()
+        supervisor = Supervisor(stack, RestartPolicy(give_up_after=args.restart_limit), say, give_up).start()
         print(f"broker     {stack.bootstrap}")
         for name in stack.ports:
             print(f"{name:<10} {stack.url(name)}   log: {stack.state_dir / 'logs' / (name + '.log')}")
-        print(f"try: curl {stack.url('monitor')}/v1/models   (Ctrl-C stops everything)", flush=True)
+        print(f"try: curl {stack.url('monitor')}/v1/models   (Ctrl-C stops everything; a service that dies is "
+              f"restarted: refit status shows it)", flush=True)
         if args.demo:
-            demo.run(stack.url("ingest"), stack.url("monitor"), stack.url("inference-0"),
-                     say=lambda line: print(line, flush=True))
+            demo.run(stack.url("ingest"), stack.url("monitor"), stack.url("inference-0"), say=say)
             print("demo done; the stack keeps running. Ctrl-C stops everything.", flush=True)
         if args.exit_after_demo:
             return 0
@@ -48,8 +61,14 @@ def _up(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     finally:
+        signal.signal(signal.SIGINT, lambda *_: stopping.set())  # a give-up racing the stop cannot cut it short
+        if supervisor is not None:
+            supervisor.stop()
         print("stopping …", flush=True)
         stack.stop()
+    if supervisor is not None and supervisor.gave_up is not None:
+        print(f"error: {supervisor.gave_up}; everything else was stopped", file=sys.stderr, flush=True)
+        return 1
     return 0
 
 
@@ -101,6 +120,8 @@ def _retrain(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
+    from refit.supervisor import read_status
+
     health = _request("GET", "/v1/health", args)["services"]
     models = _request("GET", "/v1/models", args)
     scheduler = _request("GET", "/v1/scheduler", args)
@@ -108,7 +129,13 @@ def _status(args: argparse.Namespace) -> int:
     rows.append(f"automatic retraining: {'running' if scheduler['running'] else 'stopped'}")
     rows += [f"{m['name']:<16}" + (f"champion v{m['champion']['version']}" if m["champion"] else "no champion")
              + f", {m['versions']} versions, holdout {m['holdout_size']}" for m in models]
-    _print({"services": health, "models": models, "scheduler": scheduler}, args.json, rows)
+    supervisor = read_status(Path(args.state_dir))
+    if supervisor is not None:
+        rows.append(f"supervised by refit up (pid {supervisor['pid']}):")
+        rows += [f"  {name:<12}{s['state']:<11}pid {s['pid']:<8}restarts {s['restarts']}"
+                 + (f", last {s['last_exit']} at {s['last_exit_at']}" if s["last_exit"] else "")
+                 for name, s in supervisor["services"].items()]
+    _print({"services": health, "models": models, "scheduler": scheduler, "supervisor": supervisor}, args.json, rows)
     return 0 if all(s["ok"] for s in health.values()) else 1
 
 
@@ -222,6 +249,9 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--broker", choices=["embedded", "kafka"], default="embedded",
                     help="embedded: in memory, no JVM, nothing kept across restarts (default); kafka: Apache Kafka "
                          "from `make kafka`'s jars, its log kept in the state dir")
+    up.add_argument("--restart-limit", type=int, default=5, metavar="N",
+                    help="a service that dies is restarted with backoff (0.5 s doubling to 30 s); give up and stop "
+                         "everything after N fast failures in a row (each within 10 s of starting)")
     up.add_argument("--demo", action="store_true", help="stream the digits demo once the stack is up")
     up.add_argument("--exit-after-demo", action="store_true", help=argparse.SUPPRESS)
     up.set_defaults(func=_up)
@@ -233,7 +263,9 @@ def main(argv: list[str] | None = None) -> int:
     retrain.add_argument("model")
     retrain.add_argument("--reason", default="manual request from the CLI")
     retrain.set_defaults(func=_retrain)
-    sub.add_parser("status", help="service health, champions and the scheduler").set_defaults(func=_status)
+    status = sub.add_parser("status", help="service health, champions, the scheduler and restarts")
+    status.add_argument("--state-dir", default=".refit", help="where `refit up` runs, for its restart counts")
+    status.set_defaults(func=_status)
     rollback = sub.add_parser("rollback", help="put the previous (or a named) champion back")
     rollback.add_argument("model")
     rollback.add_argument("--to", type=int, default=None, metavar="VERSION")
