@@ -14,6 +14,8 @@ from typing import Any
 
 import httpx
 
+from refit.errors import RefitError, StackError
+
 DEFAULT_MONITOR = os.environ.get("REFIT_MONITOR_URL", "http://127.0.0.1:8003")
 DEFAULT_INGEST = os.environ.get("REFIT_INGEST_URL", "http://127.0.0.1:8001")
 DEFAULT_SPECS = Path("config/models.yaml")
@@ -30,6 +32,7 @@ def _up(args: argparse.Namespace) -> int:
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     supervisor: Supervisor | None = None
+    failed = 0
 
     def give_up() -> None:  # from the supervisor's thread: end the demo, or the wait below
         stopping.set()
@@ -50,10 +53,14 @@ def _up(args: argparse.Namespace) -> int:
         print(f"try: curl {stack.url('monitor')}/v1/models   (Ctrl-C stops everything; a service that dies is "
               f"restarted: refit status shows it)", flush=True)
         if args.demo:
-            demo.run(stack.url("ingest"), stack.url("monitor"), stack.url("inference-0"), say=say)
-            print("demo done; the stack keeps running. Ctrl-C stops everything.", flush=True)
+            try:
+                demo.run(stack.url("ingest"), stack.url("monitor"), stack.url("inference-0"), say=say)
+                print("demo done; the stack keeps running. Ctrl-C stops everything.", flush=True)
+            except StackError as exc:  # the stack may be fine: keep it for a look at its logs
+                print(f"error: the demo stopped: {exc}", file=sys.stderr, flush=True)
+                failed = 1
         if args.exit_after_demo:
-            return 0
+            return failed
         # Ctrl-C (SIGINT) and SIGTERM both end the wait; a plain Event.wait() would not see SIGINT.
         signal.signal(signal.SIGINT, lambda *_: stopping.set())
         while not stopping.wait(0.5):
@@ -69,7 +76,7 @@ def _up(args: argparse.Namespace) -> int:
     if supervisor is not None and supervisor.gave_up is not None:
         print(f"error: {supervisor.gave_up}; everything else was stopped", file=sys.stderr, flush=True)
         return 1
-    return 0
+    return failed
 
 
 def _request(method: str, path: str, args: argparse.Namespace, **kwargs: Any) -> Any:
@@ -308,7 +315,13 @@ def main(argv: list[str] | None = None) -> int:
                        help="JSON log lines on stderr (--no-log-json: readable ones)")
     watch.set_defaults(func=_ingest_watch)
     args = parser.parse_args(argv)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except RefitError as exc:  # a condition a user can cause: a message and an exit code, no traceback
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 1
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":

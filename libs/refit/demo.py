@@ -1,7 +1,9 @@
 """The demo workload: scikit-learn's bundled digits, streamed through ingest in waves.
 
 A newcomer watches v1 promoted, v2 judged against it on the same holdout, and
-inference answering with whichever version is champion.
+inference answering with whichever version is champion. On a state dir that already has
+decisions (a second ``make run``), the digits are streamed again as new samples (new keys), so
+there is something new to train on and judge.
 """
 
 from __future__ import annotations
@@ -13,11 +15,16 @@ import httpx
 import numpy as np
 
 from refit.datasets import sample_rows
+from refit.errors import StackError, StackTimeoutError
 
 
-def digits_waves(waves: int = 3, seed: int = 7) -> list[list[dict[str, object]]]:
-    """The 1,797 digits as sample rows, shuffled with a fixed seed and cut into ``waves`` parts."""
-    rows = [{**row, "source": "demo"} for row in sample_rows("digits", seed)]
+def digits_waves(waves: int = 3, seed: int = 7, run: str = "") -> list[list[dict[str, object]]]:
+    """The 1,797 digits as sample rows, shuffled with a fixed seed and cut into ``waves`` parts.
+
+    ``run`` prefixes every idempotency key: the same rows as new samples.
+    """
+    rows = [{**row, "source": "demo", "idempotency_key": f"{run}{row['idempotency_key']}"}
+            for row in sample_rows("digits", seed)]
     return [list(part) for part in np.array_split(np.array(rows, dtype=object), waves)]
 
 
@@ -39,7 +46,8 @@ def wait_for_decisions(client: httpx.Client, monitor_url: str, model: str, count
         if len(decisions) >= count:
             return decisions  # type: ignore[no-any-return]
         time.sleep(0.5)
-    raise TimeoutError(f"no decision #{count} for {model} within {timeout_s}s")
+    raise StackTimeoutError(f"no decision #{count} for {model} within {timeout_s:g} s: see the trainer's and the "
+                            f"monitor's logs")
 
 
 def describe(decision: dict[str, object]) -> str:
@@ -55,29 +63,43 @@ def describe(decision: dict[str, object]) -> str:
 
 
 def run(ingest_url: str, monitor_url: str, inference_url: str, model: str = "digits", waves: int = 3,
-        say: Callable[[str], None] = print) -> None:
-    with httpx.Client(timeout=30) as client:
-        for number, rows in enumerate(digits_waves(waves), start=1):
-            seen = len(client.get(f"{monitor_url}/v1/models/{model}/decisions").json())
-            post_rows(client, ingest_url, model, rows)
-            say(f"wave {number}: posted {len(rows)} labeled digits to {ingest_url}/v1/samples:batch")
-            decision = wait_for_decisions(client, monitor_url, model, seen + 1)[0]
-            say(describe(decision))
-            probe = rows[0]
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                response = client.post(f"{inference_url}/v1/models/{model}/predict",
-                                       json={"features": probe["features"]})
-                if response.status_code == 200 and (
-                        decision["event_type"] != "ModelPromoted" or response.json()["version"] == decision["version"]):
-                    break
-                time.sleep(0.2)
-            body = response.json()
-            if response.status_code == 200:
-                say(f"  inference answers with v{body['version']}: label {body['predictions'][0]['label']} "
-                    f"(true label {probe['label']})")
-            else:
-                say(f"  inference: {response.status_code} {body}")
+        say: Callable[[str], None] = print, timeout_s: float = 180.0) -> None:
+    """Stream the waves and say what each one led to; :class:`StackError` says what went wrong."""
+    try:
+        with httpx.Client(timeout=30) as client:
+            earlier = len(client.get(f"{monitor_url}/v1/models/{model}/decisions").raise_for_status().json())
+            run = f"run{earlier}-" if earlier else ""
+            if earlier:
+                say(f"{model} already has {earlier} decisions in this state dir (an earlier run): streaming the "
+                    f"digits again as new samples (keys {run}{model}-…), for new candidates to judge")
+            for number, rows in enumerate(digits_waves(waves, run=run), start=1):
+                show_wave(client, ingest_url, monitor_url, inference_url, model, number, rows, say, timeout_s)
+    except httpx.HTTPError as exc:
+        raise StackError(f"the demo could not talk to the stack: {exc!r}") from None
+
+
+def show_wave(client: httpx.Client, ingest_url: str, monitor_url: str, inference_url: str, model: str, number: int,
+              rows: list[dict[str, object]], say: Callable[[str], None], timeout_s: float) -> None:
+    """Post one wave, say the decision it led to and what inference answers after it."""
+    seen = len(client.get(f"{monitor_url}/v1/models/{model}/decisions").json())
+    post_rows(client, ingest_url, model, rows)
+    say(f"wave {number}: posted {len(rows)} labeled digits to {ingest_url}/v1/samples:batch")
+    decision = wait_for_decisions(client, monitor_url, model, seen + 1, timeout_s)[0]
+    say(describe(decision))
+    probe = rows[0]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        response = client.post(f"{inference_url}/v1/models/{model}/predict", json={"features": probe["features"]})
+        if response.status_code == 200 and (
+                decision["event_type"] != "ModelPromoted" or response.json()["version"] == decision["version"]):
+            break
+        time.sleep(0.2)
+    body = response.json()
+    if response.status_code == 200:
+        say(f"  inference answers with v{body['version']}: label {body['predictions'][0]['label']} "
+            f"(true label {probe['label']})")
+    else:
+        say(f"  inference: {response.status_code} {body}")
 
 
 def two_champions(client: httpx.Client, ingest_url: str, monitor_url: str, replica_urls: list[str], token: str,

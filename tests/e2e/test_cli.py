@@ -84,3 +84,26 @@ def test_up_runs_the_demo_and_stops_everything(tmp_path) -> None:
             url = line.split()[1]
             with pytest.raises(httpx.ConnectError):
                 httpx.get(f"{url}/healthz", timeout=2)
+
+
+def test_make_run_twice_on_one_state_dir(tmp_path, specs_file) -> None:
+    """Issue 17, defect 5: a second ``make run`` on the same state streams new samples, gets new decisions
+    and ends cleanly, where it re-posted its fixed keys, waited 180 s for nothing and ended in a traceback."""
+    specs, state = specs_file(only=("digits",)), tmp_path / "state"
+    runs = [subprocess.run([sys.executable, "-m", "refit.cli", "up", "--demo", "--exit-after-demo", "--state-dir",
+                            str(state), "--specs", str(specs)], capture_output=True, text=True, timeout=300)
+            for _ in range(2)]
+    for run in runs:
+        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+        assert "Traceback" not in run.stdout + run.stderr and "demo done" in run.stdout
+    first, second = ([int(line.split(": v")[1].split()[0]) for line in run.stdout.splitlines()
+                      if line.startswith(("ModelPromoted: v", "CandidateRejected: v"))] for run in runs)
+    assert len(first) == len(second) == 3 and first[0] == 1, runs[0].stdout
+    assert "already has" in runs[1].stdout and min(second) > max(first), runs[1].stdout
+
+
+def test_the_demo_without_a_stack_says_so_without_a_traceback() -> None:
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    demo = refit("demo", "--ingest", nowhere, "--inference", nowhere, monitor=nowhere)
+    assert demo.returncode == 1 and "Traceback" not in demo.stderr, demo.stderr
+    assert demo.stderr.startswith("error: the demo could not talk to the stack"), demo.stderr
