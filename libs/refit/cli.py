@@ -197,7 +197,7 @@ def _report(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from refit import demo
 
-    demo.run(args.ingest, args.monitor, args.inference, say=lambda line: print(line, flush=True))
+    demo.run(args.ingest, args.monitor, args.inference, say=lambda line: print(line, flush=True), story=args.story)
     return 0
 
 
@@ -290,6 +290,9 @@ def main(argv: list[str] | None = None) -> int:
     report.add_argument("--days", type=float, default=7)
     report.set_defaults(func=_report)
     demo_cmd = sub.add_parser("demo", help="stream the digits demo into a running stack")
+    demo_cmd.add_argument("--story", action=argparse.BooleanOptionalAction, default=True,
+                          help="after the digits waves, a wave of noisy labels and a change of concept "
+                               "(--no-story: the waves only)")
     demo_cmd.add_argument("--ingest", default=DEFAULT_INGEST)
     demo_cmd.add_argument("--inference", default=os.environ.get("REFIT_INFERENCE_URL", "http://127.0.0.1:8004"))
     demo_cmd.set_defaults(func=_demo)
