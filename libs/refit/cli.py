@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import _thread
 import argparse
 import json
 import os
@@ -13,6 +14,8 @@ from typing import Any
 
 import httpx
 
+from refit.errors import RefitError, StackError
+
 DEFAULT_MONITOR = os.environ.get("REFIT_MONITOR_URL", "http://127.0.0.1:8003")
 DEFAULT_INGEST = os.environ.get("REFIT_INGEST_URL", "http://127.0.0.1:8001")
 DEFAULT_SPECS = Path("config/models.yaml")
@@ -20,27 +23,44 @@ DEFAULT_SPECS = Path("config/models.yaml")
 
 def _up(args: argparse.Namespace) -> int:
     from refit import demo
+    from refit.core.restarts import RestartPolicy
     from refit.stack import Stack
+    from refit.supervisor import Supervisor
 
     stack = Stack(state_dir=Path(args.state_dir).resolve(), specs_path=Path(args.specs).resolve(),
                   inference_replicas=args.replicas, preferred_ports=True, broker=args.broker)
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    supervisor: Supervisor | None = None
+    failed = 0
+
+    def give_up() -> None:  # from the supervisor's thread: end the demo, or the wait below
+        stopping.set()
+        _thread.interrupt_main()
+
+    def say(line: str) -> None:
+        print(line, flush=True)
+
     try:
         what = "the embedded broker (memory only)" if args.broker == "embedded" else \
             f"Apache Kafka (its log in {stack.state_dir / 'kafka'})"
         print(f"starting {what} and the services (state in {stack.state_dir}) …", flush=True)
         stack.start()
+        supervisor = Supervisor(stack, RestartPolicy(give_up_after=args.restart_limit), say, give_up).start()
         print(f"broker     {stack.bootstrap}")
         for name in stack.ports:
             print(f"{name:<10} {stack.url(name)}   log: {stack.state_dir / 'logs' / (name + '.log')}")
-        print(f"try: curl {stack.url('monitor')}/v1/models   (Ctrl-C stops everything)", flush=True)
+        print(f"try: curl {stack.url('monitor')}/v1/models   (Ctrl-C stops everything; a service that dies is "
+              f"restarted: refit status shows it)", flush=True)
         if args.demo:
-            demo.run(stack.url("ingest"), stack.url("monitor"), stack.url("inference-0"),
-                     say=lambda line: print(line, flush=True))
-            print("demo done; the stack keeps running. Ctrl-C stops everything.", flush=True)
+            try:
+                demo.run(stack.url("ingest"), stack.url("monitor"), stack.url("inference-0"), say=say)
+                print("demo done; the stack keeps running. Ctrl-C stops everything.", flush=True)
+            except StackError as exc:  # the stack may be fine: keep it for a look at its logs
+                print(f"error: the demo stopped: {exc}", file=sys.stderr, flush=True)
+                failed = 1
         if args.exit_after_demo:
-            return 0
+            return failed
         # Ctrl-C (SIGINT) and SIGTERM both end the wait; a plain Event.wait() would not see SIGINT.
         signal.signal(signal.SIGINT, lambda *_: stopping.set())
         while not stopping.wait(0.5):
@@ -48,9 +68,15 @@ def _up(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     finally:
+        signal.signal(signal.SIGINT, lambda *_: stopping.set())  # a give-up racing the stop cannot cut it short
+        if supervisor is not None:
+            supervisor.stop()
         print("stopping …", flush=True)
         stack.stop()
-    return 0
+    if supervisor is not None and supervisor.gave_up is not None:
+        print(f"error: {supervisor.gave_up}; everything else was stopped", file=sys.stderr, flush=True)
+        return 1
+    return failed
 
 
 def _request(method: str, path: str, args: argparse.Namespace, **kwargs: Any) -> Any:
@@ -101,6 +127,8 @@ def _retrain(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
+    from refit.supervisor import read_status
+
     health = _request("GET", "/v1/health", args)["services"]
     models = _request("GET", "/v1/models", args)
     scheduler = _request("GET", "/v1/scheduler", args)
@@ -108,7 +136,13 @@ def _status(args: argparse.Namespace) -> int:
     rows.append(f"automatic retraining: {'running' if scheduler['running'] else 'stopped'}")
     rows += [f"{m['name']:<16}" + (f"champion v{m['champion']['version']}" if m["champion"] else "no champion")
              + f", {m['versions']} versions, holdout {m['holdout_size']}" for m in models]
-    _print({"services": health, "models": models, "scheduler": scheduler}, args.json, rows)
+    supervisor = read_status(Path(args.state_dir))
+    if supervisor is not None:
+        rows.append(f"supervised by refit up (pid {supervisor['pid']}):")
+        rows += [f"  {name:<12}{s['state']:<11}pid {s['pid']:<8}restarts {s['restarts']}"
+                 + (f", last {s['last_exit']} at {s['last_exit_at']}" if s["last_exit"] else "")
+                 for name, s in supervisor["services"].items()]
+    _print({"services": health, "models": models, "scheduler": scheduler, "supervisor": supervisor}, args.json, rows)
     return 0 if all(s["ok"] for s in health.values()) else 1
 
 
@@ -163,7 +197,7 @@ def _report(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from refit import demo
 
-    demo.run(args.ingest, args.monitor, args.inference, say=lambda line: print(line, flush=True))
+    demo.run(args.ingest, args.monitor, args.inference, say=lambda line: print(line, flush=True), story=args.story)
     return 0
 
 
@@ -222,6 +256,9 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--broker", choices=["embedded", "kafka"], default="embedded",
                     help="embedded: in memory, no JVM, nothing kept across restarts (default); kafka: Apache Kafka "
                          "from `make kafka`'s jars, its log kept in the state dir")
+    up.add_argument("--restart-limit", type=int, default=5, metavar="N",
+                    help="a service that dies is restarted with backoff (0.5 s doubling to 30 s); give up and stop "
+                         "everything after N fast failures in a row (each within 10 s of starting)")
     up.add_argument("--demo", action="store_true", help="stream the digits demo once the stack is up")
     up.add_argument("--exit-after-demo", action="store_true", help=argparse.SUPPRESS)
     up.set_defaults(func=_up)
@@ -233,7 +270,9 @@ def main(argv: list[str] | None = None) -> int:
     retrain.add_argument("model")
     retrain.add_argument("--reason", default="manual request from the CLI")
     retrain.set_defaults(func=_retrain)
-    sub.add_parser("status", help="service health, champions and the scheduler").set_defaults(func=_status)
+    status = sub.add_parser("status", help="service health, champions, the scheduler and restarts")
+    status.add_argument("--state-dir", default=".refit", help="where `refit up` runs, for its restart counts")
+    status.set_defaults(func=_status)
     rollback = sub.add_parser("rollback", help="put the previous (or a named) champion back")
     rollback.add_argument("model")
     rollback.add_argument("--to", type=int, default=None, metavar="VERSION")
@@ -251,6 +290,9 @@ def main(argv: list[str] | None = None) -> int:
     report.add_argument("--days", type=float, default=7)
     report.set_defaults(func=_report)
     demo_cmd = sub.add_parser("demo", help="stream the digits demo into a running stack")
+    demo_cmd.add_argument("--story", action=argparse.BooleanOptionalAction, default=True,
+                          help="after the digits waves, a wave of noisy labels and a change of concept "
+                               "(--no-story: the waves only)")
     demo_cmd.add_argument("--ingest", default=DEFAULT_INGEST)
     demo_cmd.add_argument("--inference", default=os.environ.get("REFIT_INFERENCE_URL", "http://127.0.0.1:8004"))
     demo_cmd.set_defaults(func=_demo)
@@ -276,7 +318,13 @@ def main(argv: list[str] | None = None) -> int:
                        help="JSON log lines on stderr (--no-log-json: readable ones)")
     watch.set_defaults(func=_ingest_watch)
     args = parser.parse_args(argv)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except RefitError as exc:  # a condition a user can cause: a message and an exit code, no traceback
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 1
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":

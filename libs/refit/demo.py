@@ -1,23 +1,33 @@
 """The demo workload: scikit-learn's bundled digits, streamed through ingest in waves.
 
 A newcomer watches v1 promoted, v2 judged against it on the same holdout, and
-inference answering with whichever version is champion.
+inference answering with whichever version is champion. Then the story of what refit is for: a
+wave of noisy labels whose candidate the safeguard rejects (with the failing check), and a change
+of concept that a trigger detects, followed by a promotion. On a state dir that already has
+decisions (a second ``make run``), the digits are streamed again as new samples (new keys), so
+there is something new to train on and judge.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 import numpy as np
 
 from refit.datasets import sample_rows
+from refit.errors import StackError, StackTimeoutError
 
 
-def digits_waves(waves: int = 3, seed: int = 7) -> list[list[dict[str, object]]]:
-    """The 1,797 digits as sample rows, shuffled with a fixed seed and cut into ``waves`` parts."""
-    rows = [{**row, "source": "demo"} for row in sample_rows("digits", seed)]
+def digits_waves(waves: int = 3, seed: int = 7, run: str = "") -> list[list[dict[str, object]]]:
+    """The 1,797 digits as sample rows, shuffled with a fixed seed and cut into ``waves`` parts.
+
+    ``run`` prefixes every idempotency key: the same rows as new samples.
+    """
+    rows = [{**row, "source": "demo", "idempotency_key": f"{run}{row['idempotency_key']}"}
+            for row in sample_rows("digits", seed)]
     return [list(part) for part in np.array_split(np.array(rows, dtype=object), waves)]
 
 
@@ -39,7 +49,32 @@ def wait_for_decisions(client: httpx.Client, monitor_url: str, model: str, count
         if len(decisions) >= count:
             return decisions  # type: ignore[no-any-return]
         time.sleep(0.5)
-    raise TimeoutError(f"no decision #{count} for {model} within {timeout_s}s")
+    raise StackTimeoutError(f"no decision #{count} for {model} within {timeout_s:g} s: see the trainer's and the "
+                            f"monitor's logs")
+
+
+def newest_sequence(client: httpx.Client, monitor_url: str, model: str) -> int:
+    """The sequence of the model's newest decision, 0 before the first."""
+    newest = client.get(f"{monitor_url}/v1/models/{model}/decisions", params={"limit": 1}).raise_for_status().json()
+    return int(newest[0]["sequence"]) if newest else 0
+
+
+def decisions_after(client: httpx.Client, monitor_url: str, model: str, sequence: int) -> list[dict[str, Any]]:
+    """The model's decisions after ``sequence``, oldest first (by sequence: counts stop at the page size)."""
+    page = client.get(f"{monitor_url}/v1/models/{model}/decisions", params={"limit": 1000}).json()
+    return [d for d in reversed(page) if d["sequence"] > sequence]
+
+
+def wait_for_decision_after(client: httpx.Client, monitor_url: str, model: str, sequence: int,
+                            timeout_s: float) -> dict[str, Any]:
+    """The newest decision once there is one after ``sequence``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if new := decisions_after(client, monitor_url, model, sequence):
+            return new[-1]
+        time.sleep(0.5)
+    raise StackTimeoutError(f"no decision for {model} after #{sequence} within {timeout_s:g} s: see the trainer's "
+                            f"and the monitor's logs")
 
 
 def describe(decision: dict[str, object]) -> str:
@@ -55,29 +90,132 @@ def describe(decision: dict[str, object]) -> str:
 
 
 def run(ingest_url: str, monitor_url: str, inference_url: str, model: str = "digits", waves: int = 3,
-        say: Callable[[str], None] = print) -> None:
-    with httpx.Client(timeout=30) as client:
-        for number, rows in enumerate(digits_waves(waves), start=1):
-            seen = len(client.get(f"{monitor_url}/v1/models/{model}/decisions").json())
-            post_rows(client, ingest_url, model, rows)
-            say(f"wave {number}: posted {len(rows)} labeled digits to {ingest_url}/v1/samples:batch")
-            decision = wait_for_decisions(client, monitor_url, model, seen + 1)[0]
+        say: Callable[[str], None] = print, timeout_s: float = 180.0, story: bool = True) -> None:
+    """Stream the waves (then, with ``story``, the noisy labels and the change of concept) and say what each
+    led to; :class:`StackError` says what went wrong."""
+    try:
+        with httpx.Client(timeout=30) as client:
+            earlier = newest_sequence(client, monitor_url, model)
+            run = f"run{earlier}-" if earlier else ""
+            if earlier:
+                say(f"{model} already has {earlier} decisions in this state dir (an earlier run): streaming the "
+                    f"digits again as new samples (keys {run}{model}-…), for new candidates to judge")
+            for number, rows in enumerate(digits_waves(waves, run=run), start=1):
+                show_wave(client, ingest_url, monitor_url, inference_url, model, number, rows, say, timeout_s)
+            if story:
+                show_noisy_labels(client, ingest_url, monitor_url, model, run, say, timeout_s)
+                show_concept_change(client, ingest_url, monitor_url, inference_url, model, run, say, timeout_s)
+    except httpx.HTTPError as exc:
+        raise StackError(f"the demo could not talk to the stack: {exc!r}") from None
+
+
+def show_wave(client: httpx.Client, ingest_url: str, monitor_url: str, inference_url: str, model: str, number: int,
+              rows: list[dict[str, object]], say: Callable[[str], None], timeout_s: float) -> None:
+    """Post one wave, say the decision it led to and what inference answers after it."""
+    seen = newest_sequence(client, monitor_url, model)
+    post_rows(client, ingest_url, model, rows)
+    say(f"wave {number}: posted {len(rows)} labeled digits to {ingest_url}/v1/samples:batch")
+    decision = wait_for_decision_after(client, monitor_url, model, seen, timeout_s)
+    say(describe(decision))
+    show_inference(client, inference_url, model, decision, rows[0], say)
+
+
+def show_inference(client: httpx.Client, inference_url: str, model: str, decision: dict[str, Any],
+                   probe: dict[str, Any], say: Callable[[str], None], label_is: str = "true label") -> None:
+    """Say what inference answers for ``probe`` once it serves the decision's version (if a promotion)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        response = client.post(f"{inference_url}/v1/models/{model}/predict", json={"features": probe["features"]})
+        if response.status_code == 200 and (
+                decision["event_type"] != "ModelPromoted" or response.json()["version"] == decision["version"]):
+            break
+        time.sleep(0.2)
+    body = response.json()
+    if response.status_code == 200:
+        say(f"  inference answers with v{body['version']}: label {body['predictions'][0]['label']} "
+            f"({label_is} {probe['label']})")
+    else:
+        say(f"  inference: {response.status_code} {body}")
+
+
+def new_scans(run: str, tag: str, rows: int, seed: int) -> list[dict[str, object]]:
+    """Digits as if scanned again: three lit pixels of each one step lighter or darker, so each is a new input."""
+    rng = np.random.default_rng(seed)
+    scans = []
+    for i, row in enumerate(sample_rows("digits", seed)[:rows]):
+        features = dict(row["features"])
+        lit = sorted(k for k, v in features.items() if 0 < v < 16)
+        for name in rng.choice(lit, size=min(3, len(lit)), replace=False):
+            features[name] += float(rng.choice([-1.0, 1.0]))
+        scans.append({"features": features, "label": row["label"], "source": f"demo-{tag}",
+                      "idempotency_key": f"{run}{tag}-{i}"})
+    return scans
+
+
+def noisy_labels(run: str = "", rows: int = 500, wrong: float = 0.6, seed: int = 11) -> list[dict[str, object]]:
+    """New scans from a careless labeller: ``wrong`` of the labels are another digit (seeded)."""
+    rng = np.random.default_rng(seed)
+    scans = new_scans(run, "noisy", rows, seed)
+    for scan in scans:
+        if rng.random() < wrong:
+            scan["label"] = str((int(str(scan["label"])) + int(rng.integers(1, 10))) % 10)
+    return scans
+
+
+def new_convention(run: str = "", rows: int = 1797, seed: int = 13) -> list[dict[str, object]]:
+    """A change of concept: new scans labelled by a new convention, every digit as the next one (9 as 0)."""
+    return [{**scan, "label": str((int(str(scan["label"])) + 1) % 10)} for scan in new_scans(run, "shifted", rows, seed)]
+
+
+def failing_checks(decision: dict[str, Any]) -> list[str]:
+    return [f"{c['kind']} {c['metric']}: {c['detail']}" for c in decision.get("checks") or [] if not c["passed"]]
+
+
+def show_noisy_labels(client: httpx.Client, ingest_url: str, monitor_url: str, model: str, run: str,
+                      say: Callable[[str], None], timeout_s: float) -> None:
+    """Post a wave with 60% wrong labels: the candidate trained on it is judged, and rejected."""
+    rows = noisy_labels(run)
+    seen = newest_sequence(client, monitor_url, model)
+    post_rows(client, ingest_url, model, rows, batch=len(rows))
+    say(f"noisy labels: posted {len(rows)} new scans of digits, 60% of them labelled as another digit")
+    decision = wait_for_decision_after(client, monitor_url, model, seen, timeout_s)
+    say(describe(decision))
+    if decision["event_type"] == "CandidateRejected":
+        say("  the safeguard kept the champion; failing checks:")
+        for check in failing_checks(decision):
+            say(f"    {check}")
+
+
+def show_concept_change(client: httpx.Client, ingest_url: str, monitor_url: str, inference_url: str, model: str,
+                        run: str, say: Callable[[str], None], timeout_s: float) -> None:
+    """Post digits labelled by a new convention; say the change a trigger detects and the promotion after it."""
+    history = client.get(f"{monitor_url}/v1/models/{model}/decisions", params={"limit": 1000}).json()
+    champion = next((d["version"] for d in history if d["event_type"] in ("ModelPromoted", "ModelRolledBack")), 0)
+    changes_before = len(client.get(f"{monitor_url}/v1/models/{model}/triggers").json()["changes"])
+    rows, sent = new_convention(run), 0
+    say("concept change: streaming new scans labelled by a new convention (every digit as the next one), "
+        "100 every 0.3 s")
+    seen, detected, deadline = newest_sequence(client, monitor_url, model), False, time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if sent < len(rows):
+            sent += post_rows(client, ingest_url, model, rows[sent:sent + 100])
+        triggers = client.get(f"{monitor_url}/v1/models/{model}/triggers").json()
+        if not detected and len(triggers["changes"]) > changes_before:
+            change = triggers["changes"][0]
+            fired = [f for f in triggers["fired"] if f["kind"] in ("performance", "drift")][:1]
+            say(f"change detected by {change['detector']} at {change['detected_at'][11:19]}"
+                + (f"; trigger {fired[0]['kind']} fired: {fired[0]['reason']}" if fired else ""))
+            detected = True
+        for decision in decisions_after(client, monitor_url, model, seen):
+            seen = decision["sequence"]
             say(describe(decision))
-            probe = rows[0]
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                response = client.post(f"{inference_url}/v1/models/{model}/predict",
-                                       json={"features": probe["features"]})
-                if response.status_code == 200 and (
-                        decision["event_type"] != "ModelPromoted" or response.json()["version"] == decision["version"]):
-                    break
-                time.sleep(0.2)
-            body = response.json()
-            if response.status_code == 200:
-                say(f"  inference answers with v{body['version']}: label {body['predictions'][0]['label']} "
-                    f"(true label {probe['label']})")
-            else:
-                say(f"  inference: {response.status_code} {body}")
+            if decision["event_type"] == "CandidateRejected":
+                say("  failing checks: " + "; ".join(failing_checks(decision)))
+            if detected and decision["event_type"] == "ModelPromoted" and decision["version"] > champion:
+                show_inference(client, inference_url, model, decision, rows[0], say, "the new convention's label")
+                return
+        time.sleep(0.3)
+    raise StackTimeoutError(f"no promotion after a detected change of {model} within {timeout_s:g} s")
 
 
 def two_champions(client: httpx.Client, ingest_url: str, monitor_url: str, replica_urls: list[str], token: str,

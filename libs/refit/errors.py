@@ -40,3 +40,11 @@ class ModelLoadError(RefitError, RuntimeError):
 
 class SignatureError(RefitError, ValueError):
     """A decision event is unsigned or its signature does not verify."""
+
+
+class StackError(RefitError, RuntimeError):
+    """The local stack (``refit up``, ``refit demo``) could not start, be reached, or do its part."""
+
+
+class StackTimeoutError(StackError, TimeoutError):
+    """Something the local stack was to do did not happen in time."""

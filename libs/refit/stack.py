@@ -28,6 +28,7 @@ import httpx
 from aiokafka.admin import AIOKafkaAdminClient
 
 from refit import signing
+from refit.errors import StackError
 from refit.kafka_local import LocalKafka
 from refit.lifecycle import terminate
 from refit.settings import CommonSettings
@@ -76,21 +77,21 @@ def wait_for_broker(bootstrap: str, timeout_s: float = 30.0) -> None:
         if asyncio.run(_broker_answers(bootstrap)):
             return
         time.sleep(0.2)
-    raise RuntimeError(f"the broker at {bootstrap} did not answer within {timeout_s}s")
+    raise StackError(f"the broker at {bootstrap} did not answer within {timeout_s}s")
 
 
 def wait_http(url: str, timeout_s: float = 60.0, proc: subprocess.Popen[bytes] | None = None) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"process for {url} exited with {proc.returncode}")
+            raise StackError(f"process for {url} exited with {proc.returncode}")
         try:
             if httpx.get(url, timeout=1.0).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
         time.sleep(0.1)
-    raise RuntimeError(f"{url} did not answer 200 within {timeout_s}s")
+    raise StackError(f"{url} did not answer 200 within {timeout_s}s")
 
 
 @dataclass

@@ -181,10 +181,12 @@ class DatasetStore:
         return (row[0], row[1], _when(row[2])) if row else None
 
     def finish_requests(self, model: str, outcome: str, now: datetime) -> None:
-        """Mark every pending request of the model as answered by one training run."""
+        """Mark the model's requests pending when a training run started (``now``) as answered by it.
+
+        A request made while it ran is not: that run never read it, nor the window it asks for."""
         with self._lock:
-            self._db.execute("UPDATE requests SET done_at = ?, outcome = ? WHERE model = ? AND done_at IS NULL",
-                             (now.isoformat(), outcome, model))
+            self._db.execute("UPDATE requests SET done_at = ?, outcome = ? WHERE model = ? AND done_at IS NULL"
+                             " AND received_at <= ?", (now.isoformat(), outcome, model, now.isoformat()))
 
     def counts(self, model: str, at_most: int | None = None) -> tuple[int, int]:
         """(rows in the dataset, rows newer than the last training), each counted up to ``at_most``.

@@ -46,3 +46,20 @@ def test_export_pages_every_row_in_arrival_order(tmp_path) -> None:
     pages = list(store.export("m", page=10))
     assert [len(p) for p in pages] == [10, 10, 5]
     assert [row[0] for page in pages for row in page] == [f"s{i}" for i in range(25)]
+
+
+def test_a_training_answers_only_the_requests_made_before_it_started(tmp_path) -> None:
+    """A request made while a training ran (in the demo: the performance trigger's, whose window starts at a
+    detected change) was marked answered by that training, which never read it: it never got its own."""
+    from refit.events import RetrainRequested
+
+    store = DatasetStore(tmp_path / "t.sqlite")
+    before = RetrainRequested(model="m", kind="manual", reason="before", occurred_at=T0)
+    during = RetrainRequested(model="m", kind="performance", reason="during", occurred_at=T0 + timedelta(seconds=2),
+                              evidence={"change": {"changed_at": (T0 + timedelta(seconds=1)).isoformat()}})
+    store.add_request(before)
+    store.add_request(during)
+    store.finish_requests("m", "candidate c1", T0 + timedelta(seconds=1))  # the training started at T0 + 1 s
+    assert store.pending_request("m") == (str(during.event_id), "performance", T0 + timedelta(seconds=1))
+    store.finish_requests("m", "candidate c2", T0 + timedelta(seconds=3))
+    assert store.pending_request("m") is None
