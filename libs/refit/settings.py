@@ -135,8 +135,8 @@ class MonitorSettings(_SignedDecisions):
     trigger_interval_s: float = _f(5.0, "how often every model's retraining triggers are evaluated", gt=0)
     peer_urls: dict[str, str] = _f(
         default_factory=dict,
-        description="JSON object of the other services' base URLs (`trainer` is used for dataset export; all "
-                    "are probed for the dashboard's health)")
+        description="JSON object of the other services' base URLs (`trainer`, or several `trainer-<n>`, for "
+                    "dataset export, from the trainer that owns the model; all are probed for the dashboard's health)")
     live_window: int = _f(500, "newest joined feedback outcomes per version the live metrics use", ge=1)
     feedback_max_rows: int = _f(100_000, "rows each feedback table keeps per model", ge=10)
     webhook_urls: tuple[str, ...] = _f((), "JSON list of URLs that receive a signed JSON body on promotion, "

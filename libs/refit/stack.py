@@ -139,7 +139,7 @@ class Stack:
         for name in services:
             self.start_service(name)
         for name in services:
-            wait_http(f"{self.url(name)}/healthz", proc=self.procs[name])
+            wait_http(f"{self.url(name)}/healthz", timeout_s=120, proc=self.procs[name])  # all start at once
         return self
 
     def start_broker(self, create_topics: bool = True) -> None:
