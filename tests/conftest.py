@@ -62,9 +62,10 @@ def stack_factory(tmp_path: Path, request: pytest.FixtureRequest,
     started: list[Stack] = []
 
     def make(specs_path: Path = SPECS, replicas: int = 1, env: dict[str, str] | None = None,
-             kafka_nodes: int = 1) -> Stack:
+             kafka_nodes: int = 1, trainers: int = 1) -> Stack:
         stack = Stack(state_dir=tmp_path / f"stack{len(started)}", specs_path=specs_path,
-                      inference_replicas=replicas, env=dict(env or {}), broker=broker, kafka_nodes=kafka_nodes)
+                      inference_replicas=replicas, env=dict(env or {}), broker=broker, kafka_nodes=kafka_nodes,
+                      trainers=trainers)
         started.append(stack)
         return stack.start()
 

@@ -28,7 +28,7 @@ def _up(args: argparse.Namespace) -> int:
     from refit.supervisor import Supervisor
 
     stack = Stack(state_dir=Path(args.state_dir).resolve(), specs_path=Path(args.specs).resolve(),
-                  inference_replicas=args.replicas, preferred_ports=True, broker=args.broker)
+                  inference_replicas=args.replicas, trainers=args.trainers, preferred_ports=True, broker=args.broker)
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     supervisor: Supervisor | None = None
@@ -47,9 +47,9 @@ def _up(args: argparse.Namespace) -> int:
         print(f"starting {what} and the services (state in {stack.state_dir}) …", flush=True)
         stack.start()
         supervisor = Supervisor(stack, RestartPolicy(give_up_after=args.restart_limit), say, give_up).start()
-        print(f"broker     {stack.bootstrap}")
+        print(f"{'broker':<12}{stack.bootstrap}")
         for name in stack.ports:
-            print(f"{name:<10} {stack.url(name)}   log: {stack.state_dir / 'logs' / (name + '.log')}")
+            print(f"{name:<12}{stack.url(name)}   log: {stack.state_dir / 'logs' / (name + '.log')}")
         print(f"try: curl {stack.url('monitor')}/v1/models   (Ctrl-C stops everything; a service that dies is "
               f"restarted: refit status shows it)", flush=True)
         if args.demo:
@@ -253,6 +253,9 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--state-dir", default=".refit")
     up.add_argument("--specs", default=str(DEFAULT_SPECS))
     up.add_argument("--replicas", type=int, default=1, help="inference replicas")
+    up.add_argument("--trainers", type=int, default=1,
+                    help="trainers sharing the models (one consumer group; more than one: topics of 6 partitions, "
+                         "on a fresh state dir)")
     up.add_argument("--broker", choices=["embedded", "kafka"], default="embedded",
                     help="embedded: in memory, no JVM, nothing kept across restarts (default); kafka: Apache Kafka "
                          "from `make kafka`'s jars, its log kept in the state dir")

@@ -14,11 +14,12 @@ import base64
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 
@@ -42,13 +43,20 @@ async def ensure_topics(settings: CommonSettings, names: Sequence[str] = topics.
         existing = set(await admin.list_topics())
         missing = [n for n in names if n not in existing]
         if missing:
-            configs = ({"min.insync.replicas": str(settings.topic_min_insync_replicas)}
-                       if settings.topic_min_insync_replicas > 1 else {})
             await admin.create_topics([NewTopic(n, settings.topic_partitions, settings.topic_replication,
-                                                topic_configs=configs) for n in missing])
+                                                topic_configs=topic_configs(settings, n)) for n in missing])
             log.info("topics created", topics=missing)
     finally:
         await close_quietly(admin.close(), "topic admin")
+
+
+def topic_configs(settings: CommonSettings, name: str) -> dict[str, str]:
+    """The configs refit creates a topic with: min ISR on a cluster, no retention limit on a replayed topic."""
+    configs = ({"min.insync.replicas": str(settings.topic_min_insync_replicas)}
+               if settings.topic_min_insync_replicas > 1 else {})
+    if name in topics.REPLAYED and settings.profile.keeps_log:
+        configs["retention.ms"] = "-1"
+    return configs
 
 
 async def close_quietly(closing: Awaitable[None], what: str, timeout_s: float = 10.0) -> None:
@@ -217,6 +225,33 @@ async def dead_letter(publisher: Publisher, consumer: str, record: ConsumerRecor
     log.warning("dead-lettered", consumer=consumer, topic=record.topic, offset=record.offset, reason=reason)
 
 
+class Placement(Protocol):
+    """A handler's say in where a group consumer reads from and what it commits (the trainer's
+    ownership of models, ``services/trainer/ownership.py``).
+
+    ``assigned`` runs inside the rebalance, before anything is fetched, and may seek; ``committable``
+    is asked for each assigned partition before every commit and may hold the committed offset back
+    (never above ``position``), so work not yet done is redelivered to whoever holds the partition next.
+    """
+
+    async def assigned(self, consumer: AIOKafkaConsumer, partitions: set[TopicPartition]) -> None: ...
+
+    def revoked(self, partitions: set[TopicPartition]) -> None: ...
+
+    def committable(self, tp: TopicPartition, position: int) -> int: ...
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, consumer: AIOKafkaConsumer, placement: Placement) -> None:
+        self.consumer, self.placement = consumer, placement
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        self.placement.revoked(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        await self.placement.assigned(self.consumer, set(assigned))
+
+
 @dataclass(frozen=True)
 class ConsumerConfig:
     """What one consume loop reads and how.
@@ -225,7 +260,10 @@ class ConsumerConfig:
     record each time it starts (inference follows every decision). ``fetch_max_wait_ms`` bounds how
     long the broker may hold a fetch with nothing new (the embedded broker holds it that long even
     when a record arrives meanwhile; a latency-sensitive reader asks for less). ``check_interval_s``
-    is how often a recovery component, if any, looks at the cluster.
+    is how often a recovery component, if any, looks at the cluster. ``placement`` (group consumers
+    only) also assigns by range rather than round-robin: partition *p* of every subscribed topic goes
+    to the same member, so a model's records on co-partitioned topics (same key, same partition
+    count) all reach one consumer.
     """
 
     name: str
@@ -235,6 +273,7 @@ class ConsumerConfig:
     max_records: int = 500
     fetch_max_wait_ms: int = 500
     check_interval_s: float = 1.0
+    placement: Placement | None = None
 
 
 def default_recovery(settings: CommonSettings, config: ConsumerConfig) -> ClusterRecovery | None:
@@ -246,11 +285,11 @@ def default_recovery(settings: CommonSettings, config: ConsumerConfig) -> Cluste
 
 
 async def _commit(consumer: AIOKafkaConsumer, recovery: ClusterRecovery | None, timeout_s: float,
-                  check_s: float) -> None:
-    """Commit the consumed offsets, giving up after ``timeout_s``. The client retries some errors
-    forever (on the embedded broker: a commit to a topic the cluster no longer knows), so a recovery
-    component watches the cluster while waiting."""
-    commit = asyncio.ensure_future(consumer.commit())
+                  check_s: float, offsets: dict[TopicPartition, int] | None = None) -> None:
+    """Commit the consumed offsets (or ``offsets``), giving up after ``timeout_s``. The client retries
+    some errors forever (on the embedded broker: a commit to a topic the cluster no longer knows), so a
+    recovery component watches the cluster while waiting."""
+    commit = asyncio.ensure_future(consumer.commit(offsets) if offsets else consumer.commit())
     deadline = asyncio.get_running_loop().time() + timeout_s
     try:
         while not commit.done():
@@ -270,13 +309,22 @@ async def _commit(consumer: AIOKafkaConsumer, recovery: ClusterRecovery | None, 
 
 def _consumer(settings: CommonSettings, config: ConsumerConfig) -> AIOKafkaConsumer:
     profile = settings.profile
-    return AIOKafkaConsumer(
-        *config.subscribe, bootstrap_servers=settings.bootstrap_servers, group_id=config.group_id,
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers, group_id=config.group_id,
         client_id=config.name, enable_auto_commit=False, auto_offset_reset="earliest",
         session_timeout_ms=profile.session_timeout_ms, heartbeat_interval_ms=profile.heartbeat_interval_ms,
         request_timeout_ms=max(settings.kafka_request_timeout_ms, profile.session_timeout_ms + 1000),
         max_poll_records=config.max_records, fetch_max_wait_ms=config.fetch_max_wait_ms,
+        **({"partition_assignment_strategy": (RangePartitionAssignor,)} if config.placement else {}),
     )
+    listener = _Listener(consumer, config.placement) if config.placement else None
+    consumer.subscribe(list(config.subscribe), listener=listener)
+    return consumer
+
+
+async def _committable(consumer: AIOKafkaConsumer, placement: Placement) -> dict[TopicPartition, int]:
+    """What may be committed of each assigned partition: its position, unless the placement holds it back."""
+    return {tp: placement.committable(tp, await consumer.position(tp)) for tp in consumer.assignment()}
 
 
 async def consume(settings: CommonSettings, config: ConsumerConfig, *, handler: BatchHandler,
@@ -306,13 +354,20 @@ async def consume(settings: CommonSettings, config: ConsumerConfig, *, handler: 
             log.info("consuming", consumer=name, topics=list(config.subscribe), group=config.group_id,
                      cluster=cluster)
             next_check = asyncio.get_running_loop().time() + config.check_interval_s
+            committed: dict[TopicPartition, int] | None = None
             while not stop.is_set():
                 batches = await consumer.getmany(timeout_ms=500, max_records=config.max_records)
                 for tp, records in batches.items():
                     await _handle(records, name, config.expected, handler, publisher, counts, metrics)
                     if watch is not None:
                         watch.consumed(tp, records[-1].offset + 1)
-                if batches and config.group_id is not None:
+                if config.placement is not None and config.group_id is not None:
+                    # Also without new records: what a placement held back may be released (a request answered).
+                    offsets = await _committable(consumer, config.placement)
+                    if offsets and (batches or offsets != committed):
+                        await _commit(consumer, watch, commit_timeout_s, config.check_interval_s, offsets)
+                        committed = offsets
+                elif batches and config.group_id is not None:
                     await _commit(consumer, watch, commit_timeout_s, config.check_interval_s)
                 if watch is not None and asyncio.get_running_loop().time() >= next_check:
                     await watch.check(consumer)

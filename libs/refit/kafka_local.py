@@ -193,6 +193,10 @@ class LocalKafka:
             time.sleep(0.1)
         raise KafkaStartError(f"Kafka at {self.bootstrap} did not list brokers {sorted(wanted)} within {timeout_s}s")
 
+    def node_answers(self, node: int) -> bool:
+        """The node itself (not just the cluster) answers, and its metadata lists every broker."""
+        return asyncio.run(_brokers(f"127.0.0.1:{self.port(node)}")) >= set(range(1, self.nodes + 1))
+
     def stop_node(self, node: int, sig: int = signal.SIGTERM, timeout_s: float = 30.0) -> None:
         proc = self.procs.pop(node, None)
         if proc is not None:

@@ -35,20 +35,22 @@ class BrokerProfile:
     holds a group join for half the session timeout, keeps nothing across a restart, and answers
     a fetch past the end of a recreated log with nothing instead of OFFSET_OUT_OF_RANGE: there a
     consumer is given ``refit.recovery.EmbeddedBrokerRecovery``, which notices a new, empty
-    cluster and recreates the topics.
+    cluster and recreates the topics. Only Kafka keeps a log to replay: there the topics a trainer
+    rebuilds its dataset from are created to be kept forever (``refit.topics.REPLAYED``).
     """
 
     idempotence: bool
     session_timeout_ms: int
     heartbeat_interval_ms: int
     recovers_lost_cluster: bool
+    keeps_log: bool = True
 
 
 PROFILES = {
     "kafka": BrokerProfile(idempotence=True, session_timeout_ms=10_000, heartbeat_interval_ms=3_000,
                            recovers_lost_cluster=False),
     "embedded": BrokerProfile(idempotence=False, session_timeout_ms=3_000, heartbeat_interval_ms=500,
-                              recovers_lost_cluster=True),
+                              recovers_lost_cluster=True, keeps_log=False),
 }
 
 
@@ -91,7 +93,7 @@ class CommonSettings(BaseSettings):
             idempotence=base.idempotence,
             session_timeout_ms=self.kafka_session_timeout_ms or base.session_timeout_ms,
             heartbeat_interval_ms=self.kafka_heartbeat_interval_ms or base.heartbeat_interval_ms,
-            recovers_lost_cluster=base.recovers_lost_cluster)
+            recovers_lost_cluster=base.recovers_lost_cluster, keeps_log=base.keeps_log)
 
 
 class _SignedDecisions(CommonSettings):
@@ -142,8 +144,8 @@ class MonitorSettings(_SignedDecisions):
     trigger_interval_s: float = _f(5.0, "how often every model's retraining triggers are evaluated", gt=0)
     peer_urls: dict[str, str] = _f(
         default_factory=dict,
-        description="JSON object of the other services' base URLs (`trainer` is used for dataset export; all "
-                    "are probed for the dashboard's health)")
+        description="JSON object of the other services' base URLs (`trainer`, or several `trainer-<n>`, for "
+                    "dataset export, from the trainer that owns the model; all are probed for the dashboard's health)")
     live_window: int = _f(500, "newest joined feedback outcomes per version the live metrics use", ge=1)
     feedback_max_rows: int = _f(100_000, "rows each feedback table keeps per model", ge=10)
     webhook_urls: tuple[str, ...] = _f((), "JSON list of URLs that receive a signed JSON body on promotion, "

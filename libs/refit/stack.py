@@ -101,6 +101,7 @@ class Stack:
     state_dir: Path
     specs_path: Path
     inference_replicas: int = 1
+    trainers: int = 1  # more than one: one consumer group, each model trained by one of them
     preferred_ports: bool = False
     env: dict[str, str] = field(default_factory=dict)
     broker: Literal["kafka", "embedded"] = "embedded"
@@ -130,18 +131,24 @@ class Stack:
     def replicas(self) -> list[str]:
         return [f"inference-{i}" for i in range(self.inference_replicas)]
 
+    @property
+    def trainer_names(self) -> list[str]:
+        """``trainer`` alone, or ``trainer-0`` … ``trainer-<n-1>``."""
+        return ["trainer"] if self.trainers == 1 else [f"trainer-{i}" for i in range(self.trainers)]
+
     def start(self) -> Stack:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         (self.state_dir / "logs").mkdir(exist_ok=True)
         self.start_broker()
-        base = {"ingest": 8001, "trainer": 8002, "monitor": 8003, "inference-0": 8004}
-        for name in ("ingest", "trainer", "monitor", *self.replicas):
-            preferred = base.get(name) or 8004 + int(name.rsplit("-", 1)[-1]) if self.preferred_ports else None
-            self.ports[name] = free_port(preferred)
-        for name in ("monitor", "trainer", "ingest", *self.replicas):
+        base = {"ingest": 8001, self.trainer_names[0]: 8002, "monitor": 8003,
+                **{r: 8004 + i for i, r in enumerate(self.replicas)}}
+        services = ["monitor", *self.trainer_names, "ingest", *self.replicas]
+        for name in services:  # trainers after the first take any free port: 8005 on is the replicas'
+            self.ports[name] = free_port(base.get(name) if self.preferred_ports else None)
+        for name in services:
             self.start_service(name)
-        for name in ("monitor", "trainer", "ingest", *self.replicas):
-            wait_http(f"{self.url(name)}/healthz", proc=self.procs[name])
+        for name in services:
+            wait_http(f"{self.url(name)}/healthz", timeout_s=120, proc=self.procs[name])  # all start at once
         return self
 
     def start_broker(self, create_topics: bool = True) -> None:
@@ -190,7 +197,9 @@ class Stack:
     def broker_values(self) -> dict[str, str]:
         """What every service is told about the broker: which one, and how to create topics on it."""
         replication = min(self.kafka_nodes, 3) if self.broker == "kafka" else 1
-        return {"BOOTSTRAP_SERVERS": self.bootstrap, "BROKER": self.broker,
+        # Several trainers share the work by partition: room for up to six of them.
+        partitions = 1 if self.trainers == 1 else max(6, self.trainers)
+        return {"BOOTSTRAP_SERVERS": self.bootstrap, "BROKER": self.broker, "TOPIC_PARTITIONS": str(partitions),
                 "TOPIC_REPLICATION": str(replication), "TOPIC_MIN_INSYNC_REPLICAS": str(min(replication, 2))}
 
     def common_settings(self) -> CommonSettings:

@@ -10,3 +10,7 @@ PREDICTIONS = "refit.predictions"
 DEAD_LETTERS = "refit.dead-letters"
 
 ALL = (SAMPLES, RETRAIN_REQUESTS, CANDIDATES, DECISIONS, PREDICTIONS, DEAD_LETTERS)
+
+# Kept forever on Apache Kafka (retention.ms=-1): a trainer that takes a model over rebuilds its
+# dataset, and finds its unanswered requests, by replaying them (services/trainer/ownership.py).
+REPLAYED = (SAMPLES, RETRAIN_REQUESTS)

@@ -208,7 +208,14 @@ class Decider:
                 candidate_scores=target.scores or {}, requested_by=requested_by, live=live,
                 reasons=[f"rollback from v{current} to v{target.version}: {reason}"]), self.sign)
             self._announce(event, "rolled_back_live" if live is not None else "rolled_back")
-        await self.publish_outbox()
+        try:
+            await self.publish_outbox()
+        except BrokerUnavailableError as exc:
+            # Recorded and signed: the rollback is made, whatever the broker does now. The run loop
+            # publishes the outbox at its next turn (answering 503 "nothing was accepted" here, while a
+            # broker restarted, was false: the decision then reached inference anyway).
+            log.warning("rollback recorded, not yet published", model=model, error=str(exc))
+            self.wake.set()
         return event
 
     def _identity(self, spec: ModelSpec, version: Version, sequence: int) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from refit.settings import TrainerSettings
 from refit.specs import ModelSpec, ModelSpecs, load_specs
 from refit.web import background, health_routes
 from services.trainer.fit import fit_set
+from services.trainer.ownership import Ownership
 from services.trainer.store import EXPORT_COLUMNS, DatasetStore
 from services.trainer.training_set import prepare
 
@@ -50,6 +51,7 @@ class Trainer:
                  artifacts: LocalArtifactStore, publisher: Publisher, metrics: Metrics) -> None:
         self.settings, self.specs, self.store, self.metrics = settings, specs, store, metrics
         self.artifacts, self.publisher = artifacts, publisher
+        self.ownership = Ownership(store, (m.name for m in specs.models))
         self.wake = asyncio.Event()
         self.trainings = 0
         self.consumer_counts: Counter[str] = Counter()
@@ -58,12 +60,15 @@ class Trainer:
         rejected: dict[int, str] = {}
         training: list[SampleIngested] = []
         holdout: list[SampleIngested] = []
+        positions: dict[int, int] = {}
         for i, item in enumerate(items):
-            event = item.event
+            event, record = item.event, item.record
+            if record.topic == topics.SAMPLES:
+                positions[record.partition] = max(positions.get(record.partition, 0), record.offset + 1)
             try:
                 spec = self.specs.get(event.model)
                 if isinstance(event, RetrainRequested):
-                    self.store.add_request(event)
+                    self.store.add_request(event, (record.partition, record.offset))
                     continue
                 assert isinstance(event, SampleIngested)
                 validate_sample(spec, event)  # as the trainer's spec knows it: else a dead letter
@@ -72,7 +77,7 @@ class Trainer:
                 continue
             in_holdout = is_holdout(event.sample_id, spec.training.holdout_fraction, spec.name)
             (holdout if in_holdout else training).append(event)
-        for model, new in self.store.add_samples(training, holdout).items():
+        for model, new in self.store.add_samples(training, holdout, positions).items():
             self.metrics.samples_stored.labels(model).inc(new)
         self.wake.set()
         return rejected
@@ -93,6 +98,8 @@ class Trainer:
         while not stop.is_set():
             self.wake.clear()
             for spec in self.specs.models:
+                if not self.ownership.owns(spec.name):
+                    continue
                 reason = self.due(spec)
                 if reason is not None and not stop.is_set():
                     await self.train(spec, *reason, stop=stop)
@@ -140,6 +147,9 @@ class Trainer:
                 spec_hash=spec.spec_hash(), code_version=refit.__version__),
             conversion=fitted.conversion, retrain_request_id=request_id, trigger=trigger,
         )
+        if not self.ownership.owns(spec.name):  # moved to another trainer mid-run: it answers the request
+            bound.info("model moved to another trainer during training; candidate dropped")
+            return
         # Until the broker takes it: the candidate is stored and the request is not done until then.
         await retry("candidate", lambda: self.publisher.publish(event), retry_on=(BrokerUnavailableError,),
                     stop=stop)
@@ -196,7 +206,8 @@ def create_app(settings: TrainerSettings, specs: ModelSpecs | None = None) -> Fa
             async with background(app, "trainer") as work:
                 work.start("consumer", consume(
                     settings, ConsumerConfig(name="trainer", subscribe=[topics.SAMPLES, topics.RETRAIN_REQUESTS],
-                                             group_id="refit-trainer", expected=(SampleIngested, RetrainRequested)),
+                                             group_id="refit-trainer", expected=(SampleIngested, RetrainRequested),
+                                             placement=trainer.ownership),
                     handler=trainer.handle, publisher=publisher, stop=work.stop, counts=trainer.consumer_counts,
                     metrics=metrics))
                 work.start("trainings", trainer.run(work.stop))
@@ -227,6 +238,7 @@ def create_app(settings: TrainerSettings, specs: ModelSpecs | None = None) -> Fa
     @app.get("/v1/stats")
     async def stats(request: Request) -> dict[str, Any]:
         trainer: Trainer = request.state.trainer
-        return {**trainer.store.stats(), "trainings": trainer.trainings, "consumer": dict(trainer.consumer_counts)}
+        return {**trainer.store.stats(), "trainings": trainer.trainings, "consumer": dict(trainer.consumer_counts),
+                "models": trainer.ownership.owned()}
 
     return app

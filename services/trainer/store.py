@@ -48,6 +48,10 @@ CREATE TABLE IF NOT EXISTS requests (
     done_at TEXT,
     outcome TEXT
 );
+CREATE TABLE IF NOT EXISTS positions (
+    partition INTEGER PRIMARY KEY,
+    next_offset INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS trainings (
     model TEXT PRIMARY KEY,
     last_seq INTEGER NOT NULL,
@@ -56,6 +60,8 @@ CREATE TABLE IF NOT EXISTS trainings (
 """
 # Columns added after the first release, for state directories created before them.
 _ADDED_COLUMNS = {"idempotency_key": "TEXT", "event_time": "TEXT", "request_id": "TEXT"}
+# Where a request was read (refit.retrain-requests): a trainer commits no further than its oldest unanswered one.
+_REQUEST_COLUMNS = {"since": "TEXT", "source_partition": "INTEGER", "source_offset": "INTEGER"}
 # samples_window serves every read by model: the window (newest rows by seq, optionally by age),
 # counts and export, each from the index alone or a range of it. It replaced (model, occurred_at),
 # with which the window query visited every row of the model and sorted them.
@@ -132,14 +138,16 @@ class DatasetStore:
     """
 
     def __init__(self, path: Path) -> None:
-        self._db = open_store(path, _SCHEMA, {"samples": _ADDED_COLUMNS, "requests": {"since": "TEXT"}}, _INDEXES)
+        self._db = open_store(path, _SCHEMA, {"samples": _ADDED_COLUMNS, "requests": _REQUEST_COLUMNS}, _INDEXES)
         self._lock = threading.Lock()
 
     def close(self) -> None:
         self._db.close()
 
-    def add_samples(self, training: list[SampleIngested], holdout: list[SampleIngested]) -> dict[str, int]:
-        """Store a batch in one transaction, once per sample id and per idempotency key.
+    def add_samples(self, training: list[SampleIngested], holdout: list[SampleIngested],
+                    positions: dict[int, int] | None = None) -> dict[str, int]:
+        """Store a batch in one transaction, once per sample id and per idempotency key, with how far
+        into each partition of refit.samples the store now reaches (``positions``: partition → next offset).
 
         Returns the number of new training rows per model.
         """
@@ -159,19 +167,45 @@ class DatasetStore:
                 new[model] = self._db.total_changes - before
             self._db.executemany("INSERT OR IGNORE INTO holdout_seen (model, sample_id) VALUES (?, ?)",
                                  [(s.model, s.sample_id) for s in holdout])
+            self._db.executemany("INSERT INTO positions (partition, next_offset) VALUES (?, ?) ON CONFLICT(partition)"
+                                 " DO UPDATE SET next_offset = MAX(next_offset, excluded.next_offset)",
+                                 list((positions or {}).items()))
         return new
 
-    def add_request(self, event: RetrainRequested) -> None:
+    def position(self, partition: int) -> int | None:
+        """The next offset of this partition of refit.samples the store lacks, or None if it never read it."""
+        with self._lock:
+            row = self._db.execute("SELECT next_offset FROM positions WHERE partition = ?", (partition,)).fetchone()
+        return int(row[0]) if row else None
+
+    def oldest_pending(self, partition: int) -> int | None:
+        """The offset of the oldest unanswered request read from this partition of refit.retrain-requests."""
+        with self._lock:
+            row = self._db.execute("SELECT MIN(source_offset) FROM requests WHERE source_partition = ?"
+                                   " AND done_at IS NULL", (partition,)).fetchone()
+        return None if row[0] is None else int(row[0])
+
+    def forget_requests(self, partition: int, below: int, now: datetime) -> None:
+        """Close this partition's pending requests below ``below``: the group committed past them, so
+        another trainer answered them while this one did not hold the partition."""
+        with self._lock:
+            self._db.execute("UPDATE requests SET done_at = ?, outcome = 'answered by another trainer'"
+                             " WHERE source_partition = ? AND source_offset < ? AND done_at IS NULL",
+                             (now.isoformat(), partition, below))
+
+    def add_request(self, event: RetrainRequested, source: tuple[int, int] | None = None) -> None:
         """Keep a request until a training answers it, with where its window starts: a concept change
-        the monitor detected (``evidence.change.changed_at``), if it names one."""
+        the monitor detected (``evidence.change.changed_at``), if it names one; and where it was read
+        (``source``: partition, offset)."""
         change = event.evidence.get("change")
         since = change.get("changed_at") if isinstance(change, dict) else None
+        partition, offset = source if source is not None else (None, None)
         with self._lock:
             self._db.execute(
-                "INSERT OR IGNORE INTO requests (request_id, model, kind, reason, received_at, since)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT OR IGNORE INTO requests (request_id, model, kind, reason, received_at, since,"
+                " source_partition, source_offset) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (str(event.event_id), event.model, event.kind, event.reason, event.occurred_at.isoformat(),
-                 since if isinstance(since, str) else None))
+                 since if isinstance(since, str) else None, partition, offset))
 
     def pending_request(self, model: str) -> tuple[str, str, datetime | None] | None:
         """The oldest unfinished retrain request of a model: (request id, kind, window start or None)."""

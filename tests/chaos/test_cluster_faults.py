@@ -49,7 +49,7 @@ def post_share(n: int, url: str, rows: list[dict], requests: list[Request]) -> N
 
 
 def leader_of(bootstrap: str, topic: str) -> int:
-    metadata = AdminClient({"bootstrap.servers": bootstrap}).list_topics(topic, timeout=10)
+    metadata = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0}).list_topics(topic, timeout=10)
     return int(metadata.topics[topic].partitions[0].leader)
 
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from aiokafka import ConsumerRecord
 
+from refit import topics
 from refit.artifacts import LocalArtifactStore
 from refit.events import SampleIngested
 from refit.kafka import Incoming, Publisher
@@ -33,7 +35,8 @@ def trainer(tmp_path: Path):
 
 
 def sample(i: int, features: dict[str, float] | None = None, label: float = 150.0, text: str | None = None):
-    return Incoming(record=None, event=SampleIngested(  # type: ignore[arg-type]
+    record = ConsumerRecord(topics.SAMPLES, 0, i, 0, 0, b"diabetes", b"", None, 8, 0, ())
+    return Incoming(record=record, event=SampleIngested(
         model="diabetes", sample_id=f"s{i}", features=GOOD if features is None else features, label=label, text=text))
 
 

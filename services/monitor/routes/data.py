@@ -20,15 +20,31 @@ from services.monitor.routes import ModelName, MonitorDep
 def router(settings: MonitorSettings) -> APIRouter:
     routes = APIRouter(route_class=JSONRoute)
 
+    async def owner(client: httpx.AsyncClient, model: str) -> str:
+        """The trainer that holds the model's dataset: ``trainer``, or of several (``trainer-0`` …) the
+        one whose stats list the model among those it owns."""
+        trainers = {n: u for n, u in settings.peer_urls.items() if n == "trainer" or n.startswith("trainer-")}
+        if not trainers:
+            await client.aclose()
+            raise HTTPException(503, "no trainer URL configured (REFIT_MONITOR_PEER_URLS)")
+        if len(trainers) == 1:
+            return next(iter(trainers.values()))
+        for url in trainers.values():
+            try:
+                if model in (await client.get(f"{url.rstrip('/')}/v1/stats")).json().get("models", []):
+                    return url
+            except (httpx.HTTPError, ValueError):
+                continue  # a trainer down or starting: its models are another's soon
+        await client.aclose()
+        raise HTTPException(503, f"no trainer owns {model!r} right now (the group may be rebalancing); retry")
+
     @routes.get("/v1/models/{name}/dataset")
     async def dataset(name: ModelName, format: Annotated[Literal["jsonl", "csv"], Query()] = "jsonl"
                       ) -> StreamingResponse:
         """The model's training dataset, streamed from the trainer (which owns it)."""
-        trainer = settings.peer_urls.get("trainer")
-        if trainer is None:
-            raise HTTPException(503, "no trainer URL configured (REFIT_MONITOR_PEER_URLS)")
         client = httpx.AsyncClient(timeout=httpx.Timeout(30, read=300))
         try:
+            trainer = await owner(client, name)
             upstream = await client.send(client.build_request(
                 "GET", f"{trainer.rstrip('/')}/v1/models/{name}/dataset", params={"format": format}), stream=True)
         except httpx.HTTPError as exc:
