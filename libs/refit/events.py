@@ -78,6 +78,26 @@ class RetrainRequested(Event):
     requested_by: str | None = None
 
 
+class RetrainingPaused(Event):
+    """The monitor paused automatic retraining of this model (``POST /v1/scheduler/stop``). The monitor
+    owns the pause; every automatic path obeys it, the trainer's own ``training.min_new_samples`` path
+    included. Requests already published (an operator's) still train."""
+
+    topic: ClassVar[str] = topics.RETRAIN_REQUESTS
+    event_type: Literal["RetrainingPaused"] = "RetrainingPaused"
+    schema_version: Literal[1] = 1
+    requested_by: str | None = None
+
+
+class RetrainingResumed(Event):
+    """The monitor resumed automatic retraining of this model (``POST /v1/scheduler/start``)."""
+
+    topic: ClassVar[str] = topics.RETRAIN_REQUESTS
+    event_type: Literal["RetrainingResumed"] = "RetrainingResumed"
+    schema_version: Literal[1] = 1
+    requested_by: str | None = None
+
+
 class ArtifactRef(_Value):
     """Claim check: where the ONNX bytes are and the SHA-256 they must have."""
 
@@ -281,6 +301,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
     for cls in (
         SampleIngested,
         RetrainRequested,
+        RetrainingPaused,
+        RetrainingResumed,
         CandidateTrained,
         ModelPromoted,
         CandidateRejected,

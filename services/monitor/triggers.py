@@ -22,7 +22,7 @@ from refit.core.sequential import PairedTest
 from refit.core.split import is_holdout
 from refit.core.triggers import Assessment, Signals, evaluate
 from refit.errors import BrokerUnavailableError
-from refit.events import RetrainRequested, SampleIngested
+from refit.events import RetrainingPaused, RetrainingResumed, RetrainRequested, SampleIngested
 from refit.kafka import Publisher
 from refit.metrics import Metrics
 from refit.onnx_model import OnnxModel
@@ -104,7 +104,12 @@ class Triggers:
     def running(self) -> bool:
         return self.store.get("scheduler_enabled") is not False
 
-    def set_running(self, running: bool) -> None:
+    async def set_running(self, running: bool, requested_by: str | None = None) -> None:
+        """Pause or resume automatic retraining. The monitor owns the pause: it tells the trainer too
+        (whose own ``training.min_new_samples`` path obeys it), before it records it."""
+        kind = RetrainingResumed if running else RetrainingPaused
+        for model in self.specs.names():
+            await self.publisher.publish(kind(model=model, requested_by=requested_by))
         self.store.put("scheduler_enabled", running)
 
     # observing -------------------------------------------------------------------------------

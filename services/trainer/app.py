@@ -23,8 +23,8 @@ from refit.artifacts import LocalArtifactStore
 from refit.core.schema import validate_sample
 from refit.core.split import is_holdout
 from refit.errors import BrokerUnavailableError, RefitError, SchemaError, UnknownModelError
-from refit.events import (ArtifactRef, CandidateTrained, InputSignature, RetrainRequested, SampleIngested,
-                          TrainingStats)
+from refit.events import (ArtifactRef, CandidateTrained, InputSignature, RetrainingPaused, RetrainingResumed,
+                          RetrainRequested, SampleIngested, TrainingStats)
 from refit.kafka import ConsumerConfig, Incoming, Publisher, consume
 from refit.lifecycle import pause, retry
 from refit.metrics import Metrics
@@ -53,6 +53,7 @@ class Trainer:
         self.wake = asyncio.Event()
         self.trainings = 0
         self.consumer_counts: Counter[str] = Counter()
+        self.held: dict[str, str] = {}  # per model: a training its own path wanted, and why it waits
 
     async def handle(self, items: list[Incoming]) -> dict[int, str]:
         rejected: dict[int, str] = {}
@@ -64,6 +65,9 @@ class Trainer:
                 spec = self.specs.get(event.model)
                 if isinstance(event, RetrainRequested):
                     self.store.add_request(event)
+                    continue
+                if isinstance(event, (RetrainingPaused, RetrainingResumed)):
+                    self.store.set_paused(event.model, isinstance(event, RetrainingPaused), event.occurred_at)
                     continue
                 assert isinstance(event, SampleIngested)
                 validate_sample(spec, event)  # as the trainer's spec knows it: else a dead letter
@@ -85,9 +89,13 @@ class Trainer:
             return pending[1], pending[0], pending[2]
         threshold = spec.training.min_new_samples
         total, new = self.store.counts(spec.name, at_most=max(spec.training.min_samples, threshold or 0))
-        if threshold is not None and new >= threshold and total >= spec.training.min_samples:
-            return "sample_count", None, None
-        return None
+        if threshold is None or new < threshold or total < spec.training.min_samples:
+            return None
+        if self.store.paused(spec.name):  # the monitor owns the pause; this path obeys it too
+            self.held[spec.name] = f"{new} new rows (threshold {threshold}): automatic retraining is paused"
+            return None
+        self.held.pop(spec.name, None)
+        return "sample_count", None, None
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -196,7 +204,8 @@ def create_app(settings: TrainerSettings, specs: ModelSpecs | None = None) -> Fa
             async with background(app, "trainer") as work:
                 work.start("consumer", consume(
                     settings, ConsumerConfig(name="trainer", subscribe=[topics.SAMPLES, topics.RETRAIN_REQUESTS],
-                                             group_id="refit-trainer", expected=(SampleIngested, RetrainRequested)),
+                                             group_id="refit-trainer", expected=(SampleIngested, RetrainRequested,
+                                                                 RetrainingPaused, RetrainingResumed)),
                     handler=trainer.handle, publisher=publisher, stop=work.stop, counts=trainer.consumer_counts,
                     metrics=metrics))
                 work.start("trainings", trainer.run(work.stop))
@@ -227,6 +236,7 @@ def create_app(settings: TrainerSettings, specs: ModelSpecs | None = None) -> Fa
     @app.get("/v1/stats")
     async def stats(request: Request) -> dict[str, Any]:
         trainer: Trainer = request.state.trainer
-        return {**trainer.store.stats(), "trainings": trainer.trainings, "consumer": dict(trainer.consumer_counts)}
+        return {**trainer.store.stats(), "trainings": trainer.trainings, "held": trainer.held,
+                "consumer": dict(trainer.consumer_counts)}
 
     return app

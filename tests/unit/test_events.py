@@ -28,6 +28,8 @@ from refit.events import (
     ModelPromoted,
     ModelRolledBack,
     PredictionServed,
+    RetrainingPaused,
+    RetrainingResumed,
     RetrainRequested,
     SampleIngested,
     TrainingStats,
@@ -67,6 +69,8 @@ BUILDERS: dict[type[Event], Callable[[], dict[str, Any]]] = {
         "kind": "drift", "reason": "feature a drifted", "evidence": {"p_value": 0.001, "feature": "a"},
         "requested_by": "monitor",
     },
+    RetrainingPaused: lambda: {"requested_by": "api"},
+    RetrainingResumed: lambda: {"requested_by": "api"},
     CandidateTrained: lambda: {
         "candidate_id": "cand-7", "task": "classification",
         "artifact": ArtifactRef(digest=DIGEST, size_bytes=2048, uri="http://monitor/v1/artifacts/" + DIGEST),
@@ -124,6 +128,8 @@ def test_every_event_class_is_registered_and_has_a_builder():
     [
         (SampleIngested, topics.SAMPLES),
         (RetrainRequested, topics.RETRAIN_REQUESTS),
+        (RetrainingPaused, topics.RETRAIN_REQUESTS),
+        (RetrainingResumed, topics.RETRAIN_REQUESTS),
         (CandidateTrained, topics.CANDIDATES),
         (ModelPromoted, topics.DECISIONS),
         (CandidateRejected, topics.DECISIONS),
