@@ -153,6 +153,21 @@ class CandidateTrained(Event):
     trigger: str
 
 
+class TrainingFailed(Event):
+    """A training ended without a candidate: the fit raised, ran past the spec's ``fit_timeout_s`` (and
+    was stopped), or the window held too little data. It ends the request in flight at once; the
+    monitor retries failures with backoff (not ``insufficient_data``: only new data helps there)."""
+
+    topic: ClassVar[str] = topics.CANDIDATES
+    event_type: Literal["TrainingFailed"] = "TrainingFailed"
+    schema_version: Literal[1] = 1
+    failure: Literal["error", "timeout", "insufficient_data"]
+    reason: str
+    retrain_request_id: str | None = None
+    trigger: str
+    duration_s: float = Field(description="from the start of the training to its failure")
+
+
 class Check(_Value):
     """One safeguard check with every number that went into it."""
 
@@ -304,6 +319,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         RetrainingPaused,
         RetrainingResumed,
         CandidateTrained,
+        TrainingFailed,
         ModelPromoted,
         CandidateRejected,
         ModelRolledBack,

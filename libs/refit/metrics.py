@@ -47,6 +47,9 @@ class Metrics:
                                            ["model"], buckets=TRAINING_BUCKETS, registry=r)
         self.trainings = Counter("refit_trainings_total", "Training runs by outcome (success, or the error kind)",
                                  ["model", "outcome"], registry=r)
+        self.training_failures = Counter("refit_training_failures_total",
+                                         "TrainingFailed events the monitor received, by failure "
+                                         "(error, timeout, insufficient_data)", ["model", "failure"], registry=r)
         self.decisions = Counter("refit_decisions_total", "Decisions: promoted, rejected, rolled_back",
                                  ["model", "decision"], registry=r)
         self.champion_version = Gauge("refit_champion_version", "Version number of the current champion",

@@ -203,6 +203,8 @@ class TrainingSpec(_Spec):
     window_max_rows: int = Field(200_000, ge=10)
     window_max_age_days: float | None = Field(None, gt=0)
     held_back_fraction: float = Field(0.1, gt=0, lt=1)
+    # A fit runs in a worker process that is killed past this, and the training fails (TrainingFailed).
+    fit_timeout_s: float = Field(1800.0, gt=0, le=86_400)
 
 
 class Schedule(_Spec):

@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 
 from refit import topics
-from refit.events import CandidateTrained, PredictionServed, SampleIngested
+from refit.events import CandidateTrained, PredictionServed, SampleIngested, TrainingFailed
 from refit.kafka import ConsumerConfig, Publisher, consume
 from refit.metrics import Metrics
 from refit.settings import MonitorSettings
@@ -49,7 +49,8 @@ def create_app(settings: MonitorSettings, specs: ModelSpecs | None = None) -> Fa
                     work.start("consumer", consume(
                         settings, ConsumerConfig(
                             name="monitor", subscribe=[topics.SAMPLES, topics.CANDIDATES, topics.PREDICTIONS],
-                            group_id="refit-monitor", expected=(SampleIngested, CandidateTrained, PredictionServed)),
+                            group_id="refit-monitor", expected=(SampleIngested, CandidateTrained, TrainingFailed,
+                                                              PredictionServed)),
                         handler=monitor.intake.handle, publisher=publisher, stop=work.stop, metrics=metrics))
                     work.start("decider", monitor.decider.run(work.stop))
                     work.start("triggers", monitor.periodic(work.stop))

@@ -22,7 +22,7 @@ from refit.core.sequential import PairedTest
 from refit.core.split import is_holdout
 from refit.core.triggers import Assessment, Signals, evaluate
 from refit.errors import BrokerUnavailableError
-from refit.events import RetrainingPaused, RetrainingResumed, RetrainRequested, SampleIngested
+from refit.events import RetrainingPaused, RetrainingResumed, RetrainRequested, SampleIngested, TrainingFailed
 from refit.kafka import Publisher
 from refit.metrics import Metrics
 from refit.onnx_model import OnnxModel
@@ -127,6 +127,23 @@ class Triggers:
     def candidate_arrived(self, model: str, candidate_id: str) -> None:
         self.store.finish(model, f"candidate {candidate_id}")
 
+    def training_failed(self, event: TrainingFailed) -> None:
+        """A training failed: the request it answered ends now, and the policy decides on a retry, with
+        backoff (``insufficient_data`` is not retried: only new data helps, and the triggers ask again)."""
+        self.metrics.training_failures.labels(event.model, event.failure).inc()
+        log.warning("training failed", model=event.model, failure=event.failure, reason=event.reason,
+                    request_id=event.retrain_request_id)
+        if event.retrain_request_id is None:
+            return
+        if event.failure == "insufficient_data":
+            _, _, flight, _ = self.store.state(event.model)
+            if flight is not None and flight.request_id == event.retrain_request_id:
+                self.store.finish(event.model, f"failed: {event.reason}")
+            return
+        if self.store.failed(event.model, event.retrain_request_id, event.failure, event.reason, event.occurred_at):
+            self.notify("training_failed", event.model, {"request_id": event.retrain_request_id,
+                                                         "failure": event.failure, "reason": event.reason})
+
     # acting ----------------------------------------------------------------------------------
     async def tick(self) -> None:
         for spec in self.specs.models:
@@ -177,7 +194,9 @@ class Triggers:
         if assessment.gave_up is not None:
             log.error("retraining given up", model=spec.name, request_id=assessment.gave_up.request_id,
                       attempts=assessment.gave_up.attempts)
-            self.store.finish(spec.name, f"given up after {assessment.gave_up.attempts} attempts")
+            gave_up = assessment.gave_up
+            last = f" (the last: training failed, {gave_up.failure})" if gave_up.failure else ""
+            self.store.finish(spec.name, f"given up after {gave_up.attempts} attempts{last}")
             self.notify("training_failed", spec.name, {"request_id": assessment.gave_up.request_id,
                                                        "kind": assessment.gave_up.kind,
                                                        "attempts": assessment.gave_up.attempts})

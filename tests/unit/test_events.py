@@ -32,6 +32,7 @@ from refit.events import (
     RetrainingResumed,
     RetrainRequested,
     SampleIngested,
+    TrainingFailed,
     TrainingStats,
     parse_event,
 )
@@ -71,6 +72,8 @@ BUILDERS: dict[type[Event], Callable[[], dict[str, Any]]] = {
     },
     RetrainingPaused: lambda: {"requested_by": "api"},
     RetrainingResumed: lambda: {"requested_by": "api"},
+    TrainingFailed: lambda: {"failure": "timeout", "reason": "the fit ran past its timeout", "trigger": "manual",
+                             "retrain_request_id": "r-1", "duration_s": 2.5},
     CandidateTrained: lambda: {
         "candidate_id": "cand-7", "task": "classification",
         "artifact": ArtifactRef(digest=DIGEST, size_bytes=2048, uri="http://monitor/v1/artifacts/" + DIGEST),
@@ -131,6 +134,7 @@ def test_every_event_class_is_registered_and_has_a_builder():
         (RetrainingPaused, topics.RETRAIN_REQUESTS),
         (RetrainingResumed, topics.RETRAIN_REQUESTS),
         (CandidateTrained, topics.CANDIDATES),
+        (TrainingFailed, topics.CANDIDATES),
         (ModelPromoted, topics.DECISIONS),
         (CandidateRejected, topics.DECISIONS),
         (ModelRolledBack, topics.DECISIONS),

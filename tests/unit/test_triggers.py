@@ -113,6 +113,23 @@ def test_one_training_in_flight_then_retries_with_backoff_then_gives_up() -> Non
     assert gave_up.fire is None and gave_up.gave_up == exhausted
 
 
+def test_a_reported_training_failure_ends_the_attempt_at_once_then_backs_off() -> None:
+    s = spec(new_samples=10, timeout_minutes=30, backoff_minutes=1, max_retries=1)
+    just_failed = InFlight("r1", "manual", NOW - timedelta(seconds=40), failed_at=NOW - timedelta(seconds=30),
+                           failure="timeout")
+    assert evaluate(s, signals(in_flight=just_failed)).held == (
+        "training failed (timeout) for request r1; retry in 30s",)
+    # a minute of backoff after the failure, not 30 minutes after the request
+    retry = evaluate(s, signals(in_flight=InFlight("r1", "manual", NOW - timedelta(minutes=2),
+                                                   failed_at=NOW - timedelta(minutes=1), failure="error")))
+    assert retry.fire.retry_of == "r1" and retry.fire.kind == "manual"
+    assert retry.fire.evidence["failure"] == "error" and retry.fire.evidence["attempt"] == 2
+    last = InFlight("r2", "manual", NOW - timedelta(seconds=20), attempts=2, failed_at=NOW - timedelta(seconds=1),
+                    failure="timeout")
+    gave_up = evaluate(s, signals(in_flight=last))  # the last attempt failed: given up at once
+    assert gave_up.fire is None and gave_up.gave_up == last
+
+
 @pytest.mark.parametrize(("live", "limit"), [
     (None, 7.0),                                   # unknown live performance: the configured age
     (Live("accuracy", 0.90, 0.90, 500), 7.0),      # as good as on the holdout

@@ -2,8 +2,8 @@
 
 Triggers, by priority: live performance drop, data drift, a schedule that came due,
 enough new samples, champion age (adaptive). The policy around them: one training
-in flight per model (a request without a candidate after ``timeout_minutes`` is
-retried with exponential backoff, at most ``max_retries`` times, then given up), a
+in flight per model (a request without a candidate after ``timeout_minutes``, or whose training
+the trainer reported failed, is retried with exponential backoff, at most ``max_retries`` times, then given up), a
 cooldown between automatic requests, and data sufficiency (at least
 ``min_new_samples`` new samples). Manual requests bypass cooldown and sufficiency
 but not the in-flight rule's bookkeeping (they are recorded like any other).
@@ -40,6 +40,8 @@ class InFlight:
     kind: str
     requested_at: datetime     # the latest attempt
     attempts: int = 1
+    failed_at: datetime | None = None   # the trainer reported this attempt failed (TrainingFailed)
+    failure: str | None = None          # and why
 
 
 @dataclass(frozen=True)
@@ -149,7 +151,8 @@ def evaluate(spec: TriggersSpec, s: Signals) -> Assessment:
     if s.in_flight is not None:
         flight = s.in_flight
         waited = s.now - flight.requested_at
-        timeout = timedelta(minutes=spec.timeout_minutes)
+        # A failure the trainer reported ends the attempt at once; silence ends it at the timeout.
+        timeout = flight.failed_at - flight.requested_at if flight.failed_at else timedelta(minutes=spec.timeout_minutes)
         if waited < timeout:
             return Assessment(None, (f"training in flight: request {flight.request_id} "
                                      f"({waited.total_seconds():.0f}s of {timeout.total_seconds():.0f}s)",))
@@ -157,13 +160,16 @@ def evaluate(spec: TriggersSpec, s: Signals) -> Assessment:
             return Assessment(None, (f"gave up on request {flight.request_id} after {flight.attempts} attempts",),
                               gave_up=flight)
         backoff = timedelta(minutes=spec.backoff_minutes * 2 ** (flight.attempts - 1))
+        outcome = f"training failed ({flight.failure})" if flight.failed_at else "no candidate"
         if waited < timeout + backoff:
-            return Assessment(None, (f"no candidate for request {flight.request_id}; retry in "
+            return Assessment(None, (f"{outcome} for request {flight.request_id}; retry in "
                                      f"{(timeout + backoff - waited).total_seconds():.0f}s",))
-        return Assessment(Fire(flight.kind, f"retry {flight.attempts} of {spec.max_retries}: no candidate "
+        evidence: dict[str, Any] = {"attempt": flight.attempts + 1, "waited_s": waited.total_seconds()}
+        if flight.failed_at:
+            evidence["failure"] = flight.failure
+        return Assessment(Fire(flight.kind, f"retry {flight.attempts} of {spec.max_retries}: {outcome} "
                                f"{waited.total_seconds() / 60:.1f} min after request {flight.request_id}",
-                               {"attempt": flight.attempts + 1, "waited_s": waited.total_seconds()},
-                               retry_of=flight.request_id))
+                               evidence, retry_of=flight.request_id))
     wanted: list[Fire] = []
     backing_off: list[str] = []
     for fire in _wanted(spec, s):
