@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import threading
 from concurrent.futures import TimeoutError as FutureTimeout
 
 from pebble import ProcessPool
@@ -32,14 +33,16 @@ class Fitter:
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(["services.trainer.fit"])
         self._pool = ProcessPool(max_workers=1, context=context)
-        # Start the forkserver and its worker now, off the first fit's clock (the imports take seconds).
-        self._pool.submit(int, None)
+        # Start the forkserver and its worker now, off the first fit's clock and off the event loop: a
+        # first submit waits until the forkserver imported the fitting code (seconds; a minute on a
+        # loaded machine), and the trainer must answer /healthz meanwhile.
+        threading.Thread(target=self._pool.submit, args=(int, None), name="fitter-warm-up", daemon=True).start()
 
     async def fit(self, spec: ModelSpec, data: TrainingSet) -> Fitted:
         """Fit in the worker; past ``spec.training.fit_timeout_s`` the worker is killed and this raises
         :class:`FitTimeoutError`. Cancelled (the trainer stops), the worker is killed too."""
         timeout = spec.training.fit_timeout_s
-        future = self._pool.submit(fit_set, timeout, spec, data)
+        future = await asyncio.to_thread(self._pool.submit, fit_set, timeout, spec, data)
         try:
             return await asyncio.wrap_future(future)
         except FutureTimeout:
@@ -49,4 +52,4 @@ class Fitter:
 
     def close(self) -> None:
         self._pool.stop()
-        self._pool.join()
+        self._pool.join(timeout=5)  # a worker still starting (forkserver imports) is not waited for
