@@ -10,7 +10,7 @@ engine calls :func:`score` and :func:`drift` from a worker thread.
 from __future__ import annotations
 
 import math
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -20,6 +20,7 @@ import structlog
 
 from refit.core.changes import ADWIN
 from refit.core.drift import DriftPolicy, detect_drift
+from refit.core.filerows import FILE_SOURCE
 from refit.core.triggers import Live
 from refit.events import SampleIngested
 from refit.specs import ModelSpec, TriggersSpec
@@ -48,8 +49,11 @@ class Observed:
     scored: deque[tuple[str, datetime]] = field(default_factory=lambda: deque(maxlen=4 * _PENDING_MAX))
     change: list[tuple[str, datetime]] | None = None
     challengers: dict[int, Challenger] = field(default_factory=dict)  # by version
+    files: Counter[str] = field(default_factory=Counter)  # rows from changed files (refit ingest watch), by file
 
     def add(self, sample: SampleIngested) -> None:
+        if sample.source and sample.source.startswith(FILE_SOURCE):
+            self.files[sample.source.removeprefix(FILE_SOURCE)] += 1
         self.pending.append(sample)
         self.recent.append(sample)
         self.since_drift_check += 1
@@ -58,6 +62,7 @@ class Observed:
         """A retraining was requested on this evidence: the next request needs evidence newer than it
         (a full live window, or a full drift window), never the same rows again."""
         self.drift, self.change_detected = None, False
+        self.files.clear()
         self.errors.clear()
         self.recent.clear()
         self.since_drift_check = 0

@@ -183,12 +183,15 @@ class Triggers:
         now = self.clock()
         new, last_fired, in_flight, _ = self.store.state(spec.name)
         due_runs = self._due(spec.name, config, now) if self.running else ()
+        if not config.data_change:
+            watch.files.clear()  # nothing will consume them
         live = live_metric(spec, watch, champion)
         if live is not None:
             self.metrics.live_metric.labels(spec.name, live.metric).set(live.live)
         signals = Signals(now=now, new_samples=new, champion_since=champion.since if champion else None,
                           in_flight=in_flight, last_fired_at=last_fired, due=due_runs, drift=watch.drift, live=live,
-                          rejected=self.holdout.rejection_streaks(spec.name, spec.training.holdout_fraction))
+                          rejected=self.holdout.rejection_streaks(spec.name, spec.training.holdout_fraction),
+                          changed_files=dict(watch.files))
         assessment = evaluate(config, signals) if self.running or in_flight else Assessment(None)
         watch.held = assessment.held
         if assessment.gave_up is not None:

@@ -1,7 +1,8 @@
 """When to retrain: the monitor's trigger policy as a pure function of what it knows.
 
 Triggers, by priority: live performance drop, data drift, a schedule that came due,
-enough new samples, champion age (adaptive). The policy around them: one training
+rows from a changed file (``data_change``, the file source), enough new samples, champion age
+(adaptive). The policy around them: one training
 in flight per model (a request without a candidate after ``timeout_minutes``, or whose training
 the trainer reported failed, is retried with exponential backoff, at most ``max_retries`` times, then given up), a
 cooldown between automatic requests, and data sufficiency (at least
@@ -31,7 +32,7 @@ from refit.specs import TriggersSpec
 
 _AFTER_CHANGE = 50  # live samples needed after a detected change before the drop counts
 # The automatic triggers a rejection holds back; schedules and manual requests are someone's intent.
-_BACKS_OFF = frozenset({"performance", "drift", "sample_count", "age"})
+_BACKS_OFF = frozenset({"performance", "drift", "data_change", "sample_count", "age"})
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,7 @@ class Signals:
     # per trigger kind: candidates it caused that were rejected in a row since the last promotion,
     # and the samples that arrived since the latest of them
     rejected: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    changed_files: Mapping[str, int] = field(default_factory=dict)  # new rows per changed file (file source)
 
 
 @dataclass(frozen=True)
@@ -133,6 +135,11 @@ def _wanted(spec: TriggersSpec, s: Signals) -> list[Fire]:
         wanted.append(Fire("schedule", f"schedule {run.schedule} came due at {run.scheduled_for.isoformat()}",
                            {"schedule": run.schedule, "scheduled_for": run.scheduled_for.isoformat(),
                             "missed_runs": run.missed}))
+    if spec.data_change and s.changed_files:
+        names = sorted(s.changed_files)
+        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        wanted.append(Fire("data_change", f"{sum(s.changed_files.values())} new rows from changed file(s) {shown}",
+                           {"files": dict(sorted(s.changed_files.items()))}))
     if spec.new_samples is not None and s.new_samples >= spec.new_samples:
         wanted.append(Fire("sample_count", f"{s.new_samples} new samples (threshold {spec.new_samples})",
                            {"new_samples": s.new_samples, "threshold": spec.new_samples}))
