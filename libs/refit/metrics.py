@@ -38,6 +38,9 @@ class Metrics:
                                         ["model", "filter"], registry=r)
         self.records_consumed = Counter("refit_records_consumed_total", "Kafka records consumed",
                                         ["consumer"], registry=r)
+        self.consumer_lag = Gauge("refit_consumer_lag_records",
+                                  "Records on the broker a consumer has not read yet, per topic",
+                                  ["consumer", "topic"], registry=r)
         self.dead_lettered = Counter("refit_dead_lettered_total", "Records sent to the dead-letter topic",
                                      ["consumer"], registry=r)
         # training and decisions
