@@ -134,6 +134,8 @@ class TrainingStats(_Value):
     estimator: str
     spec_hash: str
     code_version: str
+    data_fingerprint: str | None = Field(None, description="SHA-256 of the sorted ids of the samples fitted on, "
+                                                           "one per line")
 
 
 class CandidateTrained(Event):

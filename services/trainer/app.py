@@ -134,6 +134,7 @@ class Trainer:
             await self._failed(spec, trigger, request_id, failure, f"{type(exc).__name__}: {exc}", top, now, stop)
             return
         finally:
+            fingerprint = data.fingerprint
             del data  # not held while the candidate is stored and published (that may wait for a broker)
         digest = await asyncio.to_thread(self.artifacts.put, fitted.onnx_bytes)
         assert window.first_at is not None and window.last_at is not None  # at least min_samples rows
@@ -147,7 +148,7 @@ class Trainer:
                 rows_held_back=fitted.rows_held_back, filters=filtered.as_dict(),
                 first_sample_at=window.first_at, last_sample_at=window.last_at,
                 duration_s=round(fitted.duration_s, 4), estimator=spec.estimator.class_path,
-                spec_hash=spec.spec_hash(), code_version=refit.__version__),
+                spec_hash=spec.spec_hash(), code_version=refit.__version__, data_fingerprint=fingerprint),
             conversion=fitted.conversion, retrain_request_id=request_id, trigger=trigger,
         )
         # Until the broker takes it: the candidate is stored and the request is not done until then.

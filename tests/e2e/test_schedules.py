@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -54,6 +55,9 @@ def test_a_weekly_and_a_monthly_schedule_fire_in_a_running_monitor(stack_factory
         versions = wait_until("a candidate per schedule", lambda: len(v := client.get(
             f"{monitor}/v1/models/digits/versions").json()) == 2 and v, timeout_s=60)
         assert [v["trigger"] for v in versions] == ["schedule", "schedule"]
+        # no sample arrived between them: both were fitted on the same rows (their data lineage)
+        fingerprints = {v["training"]["data_fingerprint"] for v in versions}
+        assert len(fingerprints) == 1 and re.fullmatch(r"[0-9a-f]{64}", fingerprints.pop())
         jobs = {job["name"]: job for job in client.get(f"{monitor}/v1/scheduler").json()["jobs"]}
         # the next runs: the same wall-clock time in the schedule's zone, a week and a month on
         assert wall(jobs["weekly"]["next_run"]) == wall(weekly.isoformat()) + timedelta(days=7)
