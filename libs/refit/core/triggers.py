@@ -159,7 +159,8 @@ def evaluate(spec: TriggersSpec, s: Signals) -> Assessment:
         flight = s.in_flight
         waited = s.now - flight.requested_at
         # A failure the trainer reported ends the attempt at once; silence ends it at the timeout.
-        timeout = flight.failed_at - flight.requested_at if flight.failed_at else timedelta(minutes=spec.timeout_minutes)
+        timeout = (flight.failed_at - flight.requested_at if flight.failed_at
+                   else timedelta(minutes=spec.timeout_minutes))
         if waited < timeout:
             return Assessment(None, (f"training in flight: request {flight.request_id} "
                                      f"({waited.total_seconds():.0f}s of {timeout.total_seconds():.0f}s)",))
