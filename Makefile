@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 STAMP  := $(VENV)/.install-stamp
 
-.PHONY: install run test clean browser bench wrk kafka
+.PHONY: install run test clean browser promtool bench wrk kafka
 
 # Debian's Chromium and its WebDriver, for the dashboard's browser test (needs root or sudo).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -11,6 +11,12 @@ browser:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
 	  $(SUDO) apt-get update -q && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends chromium chromium-driver; }
+
+# Debian's Prometheus, for promtool: the suite checks and unit-tests the alert rules in deploy/.
+promtool:
+	@command -v promtool >/dev/null || { \
+	  $(SUDO) apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends prometheus; }
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,7 +44,7 @@ run: install
 
 # The whole suite: unit and service tests; integration, end-to-end and chaos tests on Apache Kafka
 # (a smaller set also on the embedded broker).
-test: install browser kafka
+test: install browser promtool kafka
 	$(VENV)/bin/pytest
 
 # Debian's wrk, the load generator of the benchmarks.

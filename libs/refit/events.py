@@ -78,6 +78,26 @@ class RetrainRequested(Event):
     requested_by: str | None = None
 
 
+class RetrainingPaused(Event):
+    """The monitor paused automatic retraining of this model (``POST /v1/scheduler/stop``). The monitor
+    owns the pause; every automatic path obeys it, the trainer's own ``training.min_new_samples`` path
+    included. Requests already published (an operator's) still train."""
+
+    topic: ClassVar[str] = topics.RETRAIN_REQUESTS
+    event_type: Literal["RetrainingPaused"] = "RetrainingPaused"
+    schema_version: Literal[1] = 1
+    requested_by: str | None = None
+
+
+class RetrainingResumed(Event):
+    """The monitor resumed automatic retraining of this model (``POST /v1/scheduler/start``)."""
+
+    topic: ClassVar[str] = topics.RETRAIN_REQUESTS
+    event_type: Literal["RetrainingResumed"] = "RetrainingResumed"
+    schema_version: Literal[1] = 1
+    requested_by: str | None = None
+
+
 class ArtifactRef(_Value):
     """Claim check: where the ONNX bytes are and the SHA-256 they must have."""
 
@@ -114,6 +134,8 @@ class TrainingStats(_Value):
     estimator: str
     spec_hash: str
     code_version: str
+    data_fingerprint: str | None = Field(None, description="SHA-256 of the sorted ids of the samples fitted on, "
+                                                           "one per line")
 
 
 class CandidateTrained(Event):
@@ -131,6 +153,21 @@ class CandidateTrained(Event):
     conversion: ConversionCheck
     retrain_request_id: str | None = None
     trigger: str
+
+
+class TrainingFailed(Event):
+    """A training ended without a candidate: the fit raised, ran past the spec's ``fit_timeout_s`` (and
+    was stopped), or the window held too little data. It ends the request in flight at once; the
+    monitor retries failures with backoff (not ``insufficient_data``: only new data helps there)."""
+
+    topic: ClassVar[str] = topics.CANDIDATES
+    event_type: Literal["TrainingFailed"] = "TrainingFailed"
+    schema_version: Literal[1] = 1
+    failure: Literal["error", "timeout", "insufficient_data"]
+    reason: str
+    retrain_request_id: str | None = None
+    trigger: str
+    duration_s: float = Field(description="from the start of the training to its failure")
 
 
 class Check(_Value):
@@ -316,7 +353,10 @@ EVENT_TYPES: dict[str, type[Event]] = {
     for cls in (
         SampleIngested,
         RetrainRequested,
+        RetrainingPaused,
+        RetrainingResumed,
         CandidateTrained,
+        TrainingFailed,
         ModelPromoted,
         CandidateRejected,
         ModelRolledBack,

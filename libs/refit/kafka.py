@@ -347,6 +347,7 @@ async def consume(settings: CommonSettings, config: ConsumerConfig, *, handler: 
     name = config.name
     while not stop.is_set():
         consumer = _consumer(settings, config)
+        positions: dict[TopicPartition, int] = {}  # the next offset to read, per partition read so far
         try:
             await retry_forever(f"{name}: topics", lambda: ensure_topics(settings), stop)
             cluster = await retry_forever(f"{name}: connect", watch.attach, stop) if watch is not None else None
@@ -361,6 +362,9 @@ async def consume(settings: CommonSettings, config: ConsumerConfig, *, handler: 
                     await _handle(records, name, config.expected, handler, publisher, counts, metrics)
                     if watch is not None:
                         watch.consumed(tp, records[-1].offset + 1)
+                    positions[tp] = records[-1].offset + 1
+                if metrics is not None:
+                    _observe_lag(consumer, name, positions, metrics)
                 if config.placement is not None and config.group_id is not None:
                     # Also without new records: what a placement held back may be released (a request answered).
                     offsets = await _committable(consumer, config.placement)
@@ -386,6 +390,19 @@ async def consume(settings: CommonSettings, config: ConsumerConfig, *, handler: 
             await close_quietly(consumer.stop(), f"{name} consumer")
             if watch is not None:
                 await watch.close()
+
+
+def _observe_lag(consumer: AIOKafkaConsumer, name: str, positions: dict[TopicPartition, int],
+                 metrics: Metrics) -> None:
+    """Records not read yet, per topic: the high watermark of the latest fetch minus the next offset to
+    read, over the assigned partitions read so far (what a consumer-lag alert reads)."""
+    lag: Counter[str] = Counter()
+    for tp in consumer.assignment():
+        high, position = consumer.highwater(tp), positions.get(tp)
+        if high is not None and position is not None:
+            lag[tp.topic] += max(high - position, 0)
+    for topic, value in lag.items():
+        metrics.consumer_lag.labels(name, topic).set(value)
 
 
 async def _handle(records: list[ConsumerRecord[bytes, bytes]], name: str,

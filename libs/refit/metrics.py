@@ -38,6 +38,9 @@ class Metrics:
                                         ["model", "filter"], registry=r)
         self.records_consumed = Counter("refit_records_consumed_total", "Kafka records consumed",
                                         ["consumer"], registry=r)
+        self.consumer_lag = Gauge("refit_consumer_lag_records",
+                                  "Records on the broker a consumer has not read yet, per topic",
+                                  ["consumer", "topic"], registry=r)
         self.dead_lettered = Counter("refit_dead_lettered_total", "Records sent to the dead-letter topic",
                                      ["consumer"], registry=r)
         # training and decisions
@@ -47,6 +50,9 @@ class Metrics:
                                            ["model"], buckets=TRAINING_BUCKETS, registry=r)
         self.trainings = Counter("refit_trainings_total", "Training runs by outcome (success, or the error kind)",
                                  ["model", "outcome"], registry=r)
+        self.training_failures = Counter("refit_training_failures_total",
+                                         "TrainingFailed events the monitor received, by failure "
+                                         "(error, timeout, insufficient_data)", ["model", "failure"], registry=r)
         self.decisions = Counter("refit_decisions_total", "Decisions: promoted, rejected, rolled_back",
                                  ["model", "decision"], registry=r)
         self.champion_version = Gauge("refit_champion_version", "Version number of the current champion",

@@ -203,6 +203,8 @@ class TrainingSpec(_Spec):
     window_max_rows: int = Field(200_000, ge=10)
     window_max_age_days: float | None = Field(None, gt=0)
     held_back_fraction: float = Field(0.1, gt=0, lt=1)
+    # A fit runs in a worker process that is killed past this, and the training fails (TrainingFailed).
+    fit_timeout_s: float = Field(1800.0, gt=0, le=86_400)
 
 
 class Schedule(_Spec):
@@ -234,6 +236,8 @@ class TriggersSpec(_Spec):
     drift_window: int = Field(500, ge=50, le=100_000)
     drift_alpha: float = Field(0.05, gt=0, lt=1)
     drift_share: float = Field(0.3, ge=0, le=1)
+    data_change: bool = Field(False, description="fire when `refit ingest watch` sent rows of a changed file "
+                                                 "(rows whose source is file:<name>)")
     performance: bool = True
     performance_window: int = Field(200, ge=20, le=100_000)
     accuracy_drop: float = Field(0.10, gt=0, lt=1, description="relative drop of live accuracy vs holdout")

@@ -26,7 +26,7 @@ import httpx
 import orjson
 import structlog
 
-from refit.core.filerows import (CHUNK_BYTES, FileFormatError, FileState, Record, change, file_format,
+from refit.core.filerows import (CHUNK_BYTES, FILE_SOURCE, FileFormatError, FileState, Record, change, file_format,
                                  head_digest, parse, reconcile, refused_rows)
 from refit.errors import RefitError
 from refit.specs import ModelSpec
@@ -274,6 +274,8 @@ class Watcher:
             raise _Stopped
         refused = [(r, r.error) for r in batch if r.error is not None]
         pending = [r for r in batch if r.row is not None]
+        for record in pending:
+            record.row.setdefault("source", FILE_SOURCE + name)  # type: ignore[union-attr]
         while pending:  # ingest takes all or nothing: drop the refused rows and post the rest
             answer = self._send([r.row for r in pending if r.row is not None])
             if not answer:

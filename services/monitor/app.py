@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 
 from refit import topics
-from refit.events import CandidateTrained, PredictionServed, SampleIngested, ShadowScored
+from refit.events import CandidateTrained, PredictionServed, SampleIngested, ShadowScored, TrainingFailed
 from refit.kafka import ConsumerConfig, Publisher, consume
 from refit.metrics import Metrics
 from refit.settings import MonitorSettings
@@ -28,6 +28,8 @@ MAX_BODY_BYTES = 1024 * 1024
 ROUTE_ERRORS = {
     "POST /v1/models/{name}/retrain": [503],
     "POST /v1/models/{name}/rollback": [409, 503],
+    "POST /v1/scheduler/start": [503],
+    "POST /v1/scheduler/stop": [503],
     "GET /v1/models/{name}/champion": [404],
     "GET /v1/models/{name}/dataset": [502, 503],
     "GET /v1/artifacts/{digest}": [400, 404],
@@ -47,8 +49,8 @@ def create_app(settings: MonitorSettings, specs: ModelSpecs | None = None) -> Fa
                     work.start("consumer", consume(
                         settings, ConsumerConfig(
                             name="monitor", subscribe=[topics.SAMPLES, topics.CANDIDATES, topics.PREDICTIONS],
-                            group_id="refit-monitor", expected=(SampleIngested, CandidateTrained, PredictionServed,
-                                                               ShadowScored)),
+                            group_id="refit-monitor", expected=(SampleIngested, CandidateTrained, TrainingFailed,
+                                                               PredictionServed, ShadowScored)),
                         handler=monitor.intake.handle, publisher=publisher, stop=work.stop, metrics=metrics))
                     work.start("decider", monitor.decider.run(work.stop))
                     work.start("triggers", monitor.periodic(work.stop))

@@ -9,7 +9,7 @@ engine calls :func:`score` and :func:`drift` from a worker thread.
 
 from __future__ import annotations
 
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -18,6 +18,7 @@ import structlog
 
 from refit.core.changes import ADWIN
 from refit.core.drift import DriftPolicy, check_level, detect_drift
+from refit.core.filerows import FILE_SOURCE
 from refit.core.triggers import Live
 from refit.events import SampleIngested
 from refit.specs import ModelSpec, TriggersSpec
@@ -57,8 +58,11 @@ class Observed:
     checked_at: int = 0
     drift_checks: int = 0  # drift tests against this champion's reference: each spends part of drift_alpha
     shadows: Shadows = field(default_factory=lambda: Shadows(_SHADOW_MAX))  # served rows waiting for labels
+    files: Counter[str] = field(default_factory=Counter)  # rows from changed files (refit ingest watch), by file
 
     def add(self, sample: SampleIngested) -> None:
+        if sample.source and sample.source.startswith(FILE_SOURCE):
+            self.files[sample.source.removeprefix(FILE_SOURCE)] += 1
         self.seen += 1
         self.pending.append((self.seen, sample))
         self.recent.append(sample)
@@ -71,6 +75,7 @@ class Observed:
         """A retraining was requested on this evidence: the next request needs evidence newer than it
         (a full live window, or a full drift window), never the same rows again."""
         self.drift, self.change_detected = None, False
+        self.files.clear()
         self.errors.clear()
         self.recent.clear()
         self.consumed_at = self.checked_at = self.seen

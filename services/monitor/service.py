@@ -13,7 +13,7 @@ from collections.abc import Callable
 from refit.core.schema import validate_sample
 from refit.core.split import is_holdout
 from refit.errors import SchemaError, UnknownModelError
-from refit.events import CandidateTrained, PredictionServed, SampleIngested, ShadowScored
+from refit.events import CandidateTrained, PredictionServed, SampleIngested, ShadowScored, TrainingFailed
 from refit.kafka import Incoming
 from refit.specs import ModelSpecs
 from services.monitor.feedback import FeedbackStore, LabeledRow, PredictedRow, labeled_row, predicted_rows
@@ -42,6 +42,9 @@ class Intake:
                     version = self.registry.add_candidate(event)
                     if version.duplicate_of is None:  # a duplicate answers no request in flight
                         self.triggers.candidate_arrived(event.model, event.candidate_id)
+                    continue
+                if isinstance(event, TrainingFailed):
+                    self.triggers.training_failed(event)
                     continue
                 if isinstance(event, PredictionServed):
                     predicted.extend(predicted_rows(spec.task, event))

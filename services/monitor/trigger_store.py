@@ -76,8 +76,10 @@ class TriggerStore:
         in_flight = None
         if flight:
             data = orjson.loads(flight)
+            failed_at = data.get("failed_at")
             in_flight = InFlight(data["request_id"], data["kind"], datetime.fromisoformat(data["requested_at"]),
-                                 data["attempts"])
+                                 data["attempts"], datetime.fromisoformat(failed_at) if failed_at else None,
+                                 data.get("failure"))
         return new, datetime.fromisoformat(fired) if fired else None, in_flight, ref
 
     def add_samples(self, samples: list[SampleIngested]) -> list[SampleIngested]:
@@ -135,6 +137,19 @@ class TriggerStore:
             return
         self._run("UPDATE fired SET outcome = ? WHERE request_id = ?", (outcome, flight.request_id))
         self._run("UPDATE state SET in_flight = NULL WHERE model = ?", (model,))
+
+    def failed(self, model: str, request_id: str, failure: str, reason: str, at: datetime) -> bool:
+        """The trainer reported the training of ``request_id`` failed: if it is the request in flight, its
+        attempt ends now (the policy retries it with backoff). False when it is not in flight."""
+        with self._lock, transaction(self._db):
+            row = self._db.execute("SELECT in_flight FROM state WHERE model = ?", (model,)).fetchone()
+            data = orjson.loads(row[0]) if row and row[0] else None
+            if data is None or data["request_id"] != request_id or data.get("failed_at"):
+                return False
+            flight = orjson.dumps({**data, "failed_at": at.isoformat(), "failure": failure})
+            self._db.execute("UPDATE state SET in_flight = ? WHERE model = ?", (flight, model))
+            self._db.execute("UPDATE fired SET outcome = ? WHERE request_id = ?", (f"failed: {reason}", request_id))
+        return True
 
     def set_reference(self, model: str, seq: int) -> None:
         self._ensure(model)

@@ -21,7 +21,8 @@ from refit.core.sequential import PairedTest
 from refit.core.split import is_holdout
 from refit.core.triggers import Assessment, Signals, evaluate
 from refit.errors import BrokerUnavailableError
-from refit.events import RetrainRequested, SampleIngested, ShadowScored
+from refit.events import (RetrainingPaused, RetrainingResumed, RetrainRequested, SampleIngested, ShadowScored,
+                          TrainingFailed)
 from refit.kafka import Publisher
 from refit.metrics import Metrics
 from refit.onnx_model import OnnxModel
@@ -104,7 +105,12 @@ class Triggers:
     def running(self) -> bool:
         return self.store.get("scheduler_enabled") is not False
 
-    def set_running(self, running: bool) -> None:
+    async def set_running(self, running: bool, requested_by: str | None = None) -> None:
+        """Pause or resume automatic retraining. The monitor owns the pause: it tells the trainer too
+        (whose own ``training.min_new_samples`` path obeys it), before it records it."""
+        kind = RetrainingResumed if running else RetrainingPaused
+        for model in self.specs.names():
+            await self.publisher.publish(kind(model=model, requested_by=requested_by))
         self.store.put("scheduler_enabled", running)
 
     # observing -------------------------------------------------------------------------------
@@ -119,6 +125,23 @@ class Triggers:
 
     def candidate_arrived(self, model: str, candidate_id: str) -> None:
         self.store.finish(model, f"candidate {candidate_id}")
+
+    def training_failed(self, event: TrainingFailed) -> None:
+        """A training failed: the request it answered ends now, and the policy decides on a retry, with
+        backoff (``insufficient_data`` is not retried: only new data helps, and the triggers ask again)."""
+        self.metrics.training_failures.labels(event.model, event.failure).inc()
+        log.warning("training failed", model=event.model, failure=event.failure, reason=event.reason,
+                    request_id=event.retrain_request_id)
+        if event.retrain_request_id is None:
+            return
+        if event.failure == "insufficient_data":
+            _, _, flight, _ = self.store.state(event.model)
+            if flight is not None and flight.request_id == event.retrain_request_id:
+                self.store.finish(event.model, f"failed: {event.reason}")
+            return
+        if self.store.failed(event.model, event.retrain_request_id, event.failure, event.reason, event.occurred_at):
+            self.notify("training_failed", event.model, {"request_id": event.retrain_request_id,
+                                                         "failure": event.failure, "reason": event.reason})
 
     # acting ----------------------------------------------------------------------------------
     async def tick(self) -> None:
@@ -162,18 +185,23 @@ class Triggers:
         now = self.clock()
         new, last_fired, in_flight, _ = self.store.state(spec.name)
         due_runs = self._due(spec.name, config, now) if self.running else ()
+        if not config.data_change:
+            watch.files.clear()  # nothing will consume them
         live = live_metric(spec, watch, champion)
         if live is not None:
             self.metrics.live_metric.labels(spec.name, live.metric).set(live.live)
         signals = Signals(now=now, new_samples=new, champion_since=champion.since if champion else None,
                           in_flight=in_flight, last_fired_at=last_fired, due=due_runs, drift=watch.drift, live=live,
-                          rejected=self.holdout.rejection_streaks(spec.name, spec.training.holdout_fraction))
+                          rejected=self.holdout.rejection_streaks(spec.name, spec.training.holdout_fraction),
+                          changed_files=dict(watch.files))
         assessment = evaluate(config, signals) if self.running or in_flight else Assessment(None)
         watch.held = assessment.held
         if assessment.gave_up is not None:
             log.error("retraining given up", model=spec.name, request_id=assessment.gave_up.request_id,
                       attempts=assessment.gave_up.attempts)
-            self.store.finish(spec.name, f"given up after {assessment.gave_up.attempts} attempts")
+            gave_up = assessment.gave_up
+            last = f" (the last: training failed, {gave_up.failure})" if gave_up.failure else ""
+            self.store.finish(spec.name, f"given up after {gave_up.attempts} attempts{last}")
             self.notify("training_failed", spec.name, {"request_id": assessment.gave_up.request_id,
                                                        "kind": assessment.gave_up.kind,
                                                        "attempts": assessment.gave_up.attempts})

@@ -35,7 +35,7 @@ class Views:
         }
 
     def versions(self, model: str) -> list[dict[str, Any]]:
-        """Every version with its lineage: data window, filters, spec hash, code version, scores."""
+        """Every version with its lineage: data window, filters, spec hash, code version, data fingerprint, scores."""
         serving = self.registry.serving(model)
         return [{
             "version": v.version, "status": v.status, "champion": serving is not None and serving.version == v.version,

@@ -22,16 +22,16 @@ from refit import topics
 from refit.artifacts import LocalArtifactStore
 from refit.core.schema import validate_sample
 from refit.core.split import is_holdout
-from refit.errors import BrokerUnavailableError, RefitError, SchemaError, UnknownModelError
-from refit.events import (ArtifactRef, CandidateTrained, InputSignature, RetrainRequested, SampleIngested,
-                          TrainingStats)
+from refit.errors import BrokerUnavailableError, SchemaError, UnknownModelError
+from refit.events import (ArtifactRef, CandidateTrained, InputSignature, RetrainingPaused, RetrainingResumed,
+                          RetrainRequested, SampleIngested, TrainingFailed, TrainingStats)
 from refit.kafka import ConsumerConfig, Incoming, Publisher, consume
 from refit.lifecycle import pause, retry
 from refit.metrics import Metrics
 from refit.settings import TrainerSettings
 from refit.specs import ModelSpec, ModelSpecs, load_specs
 from refit.web import background, health_routes
-from services.trainer.fit import fit_set
+from services.trainer.fitter import Fitter, FitTimeoutError
 from services.trainer.ownership import Ownership
 from services.trainer.store import EXPORT_COLUMNS, DatasetStore
 from services.trainer.training_set import prepare
@@ -48,13 +48,15 @@ class Trainer:
     """
 
     def __init__(self, settings: TrainerSettings, specs: ModelSpecs, store: DatasetStore,
-                 artifacts: LocalArtifactStore, publisher: Publisher, metrics: Metrics) -> None:
+                 artifacts: LocalArtifactStore, publisher: Publisher, metrics: Metrics, fitter: Fitter) -> None:
         self.settings, self.specs, self.store, self.metrics = settings, specs, store, metrics
+        self.fitter = fitter
         self.artifacts, self.publisher = artifacts, publisher
         self.ownership = Ownership(store, (m.name for m in specs.models))
         self.wake = asyncio.Event()
         self.trainings = 0
         self.consumer_counts: Counter[str] = Counter()
+        self.held: dict[str, str] = {}  # per model: a training its own path wanted, and why it waits
 
     async def handle(self, items: list[Incoming]) -> dict[int, str]:
         rejected: dict[int, str] = {}
@@ -69,6 +71,9 @@ class Trainer:
                 spec = self.specs.get(event.model)
                 if isinstance(event, RetrainRequested):
                     self.store.add_request(event, (record.partition, record.offset))
+                    continue
+                if isinstance(event, (RetrainingPaused, RetrainingResumed)):
+                    self.store.set_paused(event.model, isinstance(event, RetrainingPaused), event.occurred_at)
                     continue
                 assert isinstance(event, SampleIngested)
                 validate_sample(spec, event)  # as the trainer's spec knows it: else a dead letter
@@ -90,9 +95,13 @@ class Trainer:
             return pending[1], pending[0], pending[2]
         threshold = spec.training.min_new_samples
         total, new = self.store.counts(spec.name, at_most=max(spec.training.min_samples, threshold or 0))
-        if threshold is not None and new >= threshold and total >= spec.training.min_samples:
-            return "sample_count", None, None
-        return None
+        if threshold is None or new < threshold or total < spec.training.min_samples:
+            return None
+        if self.store.paused(spec.name):  # the monitor owns the pause; this path obeys it too
+            self.held[spec.name] = f"{new} new rows (threshold {threshold}): automatic retraining is paused"
+            return None
+        self.held.pop(spec.name, None)
+        return "sample_count", None, None
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -115,22 +124,24 @@ class Trainer:
         if filtered.kept < spec.training.min_samples or (spec.task == "classification" and window.classes < 2):
             bound.info("not enough data to train", rows=filtered.kept, classes=window.classes,
                        filters=filtered.as_dict())
-            self.store.finish_requests(spec.name, "insufficient data", now)
-            self.store.mark_trained(spec.name, top, now)
+            reason = (f"insufficient data: {filtered.kept} rows after the filters (need {spec.training.min_samples}),"
+                      f" {window.classes} classes")
+            await self._failed(spec, trigger, request_id, "insufficient_data", reason, top, now, stop)
             return
         bound.info("training", rows=filtered.kept, filters=filtered.as_dict())
         for name, removed in filtered.as_dict().items():
             if name not in ("seen", "kept") and removed:
                 self.metrics.samples_filtered.labels(spec.name, name).inc(removed)
         try:
-            fitted = await asyncio.to_thread(fit_set, spec, data)
-        except (RefitError, ValueError) as exc:
-            bound.error("training failed", error=str(exc))
+            fitted = await self.fitter.fit(spec, data)
+        except Exception as exc:  # isolated in its worker process: whatever it raised failed this training
+            bound.error("training failed", error=str(exc), error_type=type(exc).__name__)
             self.metrics.trainings.labels(spec.name, type(exc).__name__).inc()
-            self.store.finish_requests(spec.name, f"failed: {exc}", now)
-            self.store.mark_trained(spec.name, top, now)
+            failure = "timeout" if isinstance(exc, FitTimeoutError) else "error"
+            await self._failed(spec, trigger, request_id, failure, f"{type(exc).__name__}: {exc}", top, now, stop)
             return
         finally:
+            fingerprint = data.fingerprint
             del data  # not held while the candidate is stored and published (that may wait for a broker)
         digest = await asyncio.to_thread(self.artifacts.put, fitted.onnx_bytes)
         assert window.first_at is not None and window.last_at is not None  # at least min_samples rows
@@ -144,7 +155,7 @@ class Trainer:
                 rows_held_back=fitted.rows_held_back, filters=filtered.as_dict(),
                 first_sample_at=window.first_at, last_sample_at=window.last_at,
                 duration_s=round(fitted.duration_s, 4), estimator=spec.estimator.class_path,
-                spec_hash=spec.spec_hash(), code_version=refit.__version__),
+                spec_hash=spec.spec_hash(), code_version=refit.__version__, data_fingerprint=fingerprint),
             conversion=fitted.conversion, retrain_request_id=request_id, trigger=trigger,
         )
         if not self.ownership.owns(spec.name):  # moved to another trainer mid-run: it answers the request
@@ -162,6 +173,18 @@ class Trainer:
         bound.info("candidate published", candidate_id=event.candidate_id, digest=digest,
                    seconds=round(fitted.duration_s, 3), stages=stages, iterations=fitted.iterations,
                    conversion_passed=fitted.conversion.passed)
+
+    async def _failed(self, spec: ModelSpec, trigger: str, request_id: str | None, failure: str, reason: str,
+                      top: int, started: datetime, stop: asyncio.Event) -> None:
+        """A training that ended without a candidate: tell the monitor at once (it ends the request in
+        flight and retries with backoff), then mark the rows considered."""
+        event = TrainingFailed(model=spec.name, failure=failure, reason=reason, retrain_request_id=request_id,
+                               trigger=trigger, duration_s=round((datetime.now(UTC) - started).total_seconds(), 3))
+        await retry("training failure", lambda: self.publisher.publish(event), retry_on=(BrokerUnavailableError,),
+                    stop=stop)
+        self.store.finish_requests(spec.name, f"failed: {reason}", started)
+        self.store.mark_trained(spec.name, top, started)
+
 
 def dataset_jsonl(pages: Iterator[list[tuple[Any, ...]]]) -> Iterator[bytes]:
     for page in pages:
@@ -201,18 +224,22 @@ def create_app(settings: TrainerSettings, specs: ModelSpecs | None = None) -> Fa
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         store = DatasetStore(settings.state_dir / "trainer.sqlite")
         publisher = Publisher(settings, client_id="refit-trainer")
-        trainer = Trainer(settings, specs, store, LocalArtifactStore(settings.artifact_dir), publisher, metrics)
+        fitter = Fitter()
+        trainer = Trainer(settings, specs, store, LocalArtifactStore(settings.artifact_dir), publisher, metrics,
+                          fitter)
         try:
             async with background(app, "trainer") as work:
                 work.start("consumer", consume(
                     settings, ConsumerConfig(name="trainer", subscribe=[topics.SAMPLES, topics.RETRAIN_REQUESTS],
-                                             group_id="refit-trainer", expected=(SampleIngested, RetrainRequested),
+                                             group_id="refit-trainer", expected=(SampleIngested, RetrainRequested,
+                                                                 RetrainingPaused, RetrainingResumed),
                                              placement=trainer.ownership),
                     handler=trainer.handle, publisher=publisher, stop=work.stop, counts=trainer.consumer_counts,
                     metrics=metrics))
                 work.start("trainings", trainer.run(work.stop))
                 yield {"trainer": trainer, "store": store, "background": work}
         finally:
+            fitter.close()
             await publisher.close()
             store.close()
 
@@ -238,7 +265,7 @@ def create_app(settings: TrainerSettings, specs: ModelSpecs | None = None) -> Fa
     @app.get("/v1/stats")
     async def stats(request: Request) -> dict[str, Any]:
         trainer: Trainer = request.state.trainer
-        return {**trainer.store.stats(), "trainings": trainer.trainings, "consumer": dict(trainer.consumer_counts),
-                "models": trainer.ownership.owned()}
+        return {**trainer.store.stats(), "trainings": trainer.trainings, "held": trainer.held,
+                "consumer": dict(trainer.consumer_counts), "models": trainer.ownership.owned()}
 
     return app

@@ -52,6 +52,11 @@ CREATE TABLE IF NOT EXISTS positions (
     partition INTEGER PRIMARY KEY,
     next_offset INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS paused (
+    model TEXT PRIMARY KEY,
+    paused INTEGER NOT NULL,
+    changed_at TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS trainings (
     model TEXT PRIMARY KEY,
     last_seq INTEGER NOT NULL,
@@ -206,6 +211,20 @@ class DatasetStore:
                 " source_partition, source_offset) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (str(event.event_id), event.model, event.kind, event.reason, event.occurred_at.isoformat(),
                  since if isinstance(since, str) else None, partition, offset))
+
+    def set_paused(self, model: str, paused: bool, at: datetime) -> None:
+        """Follow the monitor's pause of automatic retraining (the latest by time wins: redeliveries of an
+        older event change nothing)."""
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO paused (model, paused, changed_at) VALUES (?, ?, ?) ON CONFLICT (model) DO UPDATE"
+                " SET paused = excluded.paused, changed_at = excluded.changed_at"
+                " WHERE excluded.changed_at >= paused.changed_at", (model, int(paused), at.isoformat()))
+
+    def paused(self, model: str) -> bool:
+        with self._lock:
+            row = self._db.execute("SELECT paused FROM paused WHERE model = ?", (model,)).fetchone()
+        return bool(row and row[0])
 
     def pending_request(self, model: str) -> tuple[str, str, datetime | None] | None:
         """The oldest unfinished retrain request of a model: (request id, kind, window start or None)."""

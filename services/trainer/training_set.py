@@ -8,8 +8,9 @@ of the rows that are fitted on and held back.
 
 from __future__ import annotations
 
+import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -31,6 +32,7 @@ class TrainingSet:
     x_train: np.ndarray
     y_train: np.ndarray
     x_back: np.ndarray
+    fingerprint: str = ""  # of the sample ids fitted on (data_fingerprint): the candidate's data lineage
 
     @property
     def rows_trained(self) -> int:
@@ -87,7 +89,16 @@ def select(spec: ModelSpec, sample_ids: Sequence[str], columns: Columns, rows: n
                        count=len(rows))
     train = rows[~held]
     back = rows[held] if held.any() else train[-min(len(train), 50):]
-    return TrainingSet(_inputs(spec, columns, train), _targets(spec, columns, train), _inputs(spec, columns, back))
+    return TrainingSet(_inputs(spec, columns, train), _targets(spec, columns, train), _inputs(spec, columns, back),
+                       data_fingerprint(sample_ids[i] for i in train.tolist()))
+
+
+def data_fingerprint(sample_ids: Iterable[str]) -> str:
+    """SHA-256 of the sorted sample ids, one per line: the same rows give the same fingerprint, in any order."""
+    digest = hashlib.sha256()
+    for sample_id in sorted(sample_ids):
+        digest.update(sample_id.encode() + b"\n")
+    return digest.hexdigest()
 
 
 def _inputs(spec: ModelSpec, columns: Columns, rows: np.ndarray) -> np.ndarray:

@@ -50,6 +50,8 @@ def test_metrics_tell_the_story_of_a_promotion(stack_factory, specs_file) -> Non
     assert value(trainer, "refit_trainings_total", model="digits", outcome="success") >= 1
     assert value(trainer, "refit_training_duration_seconds_count", model="digits") >= 1
     assert value(trainer, "refit_records_consumed_total", consumer="trainer") >= len(rows)
+    lag = ("refit_consumer_lag_records", (("consumer", "trainer"), ("topic", "refit.samples")))
+    assert trainer.get(lag) == 0  # exported, and the trainer read every sample
     assert value(monitor, "refit_decisions_total", model="digits", decision="promoted") == 1
     assert value(monitor, "refit_champion_version", model="digits") in (0, 1)  # gauge refreshes every tick
     assert value(served, "refit_inference_requests_total", model="digits", version="1", status="200") == 7

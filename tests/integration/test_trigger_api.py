@@ -48,8 +48,10 @@ def test_config_scheduler_and_a_sample_count_trigger(stack_factory, specs_file) 
         (job,) = scheduler["jobs"]
         assert job["name"] == "weekly" and job["next_run"].endswith(("+01:00", "+02:00"))
 
-        post_rows(client, stack.url("ingest"), "digits", digits_waves(3)[0])
-        time.sleep(3)  # paused: enough new samples, yet nothing fires
+        rows = digits_waves(3)[0]
+        post_rows(client, stack.url("ingest"), "digits", rows)
+        # paused: the monitor counted enough new samples, yet nothing fires
+        wait(lambda: client.get(f"{monitor}/v1/models/digits/triggers").json()["new_samples"] == len(rows))
         assert client.get(f"{monitor}/v1/models/digits/triggers").json()["fired"] == []
 
         client.post(f"{monitor}/v1/scheduler/start", headers=TOKEN)

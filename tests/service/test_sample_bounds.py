@@ -16,6 +16,7 @@ from refit.metrics import Metrics
 from refit.settings import TrainerSettings
 from refit.specs import load_specs
 from services.trainer.app import Trainer
+from services.trainer.fitter import Fitter
 from services.trainer.store import DatasetStore
 from tests.conftest import SPECS
 from tests.support.training import sample_ids
@@ -29,8 +30,10 @@ GOOD = dict.fromkeys(NAMES, 0.01)
 def trainer(tmp_path: Path):
     settings = TrainerSettings(specs_path=SPECS, state_dir=tmp_path, artifact_dir=tmp_path / "artifacts")
     store = DatasetStore(tmp_path / "dataset.sqlite")
+    fitter = Fitter()
     yield Trainer(settings, load_specs(SPECS), store, LocalArtifactStore(settings.artifact_dir),
-                  Publisher(settings, client_id="test"), Metrics("trainer"))
+                  Publisher(settings, client_id="test"), Metrics("trainer"), fitter)
+    fitter.close()
     store.close()
 
 

@@ -15,7 +15,8 @@ from refit.events import SampleIngested
 from refit.specs import ModelSpec
 from services.trainer.fit import fit_set
 from services.trainer.store import DatasetStore
-from services.trainer.training_set import prepare
+from refit.core.split import holdout_score
+from services.trainer.training_set import data_fingerprint, prepare
 from tests.support.training import apply_filters, fit, row_window
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -148,6 +149,11 @@ def test_the_trainer_fits_exactly_the_model_the_row_path_fits(make_store) -> Non
     assert info.classes == 3
     assert (data.x_train.dtype, data.rows_trained + data.rows_held_back) == (np.float32, stats.kept)
     assert fitted.onnx_bytes == reference.onnx_bytes
+    # the data lineage: the ids fitted on (kept by the filters, not held back), in any order
+    held = {r.sample_id for r in kept if holdout_score(r.sample_id, "held-back\x00m") < s.training.held_back_fraction}
+    trained = [r.sample_id for r in kept if r.sample_id not in held]
+    assert len(trained) == data.rows_trained and data.fingerprint == data_fingerprint(reversed(trained))
+    assert data.fingerprint != data_fingerprint(trained[1:])
     assert (fitted.rows_trained, fitted.rows_held_back) == (reference.rows_trained, reference.rows_held_back)
     assert fitted.conversion.passed and fitted.iterations is not None
     assert set(info.seconds) == {"load", "filter", "split"} and set(fitted.seconds) == {"fit", "convert", "check"}

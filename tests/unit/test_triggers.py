@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from refit.core.schedule import Due
-from refit.core.triggers import Assessment, InFlight, Live, Signals, age_limit_days, evaluate
+from refit.core.triggers import Assessment, Fire, InFlight, Live, Signals, age_limit_days, evaluate
 from refit.specs import TriggersSpec
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
@@ -112,6 +112,37 @@ def test_one_training_in_flight_then_retries_with_backoff_then_gives_up() -> Non
     exhausted = InFlight("r3", "sample_count", NOW - timedelta(hours=5), attempts=3)
     gave_up = evaluate(s, signals(in_flight=exhausted))
     assert gave_up.fire is None and gave_up.gave_up == exhausted
+
+
+def test_rows_from_a_changed_file_fire_data_change_with_the_file_in_the_evidence() -> None:
+    files = {"b.csv": 40, "a.csv": 80}
+    fire = evaluate(spec(data_change=True, min_new_samples=100), signals(new_samples=120, changed_files=files)).fire
+    assert fire == Fire("data_change", "120 new rows from changed file(s) a.csv, b.csv",
+                        {"files": {"a.csv": 80, "b.csv": 40}})
+    assert evaluate(spec(data_change=False), signals(changed_files=files)).fire is None  # off by default
+    held = evaluate(spec(data_change=True, min_new_samples=200), signals(new_samples=120, changed_files=files))
+    assert held.fire is None and held.held == (
+        "data_change: 120 new rows from changed file(s) a.csv, b.csv — held: only 120 new samples (need 200)",)
+    cooling = evaluate(spec(data_change=True, cooldown_minutes=30),
+                       signals(changed_files=files, last_fired_at=NOW - timedelta(minutes=5)))
+    assert cooling.fire is None and "held: cooldown of 30 min" in cooling.held[0]
+
+
+def test_a_reported_training_failure_ends_the_attempt_at_once_then_backs_off() -> None:
+    s = spec(new_samples=10, timeout_minutes=30, backoff_minutes=1, max_retries=1)
+    just_failed = InFlight("r1", "manual", NOW - timedelta(seconds=40), failed_at=NOW - timedelta(seconds=30),
+                           failure="timeout")
+    assert evaluate(s, signals(in_flight=just_failed)).held == (
+        "training failed (timeout) for request r1; retry in 30s",)
+    # a minute of backoff after the failure, not 30 minutes after the request
+    retry = evaluate(s, signals(in_flight=InFlight("r1", "manual", NOW - timedelta(minutes=2),
+                                                   failed_at=NOW - timedelta(minutes=1), failure="error")))
+    assert retry.fire.retry_of == "r1" and retry.fire.kind == "manual"
+    assert retry.fire.evidence["failure"] == "error" and retry.fire.evidence["attempt"] == 2
+    last = InFlight("r2", "manual", NOW - timedelta(seconds=20), attempts=2, failed_at=NOW - timedelta(seconds=1),
+                    failure="timeout")
+    gave_up = evaluate(s, signals(in_flight=last))  # the last attempt failed: given up at once
+    assert gave_up.fire is None and gave_up.gave_up == last
 
 
 @pytest.mark.parametrize(("live", "limit"), [

@@ -23,6 +23,9 @@ from refit.errors import RefitError
 from refit.specs import ModelSpec
 
 FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+# A row without a source of its own is sent with source "file:<name>": the monitor's data_change trigger
+# (triggers.data_change) tells rows from changed files by it.
+FILE_SOURCE = "file:"
 OPTIONAL_COLUMNS = ("confidence", "source", "event_time", "request_id", "idempotency_key")
 _BOM = b"\xef\xbb\xbf"
 CHUNK_BYTES = 8 * 1024 * 1024        # the reader takes at most this much at once; also the longest record

@@ -1,9 +1,10 @@
 """When to retrain: the monitor's trigger policy as a pure function of what it knows.
 
 Triggers, by priority: live performance drop, data drift, a schedule that came due,
-enough new samples, champion age (adaptive). The policy around them: one training
-in flight per model (a request without a candidate after ``timeout_minutes`` is
-retried with exponential backoff, at most ``max_retries`` times, then given up), a
+rows from a changed file (``data_change``, the file source), enough new samples, champion age
+(adaptive). The policy around them: one training
+in flight per model (a request without a candidate after ``timeout_minutes``, or whose training
+the trainer reported failed, is retried with exponential backoff, at most ``max_retries`` times, then given up), a
 cooldown between automatic requests, and data sufficiency (at least
 ``min_new_samples`` new samples). Manual requests bypass cooldown and sufficiency
 but not the in-flight rule's bookkeeping (they are recorded like any other).
@@ -37,7 +38,7 @@ _AFTER_CHANGE = 50  # live samples needed after a detected change before the dro
 # confidence bound (its most favourable plausible value) must be beyond the threshold too.
 PERFORMANCE_Z = 3.09
 # The automatic triggers a rejection holds back; schedules and manual requests are someone's intent.
-_BACKS_OFF = frozenset({"performance", "drift", "sample_count", "age"})
+_BACKS_OFF = frozenset({"performance", "drift", "data_change", "sample_count", "age"})
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,8 @@ class InFlight:
     kind: str
     requested_at: datetime     # the latest attempt
     attempts: int = 1
+    failed_at: datetime | None = None   # the trainer reported this attempt failed (TrainingFailed)
+    failure: str | None = None          # and why
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,7 @@ class Signals:
     # per trigger kind: candidates it caused that were rejected in a row since the last promotion,
     # and the samples that arrived since the latest of them
     rejected: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    changed_files: Mapping[str, int] = field(default_factory=dict)  # new rows per changed file (file source)
 
 
 @dataclass(frozen=True)
@@ -160,6 +164,11 @@ def _wanted(spec: TriggersSpec, s: Signals) -> list[Fire]:
         wanted.append(Fire("schedule", f"schedule {run.schedule} came due at {run.scheduled_for.isoformat()}",
                            {"schedule": run.schedule, "scheduled_for": run.scheduled_for.isoformat(),
                             "missed_runs": run.missed}))
+    if spec.data_change and s.changed_files:
+        names = sorted(s.changed_files)
+        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        wanted.append(Fire("data_change", f"{sum(s.changed_files.values())} new rows from changed file(s) {shown}",
+                           {"files": dict(sorted(s.changed_files.items()))}))
     if spec.new_samples is not None and s.new_samples >= spec.new_samples:
         wanted.append(Fire("sample_count", f"{s.new_samples} new samples (threshold {spec.new_samples})",
                            {"new_samples": s.new_samples, "threshold": spec.new_samples}))
@@ -178,7 +187,9 @@ def evaluate(spec: TriggersSpec, s: Signals) -> Assessment:
     if s.in_flight is not None:
         flight = s.in_flight
         waited = s.now - flight.requested_at
-        timeout = timedelta(minutes=spec.timeout_minutes)
+        # A failure the trainer reported ends the attempt at once; silence ends it at the timeout.
+        timeout = (flight.failed_at - flight.requested_at if flight.failed_at
+                   else timedelta(minutes=spec.timeout_minutes))
         if waited < timeout:
             return Assessment(None, (f"training in flight: request {flight.request_id} "
                                      f"({waited.total_seconds():.0f}s of {timeout.total_seconds():.0f}s)",))
@@ -186,13 +197,16 @@ def evaluate(spec: TriggersSpec, s: Signals) -> Assessment:
             return Assessment(None, (f"gave up on request {flight.request_id} after {flight.attempts} attempts",),
                               gave_up=flight)
         backoff = timedelta(minutes=spec.backoff_minutes * 2 ** (flight.attempts - 1))
+        outcome = f"training failed ({flight.failure})" if flight.failed_at else "no candidate"
         if waited < timeout + backoff:
-            return Assessment(None, (f"no candidate for request {flight.request_id}; retry in "
+            return Assessment(None, (f"{outcome} for request {flight.request_id}; retry in "
                                      f"{(timeout + backoff - waited).total_seconds():.0f}s",))
-        return Assessment(Fire(flight.kind, f"retry {flight.attempts} of {spec.max_retries}: no candidate "
+        evidence: dict[str, Any] = {"attempt": flight.attempts + 1, "waited_s": waited.total_seconds()}
+        if flight.failed_at:
+            evidence["failure"] = flight.failure
+        return Assessment(Fire(flight.kind, f"retry {flight.attempts} of {spec.max_retries}: {outcome} "
                                f"{waited.total_seconds() / 60:.1f} min after request {flight.request_id}",
-                               {"attempt": flight.attempts + 1, "waited_s": waited.total_seconds()},
-                               retry_of=flight.request_id))
+                               evidence, retry_of=flight.request_id))
     wanted: list[Fire] = []
     backing_off: list[str] = []
     for fire in _wanted(spec, s):

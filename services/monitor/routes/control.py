@@ -104,13 +104,13 @@ def router(settings: MonitorSettings) -> APIRouter:
     @routes.post("/v1/scheduler/start", dependencies=[authorized])
     async def scheduler_start(monitor: MonitorDep) -> dict[str, Any]:
         """Resume automatic retraining (schedules and every automatic trigger)."""
-        monitor.triggers.set_running(True)
+        await monitor.triggers.set_running(True, requested_by="api")
         return {"running": True}
 
     @routes.post("/v1/scheduler/stop", dependencies=[authorized])
     async def scheduler_stop(monitor: MonitorDep) -> dict[str, Any]:
         """Pause automatic retraining; manual requests still work."""
-        monitor.triggers.set_running(False)
+        await monitor.triggers.set_running(False, requested_by="api")
         return {"running": False}
 
     return routes
