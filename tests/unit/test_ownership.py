@@ -33,7 +33,7 @@ def test_requests_are_committed_up_to_the_oldest_unanswered_one(tmp_path: Path) 
     store.add_request(RetrainRequested(model="digits", kind="manual", reason="r"), (1, 5))
     assert ownership.committable(tp, 7) == 4  # redelivered to the next owner if this trainer dies
     assert ownership.committable(TopicPartition(topics.RETRAIN_REQUESTS, 0), 7) == 7
-    store.finish_requests("digits", "candidate c", NOW)
+    store.finish_requests("digits", "candidate c", datetime.now(UTC))  # a training that started after both
     assert ownership.committable(tp, 7) == 7
     store.add_request(RetrainRequested(model="digits", kind="manual", reason="r"), (1, 8))
     store.forget_requests(1, 9, NOW)  # the group committed past it: another trainer answered it
