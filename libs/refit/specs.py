@@ -307,7 +307,8 @@ class TriggersSpec(_Spec):
     # strict: the types the API's document declares (``adaptive: 0`` is no boolean)
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
-    new_samples: JsonInt | None = Field(None, ge=1, le=10**9, description="fire when this many new samples arrived")
+    new_samples: Annotated[Annotated[int, Field(ge=1, le=10**9)] | None, BeforeValidator(_integral)] = Field(
+        None, description="fire when this many new samples arrived")
     max_age_days: float | None = Field(7.0, gt=0, le=3650, description="fire when the champion is older")
     schedules: tuple[Schedule, ...] = Field((), max_length=50, strict=False)  # a JSON list
     drift: bool = True
