@@ -212,8 +212,8 @@ def add_error_handlers(app: FastAPI) -> None:
     async def _not_allowed(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         # Starlette's Allow names the methods of the first route matching the path only; a path
         # served by several routes (GET and PUT of a config) answers every one of them.
-        allowed = sorted({m for r in app.routes if r.matches(request.scope)[0] is not Match.NONE
-                          for m in getattr(r, "methods", None) or ()})
+        allowed = sorted({m for r in _api_routes(app.routes) if r.matches(request.scope)[0] is not Match.NONE
+                          for m in r.methods})
         return JSONResponse({"detail": exc.detail}, status_code=405,
                             headers={**(exc.headers or {}), "Allow": ", ".join(allowed)})
 
