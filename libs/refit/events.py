@@ -371,6 +371,20 @@ Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 UPCASTERS: dict[tuple[str, int], Upcaster] = {}
 
 
+def check_upcasters(upcasters: dict[tuple[str, int], Upcaster]) -> None:
+    """Refuse a registry with an upcaster for an unknown event type, or for a version that is not
+    older than the event's current one (it would never run); checked when this module loads."""
+    for event_type, version in upcasters:
+        if event_type not in EVENT_TYPES:
+            raise ValueError(f"an upcaster for unknown event type {event_type!r}")
+        current = EVENT_TYPES[event_type].model_fields["schema_version"].default
+        if version >= current:
+            raise ValueError(f"an upcaster for {event_type} schema_version {version}, not older than {current}")
+
+
+check_upcasters(UPCASTERS)
+
+
 def parse_event(raw: bytes, expected: type[Event] | tuple[type[Event], ...] = Event) -> Event:
     """Decode bytes from the broker into an event, upcasting old schema versions.
 

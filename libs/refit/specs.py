@@ -9,11 +9,13 @@ import hashlib
 import re
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+from zoneinfo import available_timezones
 
 import orjson
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, WithJsonSchema,
+                      create_model, field_validator, model_validator)
 
 from refit.errors import ConfigError, UnknownModelError
 
@@ -207,12 +209,87 @@ class TrainingSpec(_Spec):
     fit_timeout_s: float = Field(1800.0, gt=0, le=86_400)
 
 
-class Schedule(_Spec):
-    """A cron-like schedule in a time zone (APScheduler 3 CronTrigger fields)."""
+def _integral(value: Any) -> Any:
+    """A JSON number with no fraction as an int (JSON Schema's ``integer`` includes ``962.0``)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
+
+# An integer as JSON Schema counts them, for a strict model: 962.0 is one, "962" and true are not.
+JsonInt = Annotated[int, BeforeValidator(_integral)]
+
+
+# The cron fields a schedule may set: (lowest, highest, names). A field is an integer in range,
+# or text: a comma-separated list of ``*``, ``*/step``, values and names (``mon``, ``jan``). The
+# OpenAPI document declares exactly this, so what it allows the monitor takes (APScheduler takes
+# more: ranges, ``last``, ``1st mon``; leaving them out keeps the document exact).
+_CRON_FIELDS: dict[str, tuple[int, int, tuple[str, ...]]] = {
+    "month": (1, 12, ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")),
+    "day": (1, 31, ()), "week": (1, 53, ()),
+    "day_of_week": (0, 6, ("mon", "tue", "wed", "thu", "fri", "sat", "sun")),
+    "hour": (0, 23, ()), "minute": (0, 59, ()), "second": (0, 59, ()),
+}
+
+
+def _cron_pattern(low: int, high: int, names: tuple[str, ...]) -> str:
+    if high - low > 100:  # the year: an integer, or every year
+        return r"^\*$"
+    values = "|".join([*map(str, range(low, high + 1)), *names])
+    steps = "|".join(map(str, range(1, high - low + 1)))
+    item = rf"(\*|\*/({steps})|{values})"
+    return rf"^{item}(,{item})*$"
+
+
+def _cron_field(low: int, high: int, names: tuple[str, ...]) -> Any:
+    """One cron field's type: validated here with a message naming what it takes, declared as such."""
+    pattern = _cron_pattern(low, high, names)
+    text = re.compile(pattern)
+
+    def check(value: Any) -> Any:
+        value = _integral(value)
+        if type(value) is int and low <= value <= high or isinstance(value, str) and text.fullmatch(value):
+            return value
+        raise ValueError(f"expected an integer from {low} to {high}, or text of comma-separated *, */step, "
+                         f"values{' and names' if names else ''} (like '*/5' or '{low},{high}')")
+
+    return Annotated[int | str, BeforeValidator(check), WithJsonSchema({"anyOf": [
+        {"type": "integer", "minimum": low, "maximum": high}, {"type": "string", "pattern": pattern}]})]
+
+
+Cron = create_model(  # type: ignore[call-overload]
+    "Cron", __config__=ConfigDict(frozen=True, extra="forbid", strict=True),
+    # absent, never null (a default is not validated)
+    **{field: (_cron_field(low, high, names), None)
+       for field, (low, high, names) in {"year": (1970, 9999, ()), **_CRON_FIELDS}.items()})
+
+
+def _cron_fields(value: Any) -> Any:
+    if isinstance(value, dict):
+        return Cron.model_validate(value).model_dump(exclude_none=True)
+    return value
+
+
+class Schedule(_Spec):
+    """A cron-like schedule in a time zone (APScheduler 3 CronTrigger fields, see ``_CRON_FIELDS``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
     name: str
-    cron: dict[str, str | int]
-    timezone: str = "UTC"
+    cron: Annotated[dict[str, str | int], BeforeValidator(_cron_fields),
+                    WithJsonSchema({**Cron.model_json_schema(), "minProperties": 1})]
+    timezone: Annotated[str, Field(json_schema_extra={"enum": sorted(available_timezones())})] = "UTC"
+
+    @field_validator("cron")
+    @classmethod
+    def _some(cls, value: dict[str, str | int]) -> dict[str, str | int]:
+        if not value:
+            raise ValueError("set at least one field")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        if value not in available_timezones():
+            raise ValueError(f"unknown time zone {value!r} (an IANA name, like Europe/Berlin)")
+        return value
 
     @model_validator(mode="after")
     def _valid(self) -> Schedule:
@@ -229,29 +306,33 @@ class TriggersSpec(_Spec):
     configuration can overflow the policy's arithmetic.
     """
 
-    new_samples: int | None = Field(None, ge=1, le=10**9, description="fire when this many new samples arrived")
+    # strict: the types the API's document declares (``adaptive: 0`` is no boolean)
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    new_samples: Annotated[Annotated[int, Field(ge=1, le=10**9)] | None, BeforeValidator(_integral)] = Field(
+        None, description="fire when this many new samples arrived")
     max_age_days: float | None = Field(7.0, gt=0, le=3650, description="fire when the champion is older")
-    schedules: tuple[Schedule, ...] = Field((), max_length=50)
+    schedules: tuple[Schedule, ...] = Field((), max_length=50, strict=False)  # a JSON list
     drift: bool = True
-    drift_window: int = Field(500, ge=50, le=100_000)
+    drift_window: JsonInt = Field(500, ge=50, le=100_000)
     drift_alpha: float = Field(0.05, gt=0, lt=1)
     drift_share: float = Field(0.3, ge=0, le=1)
     data_change: bool = Field(False, description="fire when `refit ingest watch` sent rows of a changed file "
                                                  "(rows whose source is file:<name>)")
     performance: bool = True
-    performance_window: int = Field(200, ge=20, le=100_000)
+    performance_window: JsonInt = Field(200, ge=20, le=100_000)
     accuracy_drop: float = Field(0.10, gt=0, lt=1, description="relative drop of live accuracy vs holdout")
     rmse_increase: float = Field(0.15, gt=0, le=100, description="relative rise of live RMSE vs holdout")
-    min_new_samples: int = Field(50, ge=0, le=10**9, description="data sufficiency for automatic triggers")
+    min_new_samples: JsonInt = Field(50, ge=0, le=10**9, description="data sufficiency for automatic triggers")
     cooldown_minutes: float = Field(30.0, ge=0, le=525_600)
     timeout_minutes: float = Field(30.0, gt=0, le=525_600)
-    max_retries: int = Field(3, ge=0, le=20)
+    max_retries: JsonInt = Field(3, ge=0, le=20)
     backoff_minutes: float = Field(1.0, gt=0, le=10_080)
-    rejection_backoff_samples: int = Field(
+    rejection_backoff_samples: JsonInt = Field(
         250, ge=0, le=10**9, description="after a rejected candidate, hold the automatic trigger that caused it "
                                          "until this many new samples arrived, doubled for each rejection in a row "
                                          "(0: never hold); counted in samples, so it means the same at any pace")
-    rejection_backoff_max_samples: int = Field(4000, ge=0, le=10**9)
+    rejection_backoff_max_samples: JsonInt = Field(4000, ge=0, le=10**9)
     adaptive: bool = True
     adaptive_min_days: float = Field(3.0, gt=0, le=3650)
     adaptive_max_days: float = Field(30.0, gt=0, le=3650)

@@ -14,11 +14,14 @@ from http import HTTPStatus
 from typing import Any, TypeVar
 
 import uvicorn
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
+from fastapi.security import HTTPBearer
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from refit.errors import BrokerUnavailableError
@@ -205,6 +208,15 @@ def add_error_handlers(app: FastAPI) -> None:
         # them) turned the 422 into a 500.
         return JSONResponse({"detail": jsonable_encoder(_json_safe(exc.errors()))}, status_code=422)
 
+    @app.exception_handler(405)
+    async def _not_allowed(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # Starlette's Allow names the methods of the first route matching the path only; a path
+        # served by several routes (GET and PUT of a config) answers every one of them.
+        allowed = sorted({m for r in _api_routes(app.routes) if r.matches(request.scope)[0] is not Match.NONE
+                          for m in r.methods})
+        return JSONResponse({"detail": exc.detail}, status_code=405,
+                            headers={**(exc.headers or {}), "Allow": ", ".join(allowed)})
+
     @app.exception_handler(BrokerUnavailableError)
     async def _broker_down(request: Request, exc: BrokerUnavailableError) -> JSONResponse:
         return JSONResponse({"detail": f"broker unavailable, nothing was accepted: {exc}"}, status_code=503,
@@ -219,15 +231,17 @@ def is_json(content_type: str | None) -> bool:
     return message.get_content_maintype() == "application" and (subtype == "json" or subtype.endswith("+json"))
 
 
-def require_token(*accepted: str) -> Callable[[Request], None]:
+def require_token(*accepted: str, scheme_name: str = "control") -> Callable[..., None]:
     """A dependency refusing requests without ``Authorization: Bearer <one of accepted>``.
 
-    Every accepted token is compared, each in constant time, so timing tells nothing.
+    Every accepted token is compared, each in constant time, so timing tells nothing. The
+    operations depending on it declare the bearer scheme ``scheme_name`` in the OpenAPI document.
     """
     encoded = [a.encode() for a in accepted]
+    declared = HTTPBearer(scheme_name=scheme_name, auto_error=False)
 
     @answers(401)
-    def check(request: Request) -> None:
+    def check(request: Request, _: object = Depends(declared)) -> None:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         given = token.encode()
         matched = [hmac.compare_digest(given, a) for a in encoded]

@@ -20,6 +20,7 @@ from refit.events import CandidateRejected, ModelPromoted, ModelRolledBack
 from refit.kafka import ConsumerConfig, Incoming, Publisher, consume
 from refit.lifecycle import backoff, pause
 from refit.metrics import Metrics
+from refit.openapi import exact
 from refit.settings import InferenceSettings
 from refit.specs import ModelSpecs, load_specs
 from refit.web import BodyLimit, background, declare_errors, error_responses, health_routes
@@ -190,4 +191,5 @@ def create_app(settings: InferenceSettings, specs: ModelSpecs | None = None) -> 
 
     health_routes(app, ready)
     declare_errors(app, {"POST /v1/models/{name}/predict": [404, 415, 503]})
+    exact(app, specs, settings.max_batch_rows)
     return app

@@ -92,6 +92,7 @@ class InputRule:
         ranges = spec.feature_ranges
         self.low = np.array([r[1] for r in ranges], dtype=np.float32)
         self.high = np.array([r[2] for r in ranges], dtype=np.float32)
+        self.exact_low, self.exact_high = np.array([r[1] for r in ranges]), np.array([r[2] for r in ranges])
         # The common case, every feature within the same ±max_abs: one abs and one max per request.
         symmetric = all(-low == high == spec.bounds.max_abs for _, low, high in ranges)
         self.max_abs = float(np.float32(spec.bounds.max_abs)) if symmetric else None
@@ -109,16 +110,21 @@ class InputRule:
                        f"longest text (every text is padded to the longest): {len(texts)} x "
                        f"{work // len(texts)} = {work}; send fewer or shorter texts per request")
 
-    def check_numbers(self, matrix: np.ndarray, names: list[str]) -> None:
-        inside = np.abs(matrix).max() <= self.max_abs if self.max_abs is not None else \
-            bool(((matrix >= self.low) & (matrix <= self.high)).all())  # NaN is inside nothing
+    def check_numbers(self, matrix: np.ndarray, names: list[str], rows: list[Any]) -> None:
+        # Strictly inside in float32 is inside (rounding is monotonic); a value that rounds onto a
+        # bound may lie beyond it (1e15 + 1 is 1e15 in float32): such rows are compared as sent.
+        inside = np.abs(matrix).max() < self.max_abs if self.max_abs is not None else \
+            bool(((matrix > self.low) & (matrix < self.high)).all())  # NaN is inside nothing
         if inside:
             return
         if not np.isfinite(matrix).all():
             raise _bad("features must be finite numbers")
-        row, column = np.argwhere((matrix < self.low) | (matrix > self.high))[0]
-        raise _bad(f"features.{names[column]}: {float(matrix[row, column]):g} is outside the model's bounds "
-                   f"[{float(self.low[column]):g}, {float(self.high[column]):g}]")
+        exact = np.array(rows, dtype=np.float64)
+        outside = np.argwhere((exact < self.exact_low) | (exact > self.exact_high))
+        if len(outside):
+            row, column = outside[0]
+            raise _bad(f"features.{names[column]}: {float(exact[row, column]):g} is outside the model's bounds "
+                       f"[{self.exact_low[column]:g}, {self.exact_high[column]:g}]")
 
 
 _TEXT_KEYS, _NUMERIC_KEYS = ("text", "texts"), ("features", "instances", "inputs")
@@ -184,7 +190,7 @@ def to_batch(model: OnnxModel, body: Any, max_rows: int, rule: InputRule | None 
     if maybe_bool and _has_bool(rows):
         raise _bad("features: booleans are not numbers")
     if rule is not None and len(rule.low) == len(names):
-        rule.check_numbers(matrix, names)
+        rule.check_numbers(matrix, names, rows)
     elif not np.isfinite(matrix.sum(dtype=np.float64)):  # one pass; JSON has no NaN, a float32 overflow is inf
         raise _bad("features must be finite numbers")
     return sent, matrix

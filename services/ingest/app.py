@@ -15,6 +15,7 @@ from refit.errors import BrokerUnavailableError, SchemaError, UnknownModelError
 from refit.events import SampleIngested
 from refit.kafka import Publisher
 from refit.metrics import Metrics
+from refit.openapi import exact
 from refit.settings import IngestSettings
 from refit.specs import ModelSpec, ModelSpecs, load_specs
 from refit.web import BodyLimit, JSONRoute, add_error_handlers, declare_errors, health_routes, require_token
@@ -91,8 +92,8 @@ def create_app(settings: IngestSettings, specs: ModelSpecs | None = None) -> Fas
         finally:
             await publisher.close()
 
-    producers = [Depends(require_token(*(k.get_secret_value() for k in settings.api_keys)))] \
-        if settings.api_keys else []
+    keys = (k.get_secret_value() for k in settings.api_keys)
+    producers = [Depends(require_token(*keys, scheme_name="ingest"))] if settings.api_keys else []
     app = FastAPI(title="refit ingest", version="1", lifespan=lifespan)
     app.router.route_class = JSONRoute  # a lone surrogate in a body is a 422, not a 500 (refit.web)
     metrics.mount(app)
@@ -144,4 +145,5 @@ def create_app(settings: IngestSettings, specs: ModelSpecs | None = None) -> Fas
 
     health_routes(app, ready)
     declare_errors(app, {"POST /v1/samples": [503], "POST /v1/samples:batch": [503]})
+    exact(app, specs, settings.max_batch_rows)
     return app

@@ -12,6 +12,7 @@ from refit import topics
 from refit.events import CandidateTrained, PredictionServed, SampleIngested, ShadowScored, TrainingFailed
 from refit.kafka import ConsumerConfig, Publisher, consume
 from refit.metrics import Metrics
+from refit.openapi import exact
 from refit.settings import MonitorSettings
 from refit.specs import ModelSpecs, load_specs
 from refit.web import BodyLimit, JSONRoute, add_error_handlers, background, declare_errors, health_routes
@@ -71,4 +72,5 @@ def create_app(settings: MonitorSettings, specs: ModelSpecs | None = None) -> Fa
         app.include_router(router)
     health_routes(app, ready)
     declare_errors(app, ROUTE_ERRORS)
+    exact(app, specs)
     return app

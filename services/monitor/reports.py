@@ -16,7 +16,7 @@ from services.monitor.trigger_store import TriggerStore
 
 
 def model_report(model: str, days: float, now: datetime, registry: Registry, triggers: TriggerStore) -> dict[str, Any]:
-    """Retrainings by trigger kind, decisions, failures and the champion's metric trend since ``now - days``."""
+    """Retrainings (candidates trained) by trigger kind, decisions, failures and the champion's metric trend since ``now - days``."""
     since = now - timedelta(days=days)
     decisions = [orjson.loads(d.payload) for d in registry.decisions(model, limit=100_000)]
     recent = [d for d in decisions if datetime.fromisoformat(d["occurred_at"]) >= since]
@@ -26,7 +26,10 @@ def model_report(model: str, days: float, now: datetime, registry: Registry, tri
     current = serving[0] if serving else None
     return {
         "model": model,
-        "retrainings": dict(Counter(f["kind"] for f in fired)),
+        # every training that produced a candidate, whoever asked: the monitor's triggers, a manual
+        # request, or the trainer's own sample-count path (which the trigger history never sees)
+        "retrainings": dict(Counter(v.candidate.trigger for v in registry.versions(model)
+                                    if datetime.fromisoformat(v.created_at) >= since)),
         "decisions": dict(Counter(d["event_type"] for d in recent)),
         "failures": [{"at": f["occurred_at"], "kind": f["kind"], "outcome": f["outcome"]} for f in fired
                      if (f["outcome"] or "").startswith("given up")],

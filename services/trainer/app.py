@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 import orjson
 import structlog
 from fastapi import FastAPI, HTTPException, Query, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 
 import refit
 from refit import topics
@@ -28,9 +28,10 @@ from refit.events import (ArtifactRef, CandidateTrained, InputSignature, Retrain
 from refit.kafka import ConsumerConfig, Incoming, Publisher, consume
 from refit.lifecycle import pause, retry
 from refit.metrics import Metrics
+from refit.openapi import DATASET_RESPONSES, exact
 from refit.settings import TrainerSettings
 from refit.specs import ModelSpec, ModelSpecs, load_specs
-from refit.web import background, health_routes
+from refit.web import background, declare_errors, health_routes
 from services.trainer.fitter import Fitter, FitTimeoutError
 from services.trainer.ownership import Ownership
 from services.trainer.store import EXPORT_COLUMNS, DatasetStore
@@ -247,7 +248,7 @@ def create_app(settings: TrainerSettings, specs: ModelSpecs | None = None) -> Fa
     metrics.mount(app)
     health_routes(app)
 
-    @app.get("/v1/models/{name}/dataset")
+    @app.get("/v1/models/{name}/dataset", response_class=Response, responses=DATASET_RESPONSES)
     def export(name: str, request: Request,
                format: Annotated[Literal["jsonl", "csv"], Query()] = "jsonl") -> StreamingResponse:
         """Stream every stored training row of a model (holdout rows are never here), oldest first."""
@@ -268,4 +269,6 @@ def create_app(settings: TrainerSettings, specs: ModelSpecs | None = None) -> Fa
         return {**trainer.store.stats(), "trainings": trainer.trainings, "held": trainer.held,
                 "consumer": dict(trainer.consumer_counts), "models": trainer.ownership.owned()}
 
+    declare_errors(app, {"GET /v1/models/{name}/dataset": [404]})
+    exact(app, specs)
     return app

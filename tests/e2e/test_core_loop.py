@@ -57,7 +57,12 @@ def wait_until_served(client: httpx.Client, url: str, row: dict[str, float], ver
 @pytest.mark.brokers("kafka", "embedded")
 def test_samples_to_promotion_to_hot_swap_without_a_failed_request(stack_factory, specs_file) -> None:
     stack = stack_factory(specs_file(only=("digits",)))
-    waves = digits_waves(3)
+    # Two waves of 400 rows (about 320 each for training; the trainer trains per 300 new rows): v1
+    # learns from the first, v2 from both, exactly one training each. Twice the data makes v2 at
+    # least as good on the shared holdout (within the 1% tolerance), so the promotion, and with it
+    # the hot swap under load, always happens.
+    rows = [row for wave in digits_waves(3) for row in wave]
+    waves = [rows[:400], rows[400:800]]
     predict = f"{stack.url('inference-0')}/v1/models/digits/predict"
     probe = waves[0][0]["features"]
     with httpx.Client(timeout=30) as client:
@@ -86,9 +91,9 @@ def test_samples_to_promotion_to_hot_swap_without_a_failed_request(stack_factory
             assert len(second["holdout"]["fingerprint"]) == 64
             tolerance = [c for c in second["checks"] if c["kind"] == "tolerance"]
             assert len(tolerance) == 3 and all(c["champion"] is not None for c in tolerance)
-            if second["event_type"] == "ModelPromoted":
-                wait_until_served(client, predict, probe, 2)
-                time.sleep(1.0)
+            assert second["event_type"] == "ModelPromoted", second["reasons"]
+            wait_until_served(client, predict, probe, 2)
+            time.sleep(1.0)  # v2 serves the steady client a while too
         finally:
             steady.halt.set()
             steady.join(30)
@@ -98,5 +103,4 @@ def test_samples_to_promotion_to_hot_swap_without_a_failed_request(stack_factory
     assert steady.errors == []
     assert set(steady.statuses) == {200}
     assert steady.sent > 100
-    expected = {1, 2} if second["event_type"] == "ModelPromoted" else {1}
-    assert set(steady.versions) == expected
+    assert set(steady.versions) == {1, 2}

@@ -34,6 +34,7 @@ from refit.events import ModelPromoted
 from refit.onnx_model import META_CLASSES, META_FEATURES, META_INPUT_KIND, META_TASK
 from refit.settings import LOCAL_API_TOKEN
 from refit.stack import Stack
+from tests.chaos.helpers import wait_until
 from tests.conftest import REPO, SPECS
 from tests.fuzz.live import MODELS, SWAP_REFUSED, error_events, log_offsets, problems, promote, write_specs
 
@@ -188,8 +189,19 @@ def test_trigger_configuration_beyond_what_the_monitor_can_compute_is_refused(st
         assert response.status_code == 422, (config, response.text)
         assert response.json()["detail"][0]["loc"] == ["body", next(iter(config))]
     assert client.get(url).json()["source"] == "spec"
-    time.sleep(2)  # two trigger evaluations: the monitor is still whole
+    # The monitor refreshes its champion gauges, then evaluates every model's triggers, on each
+    # tick: two more refreshes of the model's age mean an evaluation ran after the refusals.
+    ages = [wait_until("the champion gauges", lambda: _model_age(client, stack))]
+    for _ in range(2):
+        ages.append(wait_until("the monitor's next tick", lambda: (a := _model_age(client, stack)) != ages[-1] and a))
     assert client.get(f"{stack.url('monitor')}/v1/models/diabetes/triggers").status_code == 200
+
+
+def _model_age(client: httpx.Client, stack: Stack) -> float | None:
+    """The diabetes champion's age as the monitor's gauge has it (None before its first tick)."""
+    text = client.get(f"{stack.url('monitor')}/metrics").text
+    return next((float(line.rpartition(" ")[2]) for line in text.splitlines()
+                 if line.startswith('refit_model_age_seconds{model="diabetes"}')), None)
 
 
 @pytest.mark.parametrize("content_type", ["text/plain", "multipart/form-data; boundary=refit",

@@ -8,8 +8,10 @@ import httpx
 import pytest
 
 from refit.demo import digits_waves, post_rows, wait_for_decisions
+from tests.chaos.helpers import log_events, wait_until
 
 pytestmark = pytest.mark.integration
+DEFERRED = "decision deferred: holdout too small"
 
 
 def test_a_candidate_waits_until_the_holdout_is_big_enough(stack_factory, specs_file) -> None:
@@ -21,7 +23,9 @@ def test_a_candidate_waits_until_the_holdout_is_big_enough(stack_factory, specs_
         deadline = time.monotonic() + 60
         while not client.get(f"{monitor}/v1/models/digits/versions").json() and time.monotonic() < deadline:
             time.sleep(0.2)
-        time.sleep(3)  # several judge intervals pass; the candidate must still be waiting
+        # the monitor looked at the candidate and deferred it (a positive signal, not a pause)
+        wait_until("the monitor deferred v1", lambda: [r for r in log_events(stack, "monitor", DEFERRED)
+                                                       if r["model"] == "digits" and r["version"] == 1])
         versions = client.get(f"{monitor}/v1/models/digits/versions").json()
         model = client.get(f"{monitor}/v1/models/digits").json()
         assert [v["status"] for v in versions] == ["pending"]

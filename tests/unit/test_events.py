@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -36,6 +37,7 @@ from refit.events import (
     ShadowScored,
     TrainingFailed,
     TrainingStats,
+    check_upcasters,
     parse_event,
 )
 
@@ -388,9 +390,18 @@ def test_an_upcaster_for_another_event_type_is_not_applied(monkeypatch, make_eve
 
 
 def test_every_registered_upcaster_lifts_a_known_event_from_an_older_version():
-    for event_type, version in UPCASTERS:
-        assert event_type in EVENT_TYPES
-        assert version < EVENT_TYPES[event_type].model_fields["schema_version"].default
+    check_upcasters(UPCASTERS)  # the registry as shipped (also checked when refit.events loads)
+    check_upcasters({("SampleIngested", 0): lambda d: d, ("RetrainRequested", -3): lambda d: d})
+
+
+@pytest.mark.parametrize(("key", "message"), [
+    (("SampleIngestd", 0), "an upcaster for unknown event type 'SampleIngestd'"),
+    (("SampleIngested", 1), "an upcaster for SampleIngested schema_version 1, not older than 1"),
+    (("ModelPromoted", 2), "an upcaster for ModelPromoted schema_version 2, not older than 1"),
+])
+def test_an_upcaster_that_could_never_run_is_refused(key, message):
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        check_upcasters({**UPCASTERS, key: lambda d: d})
 
 
 @pytest.mark.parametrize("field", ["event_id", "occurred_at"])

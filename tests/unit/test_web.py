@@ -7,7 +7,7 @@ import math
 from typing import Annotated, Any
 
 import pytest
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.testclient import TestClient
 from pydantic import BaseModel
 
@@ -157,3 +157,18 @@ def test_error_responses_can_be_given_to_a_route_directly() -> None:
         raise HTTPException(409, "no")
 
     assert responses(app.openapi(), "/x", "get")["409"]["content"]["application/json"]["schema"] == ERROR_SCHEMA
+
+
+def test_a_405_allows_every_method_of_the_path_and_token_routes_declare_their_scheme() -> None:
+    # GET and PUT of one path are two routes: Starlette's Allow named only the first one's method.
+    app = FastAPI()
+    add_error_handlers(app)
+    router = APIRouter()
+    router.get("/v1/things/{name}/config")(lambda name: {})
+    router.put("/v1/things/{name}/config", dependencies=[Depends(require_token("t"))])(lambda name: {})
+    app.include_router(router)
+    response = TestClient(app).options("/v1/things/a/config")
+    assert response.status_code == 405 and response.headers["allow"] == "GET, PUT"
+    operation = app.openapi()["paths"]["/v1/things/{name}/config"]["put"]
+    assert operation["security"] == [{"control": []}]
+    assert app.openapi()["components"]["securitySchemes"]["control"] == {"type": "http", "scheme": "bearer"}

@@ -12,6 +12,7 @@ from fastapi.responses import Response, StreamingResponse
 
 from refit.artifacts import check_digest
 from refit.errors import ArtifactError
+from refit.openapi import ARTIFACT_RESPONSES, DATASET_RESPONSES
 from refit.settings import MonitorSettings
 from refit.web import JSONRoute
 from services.monitor.routes import ModelName, MonitorDep
@@ -38,7 +39,7 @@ def router(settings: MonitorSettings) -> APIRouter:
         await client.aclose()
         raise HTTPException(503, f"no trainer owns {model!r} right now (the group may be rebalancing); retry")
 
-    @routes.get("/v1/models/{name}/dataset")
+    @routes.get("/v1/models/{name}/dataset", response_class=Response, responses=DATASET_RESPONSES)
     async def dataset(name: ModelName, format: Annotated[Literal["jsonl", "csv"], Query()] = "jsonl"
                       ) -> StreamingResponse:
         """The model's training dataset, streamed from the trainer (which owns it)."""
@@ -66,7 +67,7 @@ def router(settings: MonitorSettings) -> APIRouter:
         return StreamingResponse(body(), media_type=upstream.headers.get("content-type"),
                                  headers={"content-disposition": upstream.headers.get("content-disposition", "")})
 
-    @routes.get("/v1/artifacts/{digest}")
+    @routes.get("/v1/artifacts/{digest}", response_class=Response, responses=ARTIFACT_RESPONSES)
     async def artifact(digest: str, monitor: MonitorDep) -> Response:
         """The ONNX bytes of an artifact, by SHA-256 digest."""
         try:
