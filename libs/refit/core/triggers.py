@@ -1,7 +1,7 @@
 """When to retrain: the monitor's trigger policy as a pure function of what it knows.
 
-Triggers, by priority: live performance drop, data drift, a schedule that came due,
-enough new samples, champion age (adaptive). The policy around them: one training
+Triggers, by priority: live performance drop, data drift, catching up with a new concept, a
+schedule that came due, enough new samples, champion age (adaptive). The policy around them: one training
 in flight per model (a request without a candidate after ``timeout_minutes`` is
 retried with exponential backoff, at most ``max_retries`` times, then given up), a
 cooldown between automatic requests, and data sufficiency (at least
@@ -17,6 +17,11 @@ Adaptive age: with live performance known, the champion's allowed age shrinks
 linearly from ``max_age_days`` to ``adaptive_min_days`` as the degradation grows
 to its threshold, and grows towards ``adaptive_max_days`` while live performance
 is as good as on the holdout or better.
+
+Catching up: after a detected change the first champion of the new concept learnt it from the few
+rows the safeguard could judge on (``min_holdout``); it is retrained once ``CATCH_UP`` times as many
+rows of that concept are there, and so on, so a lasting concept gets a model of all its rows after
+a logarithmic number of trainings.
 """
 
 from __future__ import annotations
@@ -37,7 +42,9 @@ _AFTER_CHANGE = 50  # live samples needed after a detected change before the dro
 # confidence bound (its most favourable plausible value) must be beyond the threshold too.
 PERFORMANCE_Z = 3.09
 # The automatic triggers a rejection holds back; schedules and manual requests are someone's intent.
-_BACKS_OFF = frozenset({"performance", "drift", "sample_count", "age"})
+_BACKS_OFF = frozenset({"performance", "drift", "catch_up", "sample_count", "age"})
+# A champion that learnt the current concept from n rows is retrained once this many times n are there.
+CATCH_UP = 4
 
 
 @dataclass(frozen=True)
@@ -99,6 +106,9 @@ class Signals:
     # per trigger kind: candidates it caused that were rejected in a row since the last promotion,
     # and the samples that arrived since the latest of them
     rejected: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    # when the champion was trained after the latest detected change: the training rows of the current
+    # concept there are now, and those the champion learnt from
+    concept: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -156,6 +166,10 @@ def _wanted(spec: TriggersSpec, s: Signals) -> list[Fire]:
         names = s.drift.get("drifted_features") or []
         shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
         wanted.append(Fire("drift", f"data drift in {shown or 'the features'}", dict(s.drift)))
+    if s.concept is not None and catching_up(*s.concept):
+        rows, trained = s.concept
+        wanted.append(Fire("catch_up", f"{rows} training rows of the current concept; the champion learnt it "
+                           f"from {trained}", {"concept_rows": rows, "trained_rows": trained, "factor": CATCH_UP}))
     for run in s.due:
         wanted.append(Fire("schedule", f"schedule {run.schedule} came due at {run.scheduled_for.isoformat()}",
                            {"schedule": run.schedule, "scheduled_for": run.scheduled_for.isoformat(),
@@ -171,6 +185,13 @@ def _wanted(spec: TriggersSpec, s: Signals) -> list[Fire]:
                                {"age_days": age, "limit_days": limit_days,
                                 "adaptive": limit_days != spec.max_age_days}))
     return wanted
+
+
+def catching_up(concept_rows: int, trained_rows: int) -> bool:
+    """Whether a champion that learnt the current concept from ``trained_rows`` rows is due for a
+    retraining on the ``concept_rows`` there are now: geometric, so a concept of N rows costs at most
+    log_CATCH_UP(N / trained_rows) of them."""
+    return concept_rows >= CATCH_UP * max(trained_rows, 1)
 
 
 def evaluate(spec: TriggersSpec, s: Signals) -> Assessment:
