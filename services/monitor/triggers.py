@@ -189,6 +189,11 @@ class Triggers:
                 recent = list(watch.recent)[-config.drift_window:]
                 self._record_change(spec, [(s.sample_id, s.occurred_at) for s in recent],
                                     "the drift tests of inputs and labels")
+            elif fire.kind == "performance" and not fire.evidence.get("change_detected"):
+                # a significant drop is a change too: the concept the champion learnt no longer holds
+                # over the live window, so the trainer's window and the judging start there
+                self._record_change(spec, list(watch.scored)[-fire.evidence["window"]:],
+                                    "a significant drop of the champion's live performance")
             await self._request(spec.name, fire.kind, fire.reason, self._with_change(spec, fire.kind, fire.evidence, champion),
                                 attempts, fire.retry_of)
             if fire.kind == "drift":

@@ -230,3 +230,12 @@ def test_no_detected_change_no_catch_up_and_a_rejected_one_backs_off() -> None:
     assert evaluate(spec(), signals(concept=None)).fire is None
     held = evaluate(spec(), signals(concept=(800, 120), rejected={"catch_up": (1, 100)}))
     assert held.fire is None and "catch_up" in held.held[0] and "backing off until 250 new samples" in held.held[0]
+
+
+def test_after_a_detected_change_any_drop_counts_and_without_one_only_a_significant_drop_beyond_the_limit() -> None:
+    slight = [0.0] * 192 + [1.0] * 8  # 96% live against 100% on the holdout: 4% worse, the limit is 10%
+    assert evaluate(spec(performance=True), signals(live=Live.of("accuracy", slight, 1.0))).fire is None
+    changed = evaluate(spec(performance=True), signals(live=Live.of("accuracy", slight, 1.0, change_detected=True)))
+    assert changed.fire is not None and changed.fire.evidence["threshold"] == 0.0
+    better = Live.of("accuracy", slight, 0.9, change_detected=True)  # a change for the better
+    assert evaluate(spec(performance=True), signals(live=better)).fire is None

@@ -88,6 +88,12 @@ class Live:
             return self
         return Live(self.metric, self.bound, self.reference, self.samples, self.change_detected, self.bound)
 
+    def limit(self, threshold: float) -> float:
+        """How much worse than the holdout counts: any worse after a change the detector established
+        (the change is the evidence; ADWIN's false alarms are rare), else ``threshold``, significantly
+        so (:meth:`plausible`)."""
+        return 0.0 if self.change_detected else threshold
+
     def enough(self, window: int) -> bool:
         """A full window, or (after a detected change) enough post-change samples to judge."""
         return self.samples >= window or (self.change_detected and self.samples >= min(window, _AFTER_CHANGE))
@@ -155,7 +161,7 @@ def age_limit_days(spec: TriggersSpec, live: Live | None) -> float | None:
 def _wanted(spec: TriggersSpec, s: Signals) -> list[Fire]:
     wanted = []
     if spec.performance and s.live is not None and s.live.enough(spec.performance_window):
-        change, limit = degradation(s.live), _threshold(spec, s.live)
+        change, limit = degradation(s.live), s.live.limit(_threshold(spec, s.live))
         if change > limit and degradation(s.live.plausible()) > limit:
             wanted.append(Fire("performance", f"live {s.live.metric} {s.live.live:.4g} vs holdout "
                                f"{s.live.reference:.4g}: {change:+.1%} worse (limit {limit:.0%})",
