@@ -121,9 +121,7 @@ def score(spec: ModelSpec, observed: Observed, champion: Champion, performance_w
     taken = [observed.pending.popleft() for _ in range(len(observed.pending))]  # more may arrive meanwhile
     if taken:
         observed.scored_upto = taken[-1][0]
-    # Prequential: a sample that arrived before the champion was promoted may be one it learnt from,
-    # and its small error would read as a change when the live ones come.
-    batch = [sample for _, sample in taken if sample.occurred_at >= champion.since]
+    batch = [sample for _, sample in taken]
     if not batch:
         return new_champion
     model = champion.model
