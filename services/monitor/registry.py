@@ -188,8 +188,8 @@ class Registry:
     def holdout_top_seq(self, model: str) -> int:
         return int(self._all("SELECT COALESCE(MAX(seq), 0) FROM holdout WHERE model = ?", (model,))[0][0])
 
-    def holdout_size(self, model: str) -> int:
-        return int(self._all("SELECT COUNT(*) FROM holdout WHERE model = ?", (model,))[0][0])
+    def holdout_size(self, model: str, after_seq: int = 0) -> int:
+        return int(self._all("SELECT COUNT(*) FROM holdout WHERE model = ? AND seq > ?", (model, after_seq))[0][0])
 
     # versions --------------------------------------------------------------------------------
     def add_candidate(self, event: CandidateTrained) -> Version:

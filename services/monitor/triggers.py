@@ -29,7 +29,7 @@ from refit.onnx_model import OnnxModel
 from refit.specs import ModelSpec, ModelSpecs, TriggersSpec
 from services.monitor.challengers import Challenger, Role
 from services.monitor.observer import KEEP, Observed, drift, live_metric, score
-from services.monitor.registry import Change, Holdout
+from services.monitor.registry import Change, Holdout, Version
 from services.monitor.sessions import Champion
 from services.monitor.trigger_store import TriggerStore
 
@@ -70,6 +70,10 @@ class HoldoutLog(Protocol):
     def changes(self, model: str, limit: int = 20) -> list[Change]: ...
 
     def rejection_streaks(self, model: str, holdout_fraction: float) -> dict[str, tuple[int, int]]: ...
+
+    def holdout_size(self, model: str, after_seq: int = 0) -> int: ...
+
+    def version(self, model: str, version: int) -> Version | None: ...
 
 
 class Triggers:
@@ -193,7 +197,8 @@ class Triggers:
         signals = Signals(now=now, new_samples=new, champion_since=champion.since if champion else None,
                           in_flight=in_flight, last_fired_at=last_fired, due=due_runs, drift=watch.drift, live=live,
                           rejected=self.holdout.rejection_streaks(spec.name, spec.training.holdout_fraction),
-                          changed_files=dict(watch.files))
+                          changed_files=dict(watch.files),
+                          concept=self._concept(spec, champion))
         assessment = evaluate(config, signals) if self.running or in_flight else Assessment(None)
         watch.held = assessment.held
         if assessment.gave_up is not None:
@@ -212,7 +217,12 @@ class Triggers:
                 recent = list(watch.recent)[-config.drift_window:]
                 self._record_change(spec, [(s.sample_id, s.occurred_at) for s in recent],
                                     "the drift tests of inputs and labels")
-            await self._request(spec.name, fire.kind, fire.reason, self._with_change(spec, fire.evidence, champion),
+            elif fire.kind == "performance" and not fire.evidence.get("change_detected"):
+                # a significant drop is a change too: the concept the champion learnt no longer holds
+                # over the live window, so the trainer's window and the judging start there
+                self._record_change(spec, list(watch.scored)[-fire.evidence["window"]:],
+                                    "a significant drop of the champion's live performance")
+            await self._request(spec.name, fire.kind, fire.reason, self._with_change(spec, fire.kind, fire.evidence, champion),
                                 attempts, fire.retry_of)
             if fire.kind == "drift":
                 self.notify("drift", spec.name, {"reason": fire.reason, "evidence": fire.evidence})
@@ -247,14 +257,29 @@ class Triggers:
             return True
         return False
 
-    def _with_change(self, spec: ModelSpec, evidence: dict[str, Any], champion: Champion | None) -> dict[str, Any]:
-        """The evidence, with the concept change the champion has seen, if any: the trainer's window
-        for this request starts there (the rows before it are of a concept that ended)."""
+    def _with_change(self, spec: ModelSpec, kind: str, evidence: dict[str, Any],
+                     champion: Champion | None) -> dict[str, Any]:
+        """The evidence, with the concept change the champion has seen (for catching up: the one it was
+        trained after), if any: the trainer's window for this request starts there (the rows before it
+        are of a concept that ended)."""
         latest = self.holdout.changes(spec.name, limit=1) if spec.safeguard.judge_on_current_concept else []
-        if not latest or champion is None or latest[0].detected_at < champion.since:
+        if not latest or champion is None or (latest[0].detected_at < champion.since and kind != "catch_up"):
             return evidence
         return {**evidence, "change": {"changed_at": latest[0].changed_at.isoformat(),
                                        "after_seq": latest[0].after_seq, "detector": latest[0].detector}}
+
+    def _concept(self, spec: ModelSpec, champion: Champion | None) -> tuple[int, int] | None:
+        """When the champion was trained after the latest detected change: the training rows of the
+        current concept there are now (estimated from its holdout rows) and the rows it learnt from."""
+        latest = self.holdout.changes(spec.name, limit=1) if spec.safeguard.judge_on_current_concept else []
+        if not latest or champion is None or latest[0].detected_at > champion.since:
+            return None
+        version = self.holdout.version(spec.name, champion.version)
+        if version is None:
+            return None
+        share = spec.training.holdout_fraction
+        rows = round(self.holdout.holdout_size(spec.name, latest[0].after_seq) * (1 - share) / share)
+        return rows, version.candidate.training.rows_trained
 
     def _record_change(self, spec: ModelSpec, since: list[tuple[str, datetime]], detector: str) -> bool:
         """Record a concept change that began with the first of ``since`` (the samples after it): the

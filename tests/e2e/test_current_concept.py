@@ -48,4 +48,5 @@ def test_a_change_is_recorded_and_the_next_decision_judges_the_rows_after_it(sta
     assert window["rows"] == decision["holdout"]["size"] >= 50
     automatic = [f for f in triggers["fired"] if f["kind"] in ("performance", "drift")]
     assert automatic and automatic[-1]["evidence"]["change"]["after_seq"] in {c["after_seq"] for c in changes}
-    assert change["detector"] in ("ADWIN on the champion's live error", "the drift tests of inputs and labels")
+    assert change["detector"] in ("ADWIN on the champion's live error", "the drift tests of inputs and labels",
+                                  "a significant drop of the champion's live performance")

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from refit.core.schedule import Due
-from refit.core.triggers import Assessment, Fire, InFlight, Live, Signals, age_limit_days, evaluate
+from refit.core.triggers import (Assessment, Fire, InFlight, Live, Signals, age_limit_days, catching_up,
+                                 evaluate)
 from refit.specs import TriggersSpec
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
@@ -239,3 +240,34 @@ def test_stationary_streams_rarely_fire_the_performance_trigger(metric: str) -> 
     with_bound = sum(performance_fires(seed, metric, True) > 0 for seed in range(100))
     bare = sum(performance_fires(seed, metric, False) > 0 for seed in range(100))
     assert with_bound <= 3 and bare >= 20, (with_bound, bare)
+
+
+def test_a_champion_that_learnt_a_new_concept_from_few_rows_catches_up_geometrically() -> None:
+    assert evaluate(spec(), signals(concept=(479, 120))).fire is None
+    fired = evaluate(spec(), signals(concept=(480, 120))).fire
+    assert fired is not None and fired.kind == "catch_up"
+    assert fired.evidence == {"concept_rows": 480, "trained_rows": 120, "factor": 4}
+    # the champion it gives learnt from 480 rows: the next catch-up waits for 1,920
+    assert evaluate(spec(), signals(concept=(1919, 480))).fire is None
+    assert kind(evaluate(spec(), signals(concept=(1920, 480)))) == "catch_up"
+    # a concept of 200,000 rows caught up from 120 costs 5 trainings, not 800 (one per 250 samples)
+    trained, trainings = 120, 0
+    for rows in range(120, 200_001, 50):
+        if catching_up(rows, trained):
+            trained, trainings = rows, trainings + 1
+    assert trainings == 5
+
+
+def test_no_detected_change_no_catch_up_and_a_rejected_one_backs_off() -> None:
+    assert evaluate(spec(), signals(concept=None)).fire is None
+    held = evaluate(spec(), signals(concept=(800, 120), rejected={"catch_up": (1, 100)}))
+    assert held.fire is None and "catch_up" in held.held[0] and "backing off until 250 new samples" in held.held[0]
+
+
+def test_after_a_detected_change_any_drop_counts_and_without_one_only_a_significant_drop_beyond_the_limit() -> None:
+    slight = [0.0] * 192 + [1.0] * 8  # 96% live against 100% on the holdout: 4% worse, the limit is 10%
+    assert evaluate(spec(performance=True), signals(live=Live.of("accuracy", slight, 1.0))).fire is None
+    changed = evaluate(spec(performance=True), signals(live=Live.of("accuracy", slight, 1.0, change_detected=True)))
+    assert changed.fire is not None and changed.fire.evidence["threshold"] == 0.0
+    better = Live.of("accuracy", slight, 0.9, change_detected=True)  # a change for the better
+    assert evaluate(spec(performance=True), signals(live=better)).fire is None

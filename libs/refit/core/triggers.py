@@ -1,8 +1,8 @@
 """When to retrain: the monitor's trigger policy as a pure function of what it knows.
 
-Triggers, by priority: live performance drop, data drift, a schedule that came due,
-rows from a changed file (``data_change``, the file source), enough new samples, champion age
-(adaptive). The policy around them: one training
+Triggers, by priority: live performance drop, data drift, catching up with a new concept, a
+schedule that came due, rows from a changed file (``data_change``, the file source), enough new
+samples, champion age (adaptive). The policy around them: one training
 in flight per model (a request without a candidate after ``timeout_minutes``, or whose training
 the trainer reported failed, is retried with exponential backoff, at most ``max_retries`` times, then given up), a
 cooldown between automatic requests, and data sufficiency (at least
@@ -18,6 +18,11 @@ Adaptive age: with live performance known, the champion's allowed age shrinks
 linearly from ``max_age_days`` to ``adaptive_min_days`` as the degradation grows
 to its threshold, and grows towards ``adaptive_max_days`` while live performance
 is as good as on the holdout or better.
+
+Catching up: after a detected change the first champion of the new concept learnt it from the few
+rows the safeguard could judge on (``min_holdout``); it is retrained once ``CATCH_UP`` times as many
+rows of that concept are there, and so on, so a lasting concept gets a model of all its rows after
+a logarithmic number of trainings.
 """
 
 from __future__ import annotations
@@ -38,7 +43,9 @@ _AFTER_CHANGE = 50  # live samples needed after a detected change before the dro
 # confidence bound (its most favourable plausible value) must be beyond the threshold too.
 PERFORMANCE_Z = 3.09
 # The automatic triggers a rejection holds back; schedules and manual requests are someone's intent.
-_BACKS_OFF = frozenset({"performance", "drift", "data_change", "sample_count", "age"})
+_BACKS_OFF = frozenset({"performance", "drift", "catch_up", "data_change", "sample_count", "age"})
+# A champion that learnt the current concept from n rows is retrained once this many times n are there.
+CATCH_UP = 4
 
 
 @dataclass(frozen=True)
@@ -84,6 +91,12 @@ class Live:
             return self
         return Live(self.metric, self.bound, self.reference, self.samples, self.change_detected, self.bound)
 
+    def limit(self, threshold: float) -> float:
+        """How much worse than the holdout counts: any worse after a change the detector established
+        (the change is the evidence; ADWIN's false alarms are rare), else ``threshold``, significantly
+        so (:meth:`plausible`)."""
+        return 0.0 if self.change_detected else threshold
+
     def enough(self, window: int) -> bool:
         """A full window, or (after a detected change) enough post-change samples to judge."""
         return self.samples >= window or (self.change_detected and self.samples >= min(window, _AFTER_CHANGE))
@@ -103,6 +116,9 @@ class Signals:
     # and the samples that arrived since the latest of them
     rejected: Mapping[str, tuple[int, int]] = field(default_factory=dict)
     changed_files: Mapping[str, int] = field(default_factory=dict)  # new rows per changed file (file source)
+    # when the champion was trained after the latest detected change: the training rows of the current
+    # concept there are now, and those the champion learnt from
+    concept: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -149,7 +165,7 @@ def age_limit_days(spec: TriggersSpec, live: Live | None) -> float | None:
 def _wanted(spec: TriggersSpec, s: Signals) -> list[Fire]:
     wanted = []
     if spec.performance and s.live is not None and s.live.enough(spec.performance_window):
-        change, limit = degradation(s.live), _threshold(spec, s.live)
+        change, limit = degradation(s.live), s.live.limit(_threshold(spec, s.live))
         if change > limit and degradation(s.live.plausible()) > limit:
             wanted.append(Fire("performance", f"live {s.live.metric} {s.live.live:.4g} vs holdout "
                                f"{s.live.reference:.4g}: {change:+.1%} worse (limit {limit:.0%})",
@@ -160,6 +176,10 @@ def _wanted(spec: TriggersSpec, s: Signals) -> list[Fire]:
         names = s.drift.get("drifted_features") or []
         shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
         wanted.append(Fire("drift", f"data drift in {shown or 'the features'}", dict(s.drift)))
+    if s.concept is not None and catching_up(*s.concept):
+        rows, trained = s.concept
+        wanted.append(Fire("catch_up", f"{rows} training rows of the current concept; the champion learnt it "
+                           f"from {trained}", {"concept_rows": rows, "trained_rows": trained, "factor": CATCH_UP}))
     for run in s.due:
         wanted.append(Fire("schedule", f"schedule {run.schedule} came due at {run.scheduled_for.isoformat()}",
                            {"schedule": run.schedule, "scheduled_for": run.scheduled_for.isoformat(),
@@ -180,6 +200,13 @@ def _wanted(spec: TriggersSpec, s: Signals) -> list[Fire]:
                                {"age_days": age, "limit_days": limit_days,
                                 "adaptive": limit_days != spec.max_age_days}))
     return wanted
+
+
+def catching_up(concept_rows: int, trained_rows: int) -> bool:
+    """Whether a champion that learnt the current concept from ``trained_rows`` rows is due for a
+    retraining on the ``concept_rows`` there are now: geometric, so a concept of N rows costs at most
+    log_CATCH_UP(N / trained_rows) of them."""
+    return concept_rows >= CATCH_UP * max(trained_rows, 1)
 
 
 def evaluate(spec: TriggersSpec, s: Signals) -> Assessment:
