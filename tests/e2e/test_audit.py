@@ -4,7 +4,9 @@ code decodes what is audited.
 
 The run makes every event type appear: samples of two models, retrain requests, candidates, two
 promotions and a rollback of digits, a rejection of diabetes (an impossible r2 gate), the query
-log, a request shadow-scored by the champion digits' second promotion replaced, and dead letters from two bad records we publish ourselves. Set ``REFIT_AUDIT_DUMP=<path>``
+log, a request shadow-scored by the champion digits' second promotion replaced, the scheduler paused
+and resumed, a training that fails (breast-cancer has no rows), and dead letters from two bad records
+we publish ourselves. Set ``REFIT_AUDIT_DUMP=<path>``
 to keep every validated record as JSON lines (the source of the examples in docs/events.md).
 """
 
@@ -104,8 +106,13 @@ def drive(stack: Stack) -> dict[str, int]:
             "published"] >= 1)
         back = client.post(f"{monitor}/v1/models/digits/rollback", json={"reason": "bad feedback"}, headers=TOKEN)
         assert back.status_code == 200, back.text
-    return {topics.SAMPLES: len(digits) + len(diabetes) + len(BAD_RECORDS), topics.RETRAIN_REQUESTS: 3,
-            topics.CANDIDATES: 3, topics.DECISIONS: 4, topics.PREDICTIONS: 1 + len(bodies) + 2,
+
+        # The pause and its end, one event per model; and a training that fails: breast-cancer has no rows.
+        for action in ("stop", "start"):
+            assert client.post(f"{monitor}/v1/scheduler/{action}", headers=TOKEN).status_code == 200
+        retrain(client, stack, "breast-cancer", "no data yet")
+    return {topics.SAMPLES: len(digits) + len(diabetes) + len(BAD_RECORDS), topics.RETRAIN_REQUESTS: 4 + 2 * 3,
+            topics.CANDIDATES: 3 + 1, topics.DECISIONS: 4, topics.PREDICTIONS: 1 + len(bodies) + 2,
             topics.DEAD_LETTERS: 2 * len(BAD_RECORDS)}  # trainer and monitor each dead-letter each
 
 
@@ -169,9 +176,10 @@ def signature_problems(where: str, value: bytes, headers: dict[str, bytes], key:
 
 def test_every_record_of_every_topic_matches_the_published_schema(stack_factory, specs_file) -> None:
     specs = specs_file(
-        only=("digits", "diabetes"),
+        only=("digits", "diabetes", "breast-cancer"),
         # Candidates only on request, so the run is exactly what drive() asks for.
         digits={"training": {"min_new_samples": None}},
+        **{"breast-cancer": {"training": {"min_new_samples": None}}},
         diabetes={"training": {"min_new_samples": None},
                   "safeguard": {"metrics": [{"name": "r2", "min": 0.99}]}},
     )
