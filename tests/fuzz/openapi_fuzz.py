@@ -158,15 +158,17 @@ def fuzz_service(service: str, base_url: str, max_examples: int, specs: ModelSpe
     published.raise_for_status()
     document = published.json()
     schema = schemathesis.openapi.from_dict(document)
-    narrowed = [schemathesis.openapi.from_dict(narrow(document, spec, digests)) for spec in specs.models]
+    narrowed = {spec.name: schemathesis.openapi.from_dict(narrow(document, spec, digests)) for spec in specs.models}
     runs = []
     for result in schema.get_all_operations():
         operation = result.ok()
         strategies = [operation.as_strategy(generation_mode=GenerationMode.POSITIVE)]
         if _has_inputs(operation):
             strategies.append(operation.as_strategy(generation_mode=GenerationMode.NEGATIVE))
-            strategies += [n[operation.path][operation.method.upper()].as_strategy(generation_mode=mode)
-                           for n in narrowed for mode in GenerationMode]
+            # A path declared for one model (inference's predict) is narrowed to that model only.
+            names = [n for n in narrowed if f"/models/{n}/" in operation.path] or list(narrowed)
+            strategies += [narrowed[n][operation.path][operation.method.upper()].as_strategy(generation_mode=mode)
+                           for n in names for mode in GenerationMode]
         run = OperationRun(service, operation.label)
         _run(run, st.one_of(strategies), base_url, session, max_examples, strict_statuses)
         runs.append(run)

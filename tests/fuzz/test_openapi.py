@@ -18,8 +18,9 @@ from tests.fuzz.openapi_fuzz import fuzz_service, findings, table
 
 pytestmark = pytest.mark.integration
 
-# Cases per operation: 29 operations x 300 take about two minutes on two cores.
-EXAMPLES = 300
+# Cases per operation: with predict declared per model, 30 operations x 100 take about three minutes
+# on two cores (tests/fuzz/test_contracts.py runs schemathesis with every check besides).
+EXAMPLES = 100
 SERVICES = ("ingest", "monitor", "inference-0")
 # Services whose documents declare every error they answer (refit.web.declare_errors): an
 # undeclared status code fails; the others' are counted in the table.
