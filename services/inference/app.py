@@ -87,6 +87,12 @@ async def follow_monitor(settings: InferenceSettings, champions: Champions, stop
 
 
 def create_app(settings: InferenceSettings, specs: ModelSpecs | None = None) -> FastAPI:
+    """The replica's app: its lifespan wires the parts (champions, the query log, the shadow, the
+    decisions consumer, the monitor check) and its routes read them from the request's state.
+
+    Over 80 lines: the lifespan and the routes share ``settings``, ``specs``, ``metrics`` and the
+    key as closures; each route is a few lines, and splitting them out would pass all four around.
+    """
     specs = specs or load_specs(settings.specs_path)
     metrics = Metrics("inference")
     key = settings.decision_signing_key.get_secret_value().encode()

@@ -46,6 +46,10 @@ class Shadow(Batches[Shadowed]):
     A batch lingers 0.1 s after its first request: under load, the per-batch costs (the worker
     thread's hand-off, one onnxruntime call per challenger, one event, one publish) are paid about
     ten times a second, not once per few requests.
+
+    Over 80 lines: it is two halves of one state, the challengers loaded per model (followed from
+    the decisions, loaded with the same checks as a swap, retried after a failed load) and the
+    encoding of what they scored; split, each half would reach into the other's dictionary.
     """
 
     linger_s = 0.1
