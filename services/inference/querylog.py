@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any, Generic, Protocol, TypeVar
@@ -37,7 +38,7 @@ class RecordPublisher(Protocol):
     async def publish_many_raw(self, records: Sequence[Record]) -> None: ...
 
 
-class Batches(Generic[Item]):
+class Batches(ABC, Generic[Item]):
     """The queue's two sides: :meth:`put` never waits; :meth:`run` drains, encodes (in a worker thread),
     publishes in batches with a few retries, and counts what it drops. Subclasses say how to encode."""
 
@@ -63,8 +64,9 @@ class Batches(Generic[Item]):
         return {"publishing": True, "queued": self.queue.qsize(), "capacity": self.queue.maxsize,
                 **{n: self.counts[n] for n in self.names}}
 
+    @abstractmethod
     def encode(self, batch: list[Item]) -> list[Record]:
-        raise NotImplementedError
+        """The records to publish for one batch."""
 
     def fits(self, value: bytes) -> bool:
         if len(value) > MAX_EVENT_BYTES:

@@ -15,7 +15,7 @@ from refit.core.serving import SESSION_BYTES_PER_ARTIFACT_BYTE, headroom_for
 from refit.datasets import sample_rows
 from refit.events import ModelPromoted, ModelRolledBack
 from refit.memory import available_bytes
-from refit.specs import load_specs
+from refit.specs import ModelSpecs, load_specs
 from services.inference.serving import Champions
 from tests.support.training import Row, fit
 
@@ -78,13 +78,18 @@ def promotion(digest: str, sequence: int, version: int, model: str = "digits") -
     return payload, signing.sign(KEY, payload)
 
 
-def test_a_promotion_without_headroom_is_refused_and_the_champion_keeps_serving(tmp_path: Path) -> None:
-    specs = load_specs(REPO / "config" / "models.yaml")
+def two_digits_models(specs: ModelSpecs, store: LocalArtifactStore, n: int, m: int) -> tuple[str, str]:
+    """The digests of two digits models put in ``store``: fitted on the first ``n`` rows, and the first ``m``."""
     spec = specs.get("digits")
     rows = [Row(str(i), r["features"], None, str(r["label"]), None, "")  # type: ignore[arg-type]
-            for i, r in enumerate(sample_rows("digits", 7)[:400])]
+            for i, r in enumerate(sample_rows("digits", 7)[:n])]
+    return store.put(fit(spec, rows).onnx_bytes), store.put(fit(spec, rows[:m]).onnx_bytes)
+
+
+def test_a_promotion_without_headroom_is_refused_and_the_champion_keeps_serving(tmp_path: Path) -> None:
+    specs = load_specs(REPO / "config" / "models.yaml")
     store = LocalArtifactStore(tmp_path)
-    first, second = store.put(fit(spec, rows).onnx_bytes), store.put(fit(spec, rows[:300]).onnx_bytes)
+    first, second = two_digits_models(specs, store, 400, 300)
     room = {"bytes": 8 * 1024 * MiB}
     champions = Champions(specs, store, KEY, reserve_bytes=256 * MiB, available=lambda: room["bytes"])
 
@@ -114,11 +119,8 @@ class CountingStore(LocalArtifactStore):
 
 def test_a_rollback_to_the_replaced_version_reuses_its_loaded_session(tmp_path: Path) -> None:
     specs = load_specs(REPO / "config" / "models.yaml")
-    rows = [Row(str(i), r["features"], None, str(r["label"]), None, "")  # type: ignore[arg-type]
-            for i, r in enumerate(sample_rows("digits", 7)[:300])]
     store = CountingStore(tmp_path)
-    first, second = store.put(fit(specs.get("digits"), rows).onnx_bytes), \
-        store.put(fit(specs.get("digits"), rows[:250]).onnx_bytes)
+    first, second = two_digits_models(specs, store, 300, 250)
     champions = Champions(specs, store, KEY)
 
     async def scenario() -> None:
@@ -142,11 +144,8 @@ def test_the_monitors_answer_wins_and_a_decision_far_ahead_of_it_is_refused(tmp_
     takes the replica back, and from then on a decision that far ahead is refused with the reason.
     """
     specs = load_specs(REPO / "config" / "models.yaml")
-    rows = [Row(str(i), r["features"], None, str(r["label"]), None, "")  # type: ignore[arg-type]
-            for i, r in enumerate(sample_rows("digits", 7)[:300])]
     store = LocalArtifactStore(tmp_path)
-    genuine, forged = store.put(fit(specs.get("digits"), rows).onnx_bytes), \
-        store.put(fit(specs.get("digits"), rows[:250]).onnx_bytes)
+    genuine, forged = two_digits_models(specs, store, 300, 250)
     champions = Champions(specs, store, KEY)
 
     async def scenario() -> None:
