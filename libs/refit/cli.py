@@ -14,6 +14,9 @@ from typing import Any
 
 import httpx
 
+from pydantic import BaseModel
+
+from refit.client import Client
 from refit.errors import RefitError, StackError
 
 DEFAULT_MONITOR = os.environ.get("REFIT_MONITOR_URL", "http://127.0.0.1:8003")
@@ -79,15 +82,15 @@ def _up(args: argparse.Namespace) -> int:
     return failed
 
 
-def _request(method: str, path: str, args: argparse.Namespace, **kwargs: Any) -> Any:
-    headers = {"authorization": f"Bearer {args.token}"} if args.token else {}
-    try:
-        response = httpx.request(method, f"{args.monitor.rstrip('/')}{path}", headers=headers, timeout=30, **kwargs)
-    except httpx.HTTPError as exc:
-        raise SystemExit(f"error: cannot reach the monitor at {args.monitor}: {exc}") from None
-    if response.status_code >= 400:
-        raise SystemExit(f"error: {response.status_code} {response.text}")
-    return response.json()
+def _client(args: argparse.Namespace) -> Client:
+    return Client(monitor=args.monitor, token=args.token or None)
+
+
+def _json(data: Any) -> Any:
+    """What the client answered, as JSON data (for --json and the tables)."""
+    if isinstance(data, list):
+        return [_json(d) for d in data]
+    return data.model_dump(mode="json") if isinstance(data, BaseModel) else data
 
 
 def _print(data: Any, as_json: bool, table: list[str] | None = None) -> None:
@@ -99,7 +102,8 @@ def _print(data: Any, as_json: bool, table: list[str] | None = None) -> None:
 
 
 def _models(args: argparse.Namespace) -> int:
-    data = _request("GET", "/v1/models", args)
+    with _client(args) as client:
+        data = _json(client.models())
     rows = [f"{'model':<16}{'task':<16}{'champion':<10}{'holdout':<9}scores"]
     for m in data:
         c = m["champion"] or {}
@@ -111,7 +115,8 @@ def _models(args: argparse.Namespace) -> int:
 
 
 def _history(args: argparse.Namespace) -> int:
-    data = _request("GET", f"/v1/models/{args.model}/decisions", args)
+    with _client(args) as client:
+        data = _json(client.decisions(args.model))
     rows = [f"{'#':<5}{'decision':<20}{'version':<9}{'at':<34}reasons"]
     for d in data:
         rows.append(f"{d['sequence']:<5}{d['event_type']:<20}{'v' + str(d['version']):<9}{d['occurred_at']:<34}"
@@ -121,7 +126,8 @@ def _history(args: argparse.Namespace) -> int:
 
 
 def _retrain(args: argparse.Namespace) -> int:
-    data = _request("POST", f"/v1/models/{args.model}/retrain", args, json={"reason": args.reason})
+    with _client(args) as client:
+        data = _json(client.retrain(args.model, args.reason))
     _print(data, args.json, [f"retrain requested for {data['model']}: request {data['request_id']}"])
     return 0
 
@@ -129,9 +135,9 @@ def _retrain(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     from refit.supervisor import read_status
 
-    health = _request("GET", "/v1/health", args)["services"]
-    models = _request("GET", "/v1/models", args)
-    scheduler = _request("GET", "/v1/scheduler", args)
+    with _client(args) as client:
+        health = client.health()["services"]
+        models, scheduler = _json(client.models()), _json(client.scheduler())
     rows = [f"{name:<14}{'up' if s['ok'] else 'DOWN':<6}{s.get('detail', '')}" for name, s in health.items()]
     rows.append(f"automatic retraining: {'running' if scheduler['running'] else 'stopped'}")
     rows += [f"{m['name']:<16}" + (f"champion v{m['champion']['version']}" if m["champion"] else "no champion")
@@ -147,17 +153,18 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _rollback(args: argparse.Namespace) -> int:
-    body = {"reason": args.reason, **({"to_version": args.to} if args.to is not None else {})}
-    data = _request("POST", f"/v1/models/{args.model}/rollback", args, json=body)
+    with _client(args) as client:
+        data = _json(client.rollback(args.model, args.to, args.reason))
     _print(data, args.json, [f"{data['model']}: v{data['version']} is champion again "
                              f"(was v{data['champion_version']}); inference follows decision #{data['sequence']}"])
     return 0
 
 
 def _scheduler(args: argparse.Namespace) -> int:
-    if args.action in ("start", "stop"):
-        _request("POST", f"/v1/scheduler/{args.action}", args)
-    data = _request("GET", "/v1/scheduler", args)
+    with _client(args) as client:
+        if args.action in ("start", "stop"):
+            client.scheduler(args.action)
+        data = _json(client.scheduler())
     rows = [f"automatic retraining: {'running' if data['running'] else 'stopped'}"]
     rows += [f"{j['model']:<16}{j['name']:<12}next {j['next_run']}  ({j['timezone']})" for j in data["jobs"]]
     _print(data, args.json, rows)
@@ -182,7 +189,8 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    data = _request("GET", "/v1/reports", args, params={"days": args.days})
+    with _client(args) as client:
+        data = client.report(args.days)
     rows = [f"report {data['from'][:16]} → {data['to'][:16]}"]
     for m in data["models"]:
         trend = m["trend"]
