@@ -249,7 +249,7 @@ class _Base:
 
     def _unreachable(self, call: Call[Any], error: Exception) -> UnreachableError:
         base = getattr(self, call.service)
-        return UnreachableError(f"cannot reach {call.service} at {base}: {error or type(error).__name__}")
+        return UnreachableError(f"cannot reach the {call.service} at {base}: {error or type(error).__name__}")
 
 
 class Client(_Base):

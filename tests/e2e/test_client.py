@@ -79,7 +79,7 @@ def test_the_client_drives_a_stack_from_samples_to_rollback(stack_factory, specs
 
     started = time.monotonic()
     with Client(monitor="http://127.0.0.1:9", retries=2, backoff_s=0.05) as nowhere, \
-            pytest.raises(UnreachableError, match="cannot reach monitor"):
+            pytest.raises(UnreachableError, match="cannot reach the monitor"):
         nowhere.models()
     assert time.monotonic() - started < 5
 
