@@ -78,6 +78,11 @@ class Metrics:
                                        ["model"], buckets=TRAINING_BUCKETS, registry=r)
         self.decisions_refused = Counter("refit_decisions_refused_total",
                                          "Decisions or artifacts inference refused", ["reason"], registry=r)
+        self.fallback_answers = Counter("refit_fallback_answers_total",
+                                        "Predictions answered by a fallback (serving.fallback), not the champion",
+                                        ["model", "kind"], registry=r)
+        self.in_fallback = Gauge("refit_inference_fallback", "1 while this replica answers the model from a fallback",
+                                 ["model", "kind"], registry=r)
 
     def mount(self, app: FastAPI) -> None:
         """Serve this registry at ``GET /metrics`` in Prometheus' text format.

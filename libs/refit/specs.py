@@ -346,6 +346,43 @@ class RetentionSpec(_Spec):
     keep_versions: int = Field(10, ge=2, le=10_000)
 
 
+FallbackKind = Literal["previous", "prior", "rules"]
+
+
+class RulesSpec(_Spec):
+    """Keyword rules of a text model (seed 002's last resort): the first label, in this order, one
+    of whose keywords is a word (or a phrase) of the text; ``default`` when none is."""
+
+    keywords: dict[str, tuple[str, ...]] = Field(min_length=1)
+    default: str
+
+    @field_validator("keywords")
+    @classmethod
+    def _keywords(cls, value: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+        if any(not words or any(not w.strip() for w in words) for words in value.values()):
+            raise ValueError("every label needs at least one non-empty keyword")
+        return {label: tuple(w.strip().lower() for w in words) for label, words in value.items()}
+
+
+class ServingSpec(_Spec):
+    """What a replica answers with when it cannot serve the champion (refit.core.fallback).
+
+    ``fallback`` is tried in order: ``previous``, the last champion that loads (when the newest
+    one's artifact does not); ``prior``, the class prior or the mean of the holdout's labels;
+    ``rules``, the keyword ``rules`` of a text model. Every fallback answer is flagged."""
+
+    fallback: tuple[FallbackKind, ...] = ("previous",)
+    rules: RulesSpec | None = None
+
+    @model_validator(mode="after")
+    def _rules(self) -> ServingSpec:
+        if len(set(self.fallback)) != len(self.fallback):
+            raise ValueError("fallback lists each kind at most once")
+        if ("rules" in self.fallback) != (self.rules is not None):
+            raise ValueError("serving.rules is needed exactly when fallback lists rules")
+        return self
+
+
 class ModelSpec(_Spec):
     name: str
     task: Task
@@ -358,6 +395,7 @@ class ModelSpec(_Spec):
     triggers: TriggersSpec = TriggersSpec()
     bounds: BoundsSpec = BoundsSpec()
     retention: RetentionSpec = RetentionSpec()
+    serving: ServingSpec = ServingSpec()
 
     @field_validator("name")
     @classmethod
@@ -378,6 +416,13 @@ class ModelSpec(_Spec):
             object.__setattr__(self, "safeguard", self.safeguard.model_copy(update={"metrics": rules}))
         if self.task == "regression" and self.labels is not None:
             raise ValueError("a regression model has no label set")
+        keyword_rules = self.serving.rules
+        if keyword_rules is not None:
+            if self.task != "classification" or self.input.kind != "text":
+                raise ValueError("serving.rules are for text classification models")
+            named = {*keyword_rules.keywords, keyword_rules.default}
+            if self.labels is not None and (unknown := sorted(named - set(self.labels))):
+                raise ValueError(f"serving.rules name labels the model does not have: {unknown}")
         unknown = sorted(set(self.bounds.per_feature) - set(self.input.features))
         if unknown:
             raise ValueError(f"bounds.per_feature names unknown features {unknown[:5]}")

@@ -14,6 +14,7 @@ from fastapi.responses import Response
 
 from refit import signing, topics
 from refit.artifacts import HttpArtifactStore
+from refit.core.fallback import prior_from_json, without_champion
 from refit.core.serving import unready
 from refit.errors import ConfigError
 from refit.events import CandidateRejected, ModelPromoted, ModelRolledBack
@@ -22,7 +23,7 @@ from refit.lifecycle import backoff, pause
 from refit.metrics import Metrics
 from refit.openapi import exact
 from refit.settings import InferenceSettings
-from refit.specs import ModelSpecs, load_specs
+from refit.specs import ModelSpec, ModelSpecs, load_specs
 from refit.web import BodyLimit, background, declare_errors, error_responses, health_routes
 from services.inference.predict import PREDICT_BODY, PREDICT_RESPONSES, InferenceApp, Predictions
 from services.inference.querylog import QueryLog
@@ -77,6 +78,7 @@ async def follow_monitor(settings: InferenceSettings, champions: Champions, stop
                 if champion is not None and await champions.apply(*champion, MONITOR) and started:
                     log.warning("caught up from the monitor: the decisions topic had not brought it", model=name)
                 pending.discard(name)
+            await _fetch_priors(client, champions)
             if pending:
                 wait = next(delays)
             elif settings.reconcile_s == 0:
@@ -84,6 +86,23 @@ async def follow_monitor(settings: InferenceSettings, champions: Champions, stop
             else:
                 pending, delays, started, wait = set(names), backoff(cap=5.0), True, settings.reconcile_s
             await pause(stop, wait)
+
+
+def _without_champion(spec: ModelSpec, champions: Champions) -> str | None:
+    return without_champion(spec.serving, spec.input.kind == "text", champions.priors.get(spec.name))
+
+
+async def _fetch_priors(client: httpx.AsyncClient, champions: Champions) -> None:
+    """Each model's holdout prior, for the models whose ``serving.fallback`` lists ``prior``."""
+    for spec in champions.specs.models:
+        if "prior" not in spec.serving.fallback:
+            continue
+        try:
+            response = await client.get(f"/v1/models/{spec.name}/prior")
+            if response.status_code == 200:
+                champions.priors[spec.name] = prior_from_json(response.json())
+        except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+            log.info("no prior from the monitor", model=spec.name, error=repr(exc))
 
 
 def create_app(settings: InferenceSettings, specs: ModelSpecs | None = None) -> FastAPI:
@@ -175,8 +194,10 @@ def create_app(settings: InferenceSettings, specs: ModelSpecs | None = None) -> 
     @app.get("/v1/models")
     async def models(request: Request) -> list[dict[str, Any]]:
         champions: Champions = request.state.champions
-        return [{"name": n, "version": s.version, "digest": s.digest} if (s := champions.served.get(n))
-                else {"name": n, "version": None, "digest": None} for n in specs.names()]
+        return [{"name": n, "version": s.version, "digest": s.digest, "fallback": s.fallback}
+                if (s := champions.served.get(n)) else
+                {"name": n, "version": None, "digest": None, "fallback": _without_champion(specs.get(n), champions)}
+                for n in specs.names()]
 
     required = settings.required_models
     if unknown := [n for n in required if n not in specs.names()]:
@@ -190,10 +211,14 @@ def create_app(settings: InferenceSettings, specs: ModelSpecs | None = None) -> 
         """200 when this replica serves a champion of the model (a per-model readiness probe)."""
         if name not in specs.names():
             raise HTTPException(404, f"unknown model {name!r}")
-        served = request.state.champions.served.get(name)
+        champions: Champions = request.state.champions
+        served = champions.served.get(name)
         if served is None:
-            raise HTTPException(503, f"no champion yet for {name}")
-        return {"model": name, "ready": True, "version": served.version, "digest": served.digest}
+            kind = _without_champion(specs.get(name), champions)
+            raise HTTPException(503, f"no champion yet for {name}" +
+                                (f"; answering from its fallback: {kind}" if kind else ""))
+        return {"model": name, "ready": True, "version": served.version, "digest": served.digest,
+                "fallback": served.fallback}
 
     health_routes(app, ready)
     declare_errors(app, {"POST /v1/models/{name}/predict": [404, 415, 503]})

@@ -23,6 +23,7 @@ import structlog
 from fastapi import FastAPI, HTTPException
 from starlette.types import Receive, Scope, Send
 
+from refit.core.fallback import KeywordRules, without_champion
 from refit.core.schema import validate_text
 from refit.errors import ModelLoadError, SchemaError
 from refit.metrics import Metrics
@@ -64,9 +65,11 @@ PREDICT_RESPONSES = {"200": {"description": "The predictions of the version name
         "type": "object", "required": ["model", "version", "digest", "request_id", "predictions"],
         "properties": {
             "model": {"type": "string"},
-            "version": {"type": "integer"},
-            "digest": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+            "version": {"type": ["integer", "null"], "description": "null when a fallback without a model answered"},
+            "digest": {"type": ["string", "null"], "pattern": "^[0-9a-f]{64}$"},
             "request_id": {"type": "string"},
+            "fallback": {"type": "string", "enum": ["previous", "prior", "rules"],
+                         "description": "present when the champion did not answer (serving.fallback)"},
             "predictions": {"type": "array", "items": {"oneOf": [
                 {"type": "object", "required": ["label", "probabilities"], "additionalProperties": False,
                  "properties": {"label": {"type": "string"}, "probabilities": {
@@ -130,7 +133,17 @@ class InputRule:
 _TEXT_KEYS, _NUMERIC_KEYS = ("text", "texts"), ("features", "instances", "inputs")
 
 
-def _one_input(model: OnnxModel, body: dict[str, Any]) -> tuple[str, Any]:
+class SpecInput:
+    """A model's input as its spec declares it: what parsing a body needs when no model is loaded."""
+
+    def __init__(self, spec: ModelSpec) -> None:
+        self.input_kind, self.features = spec.input.kind, list(spec.input.features)
+
+    def matrix(self, rows: list[Any]) -> np.ndarray:
+        return np.asarray(rows, dtype=object).reshape(-1, 1)
+
+
+def _one_input(model: OnnxModel | SpecInput, body: dict[str, Any]) -> tuple[str, Any]:
     """The body's one input field: more than one is ambiguous, anything else unknown (ingest's rule)."""
     allowed = _TEXT_KEYS if model.input_kind == "text" else _NUMERIC_KEYS
     if len(body) == 1:
@@ -148,7 +161,7 @@ def _has_bool(rows: list[Any]) -> bool:
     return any(type(v) is bool for row in rows for v in (row.values() if isinstance(row, dict) else row))
 
 
-def to_batch(model: OnnxModel, body: Any, max_rows: int, rule: InputRule | None = None,
+def to_batch(model: OnnxModel | SpecInput, body: Any, max_rows: int, rule: InputRule | None = None,
              maybe_bool: bool = True) -> tuple[list[Any], np.ndarray]:
     """The rows as sent and the model's input tensor; every problem is a 422 naming it.
 
@@ -198,16 +211,23 @@ def to_batch(model: OnnxModel, body: Any, max_rows: int, rule: InputRule | None 
 
 def encode(served: Served, predicted: Prediction, request_id: str) -> bytes:
     """The 200 body: the version that answered and one prediction per row (PREDICT_RESPONSES)."""
+    return _answer(served.name, served.version, served.digest, served.model.classes or [], predicted, request_id,
+                   served.fallback)
+
+
+def _answer(name: str, version: int | None, digest: str | None, classes: list[str], predicted: Prediction,
+            request_id: str, fallback: str | None = None) -> bytes:
     if predicted.labels is not None:
-        classes = served.model.classes or []
         probs = predicted.probabilities.tolist() if predicted.probabilities is not None else []
         rows: list[dict[str, Any]] = [
             {"label": label, "probabilities": dict(zip(classes, p, strict=True))}
             for label, p in zip(predicted.labels, probs, strict=True)]
     else:
         rows = [{"value": v if math.isfinite(v) else None} for v in predicted.values or []]
-    return orjson.dumps({"model": served.name, "version": served.version, "digest": served.digest,
-                         "request_id": request_id, "predictions": rows})
+    body = {"model": name, "version": version, "digest": digest, "request_id": request_id, "predictions": rows}
+    if fallback is not None:
+        body["fallback"] = fallback
+    return orjson.dumps(body)
 
 
 class QueryLogLike(Protocol):
@@ -330,6 +350,9 @@ class Predictions:
         self.max_rows = settings.max_batch_rows
         self.names = set(specs.names())
         self.rules = {spec.name: InputRule(spec, settings.max_request_chars) for spec in specs.models}
+        self.specs = {spec.name: spec for spec in specs.models}
+        self.keyword_rules = {spec.name: KeywordRules(spec.serving.rules, spec.labels) for spec in specs.models
+                              if spec.serving.rules is not None}
         self.metrics = metrics
         self.limit = limit
         self.coalesce = Coalesce()
@@ -347,19 +370,11 @@ class Predictions:
                 raise HTTPException(400, f"X-Request-ID must be 1 to {MAX_REQUEST_ID} printable characters")
             champions: Champions = scope["state"]["champions"]
             served = champions.served.get(name)
-            if served is None:
+            if served is None or served.fallback is not None and "previous" not in self.specs[name].serving.fallback:
                 if name not in self.names:
                     raise HTTPException(404, f"no model named {name!r}")
-                raise HTTPException(503, f"model {name!r} has no champion yet", headers={"Retry-After": "1"})
-            content_type = _header(headers, b"content-type")
-            if content_type != "application/json" and not is_json(content_type):  # none at all too, as ingest
-                raise HTTPException(415, "expected a JSON body (Content-Type: application/json), "
-                                         f"got {'none' if content_type is None else repr(content_type[:80])}")
-            raw = await _read_body(receive, _header(headers, b"content-length"), self.limit)
-            try:
-                body = orjson.loads(raw)
-            except orjson.JSONDecodeError as exc:
-                raise HTTPException(400, f"body is not valid JSON: {exc}") from None
+                return await self._fallback(name, champions, headers, receive, request_id)
+            raw, body = await self._body(headers, receive)
             rows, batch = to_batch(served.model, body, self.max_rows, self.rules[name],
                                    b"true" in raw or b"false" in raw)
             try:
@@ -380,9 +395,46 @@ class Predictions:
         content = encode(served, predicted, request_id)
         served.answered.inc()
         served.latency.observe(time.perf_counter() - started)
-        return 200, content, [(b"content-type", b"application/json"), (b"x-refit-model-version",
-                                                                        str(served.version).encode()),
-                              (b"x-request-id", request_id.encode())]
+        answer = [(b"content-type", b"application/json"), (b"x-refit-model-version", str(served.version).encode()),
+                  (b"x-request-id", request_id.encode())]
+        if served.fallback is not None:
+            self.metrics.fallback_answers.labels(name, served.fallback).inc()
+            answer.append((b"x-refit-fallback", served.fallback.encode()))
+        return 200, content, answer
+
+    async def _body(self, headers: Headers, receive: Receive) -> tuple[bytes, Any]:
+        """The request's JSON body (and its bytes); a 415, 413 or 400 naming what is wrong."""
+        content_type = _header(headers, b"content-type")
+        if content_type != "application/json" and not is_json(content_type):  # none at all too, as ingest
+            raise HTTPException(415, "expected a JSON body (Content-Type: application/json), "
+                                     f"got {'none' if content_type is None else repr(content_type[:80])}")
+        raw = await _read_body(receive, _header(headers, b"content-length"), self.limit)
+        try:
+            return raw, orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise HTTPException(400, f"body is not valid JSON: {exc}") from None
+
+    async def _fallback(self, name: str, champions: Champions, headers: Headers, receive: Receive,
+                        request_id: str) -> tuple[int, bytes, Headers]:
+        """Answer without a loadable champion, from the first ``serving.fallback`` kind that can
+        (refit.core.fallback); a 503 as before when none can. The input is checked as for the model."""
+        spec = self.specs[name]
+        prior = champions.priors.get(name)
+        kind = without_champion(spec.serving, spec.input.kind == "text", prior)
+        if kind is None:
+            raise HTTPException(503, f"model {name!r} has no champion yet", headers={"Retry-After": "1"})
+        raw, body = await self._body(headers, receive)
+        rows, _ = to_batch(SpecInput(spec), body, self.max_rows, self.rules[name], b"true" in raw or b"false" in raw)
+        if kind == "rules":
+            rules = self.keyword_rules[name]
+            predicted, classes = rules.predict(rows), rules.classes
+        else:
+            assert prior is not None
+            predicted, classes = prior.predict(len(rows)), list(prior.classes)
+        self.metrics.fallback_answers.labels(name, kind).inc()
+        return 200, _answer(name, None, None, classes, predicted, request_id, kind), [
+            (b"content-type", b"application/json"), (b"x-request-id", request_id.encode()),
+            (b"x-refit-fallback", kind.encode())]
 
 
 class InferenceApp(FastAPI):

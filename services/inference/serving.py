@@ -6,13 +6,14 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import structlog
 
 from refit import signing
 from refit.artifacts import ArtifactReader
+from refit.core.fallback import Prior
 from refit.core.serving import SERVING_EVENT_TYPES, headroom_for, sequence_refusal, should_swap
 from refit.errors import ArtifactError, EventDecodeError, ModelLoadError, SignatureError
 from refit.events import CandidateRejected, Decision, ModelPromoted, ModelRolledBack, parse_event
@@ -35,6 +36,8 @@ class Served:
     model: OnnxModel
     answered: Any = None   # this version's Prometheus children, bound once at swap time
     latency: Any = None
+    # "previous": serving an earlier champion because the newer one's artifact did not load
+    fallback: str | None = None
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,10 @@ class Champions:
         self._locks = {name: asyncio.Lock() for name in specs.names()}
         # Called with every authenticated decision of a served model, before any swap (the shadow's plan).
         self.followers: list[Callable[[Decision], None]] = []
+        # The newest serving decision each model got, loaded or not: serving an older one is a fallback.
+        self.decided: dict[str, int] = {}
+        # Each model's holdout prior from the monitor, for ``serving.fallback: [prior]`` (refit.core.fallback).
+        self.priors: dict[str, Prior] = {}
 
     async def apply(self, payload: bytes, signature: str | None, source: str) -> Outcome:
         """Follow one decision from ``source`` (``topic``, or ``monitor``: its answer wins)."""
@@ -113,6 +120,9 @@ class Champions:
             return self._refuse("sequence", why, source, model=event.model, sequence=event.sequence)
         for follower in self.followers:
             follower(event)
+        if event.event_type in SERVING_EVENT_TYPES and (authoritative or
+                                                        event.sequence > self.decided.get(event.model, 0)):
+            self.decided[event.model] = event.sequence
         async with lock:
             current = self.served.get(event.model)
             if not should_swap(current.sequence if current else None, event.event_type, event.sequence,
@@ -137,12 +147,15 @@ class Champions:
                 self.metrics.decisions_refused.labels(reason).inc()
                 bound.error("swap refused, still serving the previous model", reason=str(exc),
                             serving=current.version if current else None)
+                if current is not None and current.fallback is None and current.sequence < event.sequence:
+                    self._serve(replace(current, fallback="previous"))
                 return Outcome()
             version = str(event.version)
-            self.served[event.model] = Served(
+            self._serve(Served(
                 event.model, event.version, event.digest, event.sequence, model,
                 self.metrics.requests.labels(event.model, version, "200"),
-                self.metrics.latency.labels(event.model, version))
+                self.metrics.latency.labels(event.model, version),
+                "previous" if self.decided.get(event.model, 0) > event.sequence else None))
             if current is not None:
                 self.previous[event.model] = current
             self.swaps += 1
@@ -151,6 +164,13 @@ class Champions:
             self.metrics.swap_duration.labels(event.model).observe(time.perf_counter() - started)
             bound.info("serving", previous=current.version if current else None)
             return Outcome(swapped=True)
+
+    def _serve(self, served: Served) -> None:
+        self.served[served.name] = served
+        self.metrics.in_fallback.labels(served.name, "previous").set(served.fallback == "previous")
+        if served.fallback is not None:
+            log.warning("serving an earlier champion: the newest one did not load", model=served.name,
+                        version=served.version, newest_sequence=self.decided.get(served.name))
 
     def _refuse(self, reason: str, detail: str, source: str, **fields: Any) -> Outcome:
         """Count, log and return a decision that cannot be used (the topic's reader dead-letters it)."""

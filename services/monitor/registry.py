@@ -188,6 +188,11 @@ class Registry:
     def holdout_top_seq(self, model: str) -> int:
         return int(self._all("SELECT COALESCE(MAX(seq), 0) FROM holdout WHERE model = ?", (model,))[0][0])
 
+    def holdout_labels(self, model: str, max_rows: int) -> list[str]:
+        """The labels of the newest ``max_rows`` holdout rows (the prior a fallback answers with)."""
+        return [r[0] for r in self._all("SELECT label FROM holdout WHERE model = ? ORDER BY seq DESC LIMIT ?",
+                                        (model, max_rows))]
+
     def holdout_size(self, model: str, after_seq: int = 0) -> int:
         return int(self._all("SELECT COUNT(*) FROM holdout WHERE model = ? AND seq > ?", (model, after_seq))[0][0])
 

@@ -7,7 +7,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query
 
-from refit.web import JSONRoute
+from refit.core.fallback import Prior
+from refit.web import JSONRoute, error_responses
 from services.monitor.routes import ModelName, MonitorDep
 from services.monitor.views import decision_json
 
@@ -47,6 +48,18 @@ async def champion(name: ModelName, monitor: MonitorDep) -> dict[str, str]:
 async def versions(name: ModelName, monitor: MonitorDep) -> list[dict[str, Any]]:
     """Every version, newest first, with lineage and scores."""
     return monitor.views.versions(name)
+
+
+@router.get("/v1/models/{name}/prior", responses=error_responses(404))
+async def prior(name: ModelName, monitor: MonitorDep) -> dict[str, Any]:
+    """The class frequencies or the mean of the holdout's labels: what a replica answers with when it
+    has no champion to serve and the model's ``serving.fallback`` lists ``prior``."""
+    spec = monitor.specs.get(name)
+    found = Prior.of(spec.task, monitor.registry.holdout_labels(name, spec.training.holdout_max_rows))
+    if found is None:
+        raise HTTPException(404, f"model {name!r} has no holdout rows yet")
+    return {"model": name, "rows": found.rows, **({"mean": found.mean} if found.mean is not None else
+                                                   {"classes": dict(zip(found.classes, found.probabilities))})}
 
 
 @router.get("/v1/models/{name}/live")

@@ -29,16 +29,21 @@ def router(settings: MonitorSettings) -> APIRouter:
 
     @routes.get("/v1/health")
     async def health() -> dict[str, Any]:
-        """Each configured peer service's /healthz, as the dashboard shows it."""
-        async def probe(url: str) -> dict[str, Any]:
+        """Each configured peer service's /healthz, as the dashboard shows it; for an inference replica,
+        also the models it answers from a fallback (``serving.fallback``) and which kind."""
+        async def probe(name: str, url: str) -> dict[str, Any]:
             try:
-                async with httpx.AsyncClient(timeout=2) as client:
-                    response = await client.get(f"{url.rstrip('/')}/healthz")
-                return {"ok": response.status_code == 200, "detail": f"HTTP {response.status_code}"}
-            except httpx.HTTPError as exc:
+                async with httpx.AsyncClient(base_url=url, timeout=2) as client:
+                    response = await client.get("/healthz")
+                    found = {"ok": response.status_code == 200, "detail": f"HTTP {response.status_code}"}
+                    if name.startswith("inference") and found["ok"]:
+                        models = (await client.get("/v1/models")).json()
+                        found["fallback"] = {m["name"]: m["fallback"] for m in models if m.get("fallback")}
+                return found
+            except (httpx.HTTPError, ValueError, TypeError, KeyError) as exc:
                 return {"ok": False, "detail": repr(exc)}
         names = list(settings.peer_urls)
-        results = await asyncio.gather(*(probe(settings.peer_urls[n]) for n in names))
+        results = await asyncio.gather(*(probe(n, settings.peer_urls[n]) for n in names))
         return {"services": {"monitor": {"ok": True, "detail": "this service"}, **dict(zip(names, results))}}
 
     @routes.get("/", include_in_schema=False)
