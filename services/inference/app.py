@@ -28,6 +28,7 @@ from refit.web import BodyLimit, background, declare_errors, error_responses, he
 from services.inference.predict import PREDICT_BODY, PREDICT_RESPONSES, InferenceApp, Predictions
 from services.inference.querylog import QueryLog
 from services.inference.serving import MONITOR, Champions
+from services.inference import v2 as wire_v2
 from services.inference.shadow import Shadow
 
 log = structlog.get_logger("inference")
@@ -221,6 +222,7 @@ def create_app(settings: InferenceSettings, specs: ModelSpecs | None = None) -> 
                 "fallback": served.fallback}
 
     health_routes(app, ready)
+    app.include_router(wire_v2.router(specs, predictions, ready))
     declare_errors(app, {"POST /v1/models/{name}/predict": [404, 415, 503]})
     exact(app, specs, settings.max_batch_rows)
     return app

@@ -29,8 +29,9 @@ from refit.errors import ModelLoadError, SchemaError
 from refit.metrics import Metrics
 from refit.onnx_model import OnnxModel, Prediction
 from refit.settings import InferenceSettings
-from refit.specs import ModelSpec, ModelSpecs
+from refit.specs import FallbackKind, ModelSpec, ModelSpecs
 from refit.web import is_json
+from services.inference import v2 as wire_v2
 from services.inference.serving import Champions, Served
 
 log = structlog.get_logger("inference")
@@ -358,10 +359,14 @@ class Predictions:
         self.coalesce = Coalesce()
         self.new_request_id = RequestIds().new
 
-    async def answer(self, name: str, scope: Scope, receive: Receive) -> tuple[int, bytes, Headers]:
+    async def answer(self, name: str, scope: Scope, receive: Receive, v2: bool = False,
+                     version: str | None = None) -> tuple[int, bytes, Headers]:
+        """One prediction, ``/v1`` or (``v2``) the Open Inference Protocol's ``infer`` of ``version``
+        (any, if None): one parser, one model call, two wire formats (services/inference/v2.py)."""
         started = time.perf_counter()
         headers: Headers = scope["headers"]
         request_id = _header(headers, b"x-request-id")
+        kind: FallbackKind | None = None
         try:
             if request_id is None:
                 request_id = self.new_request_id()
@@ -373,72 +378,98 @@ class Predictions:
             if served is None or served.fallback is not None and "previous" not in self.specs[name].serving.fallback:
                 if name not in self.names:
                     raise HTTPException(404, f"no model named {name!r}")
-                return await self._fallback(name, champions, headers, receive, request_id)
-            raw, body = await self._body(headers, receive)
-            rows, batch = to_batch(served.model, body, self.max_rows, self.rules[name],
-                                   b"true" in raw or b"false" in raw)
-            try:
-                predicted = await self.coalesce.run(served.model, batch)
-            except ModelLoadError as exc:
-                raise _bad(f"the model could not run on this input: {exc}") from None
+                kind = self._fallback_kind(name, champions)
+            if version is not None and (kind is not None or version != str(served.version)):  # type: ignore[union-attr]
+                raise HTTPException(404, f"version {version} of {name!r} is not served here"
+                                    + ("" if kind is not None else f"; it serves {served.version}"))  # type: ignore[union-attr]
+            raw, body = await self._body(headers, receive, missing_ok=v2)
+            request = wire_v2.to_v1(self.specs[name], body) if v2 else body
+            maybe_bool = b"true" in raw or b"false" in raw
+            if kind is not None:
+                rows, _ = to_batch(SpecInput(self.specs[name]), request, self.max_rows, self.rules[name], maybe_bool)
+                predicted, classes = self._fallback_predict(name, kind, champions, rows)
+            else:
+                assert served is not None
+                rows, batch = to_batch(served.model, request, self.max_rows, self.rules[name], maybe_bool)
+                try:
+                    predicted = await self.coalesce.run(served.model, batch)
+                except ModelLoadError as exc:
+                    raise _bad(f"the model could not run on this input: {exc}") from None
+                classes = served.model.classes or []
+            outputs = wire_v2.requested(body, self.specs[name].task) if v2 else ()
         except HTTPException as exc:
             self.metrics.requests.labels(name if name in self.names else "unknown", "none", str(exc.status_code)).inc()
             extra = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (exc.headers or {}).items()]
-            return exc.status_code, orjson.dumps({"detail": exc.detail}), [
-                (b"content-type", b"application/json"), (b"x-request-id", request_id.encode()), *extra]
+            status, content = wire_v2.error(exc) if v2 else (exc.status_code, orjson.dumps({"detail": exc.detail}))
+            return status, content, [(b"content-type", b"application/json"), (b"x-request-id", request_id.encode()),
+                                     *extra]
+        answer = [(b"content-type", b"application/json"), (b"x-request-id", request_id.encode())]
+        if kind is not None or served.fallback is not None:  # type: ignore[union-attr]
+            flag = kind or served.fallback  # type: ignore[union-attr]
+            self.metrics.fallback_answers.labels(name, flag).inc()
+            answer.append((b"x-refit-fallback", flag.encode()))
+        if kind is not None:
+            return 200, self._encode(v2, name, None, None, classes, predicted, request_id, body, outputs, kind), answer
+        assert served is not None
         query_log: QueryLogLike | None = scope["state"]["query_log"]
         if query_log is not None:
             query_log.offer(served, request_id, rows, predicted)
         shadow: ShadowLike | None = scope["state"].get("shadow")
         if shadow is not None:
             shadow.offer(served, request_id, batch, predicted)
-        content = encode(served, predicted, request_id)
+        content = self._encode(v2, name, served.version, served.digest, classes, predicted, request_id, body, outputs,
+                               served.fallback) if v2 else encode(served, predicted, request_id)
         served.answered.inc()
         served.latency.observe(time.perf_counter() - started)
-        answer = [(b"content-type", b"application/json"), (b"x-refit-model-version", str(served.version).encode()),
-                  (b"x-request-id", request_id.encode())]
-        if served.fallback is not None:
-            self.metrics.fallback_answers.labels(name, served.fallback).inc()
-            answer.append((b"x-refit-fallback", served.fallback.encode()))
+        answer.append((b"x-refit-model-version", str(served.version).encode()))
         return 200, content, answer
 
-    async def _body(self, headers: Headers, receive: Receive) -> tuple[bytes, Any]:
-        """The request's JSON body (and its bytes); a 415, 413 or 400 naming what is wrong."""
+    @staticmethod
+    def _encode(v2: bool, name: str, version: int | None, digest: str | None, classes: list[str],
+                predicted: Prediction, request_id: str, body: Any, outputs: tuple[str, ...],
+                fallback: str | None) -> bytes:
+        if not v2:
+            return _answer(name, version, digest, classes, predicted, request_id, fallback)
+        parameters = {k: v for k, v in (("digest", digest), ("fallback", fallback)) if v is not None}
+        return wire_v2.encode(name, version, classes, predicted, request_id, body.get("id"), outputs, parameters)
+
+    async def _body(self, headers: Headers, receive: Receive, missing_ok: bool = False) -> tuple[bytes, Any]:
+        """The request's JSON body (and its bytes); a 415, 413 or 400 naming what is wrong. The Open
+        Inference Protocol's clients may send no Content-Type (``missing_ok``); a wrong one is refused."""
         content_type = _header(headers, b"content-type")
-        if content_type != "application/json" and not is_json(content_type):  # none at all too, as ingest
+        if content_type != "application/json" and not is_json(content_type) and \
+                not (missing_ok and content_type is None):  # none at all too for /v1, as ingest
             raise HTTPException(415, "expected a JSON body (Content-Type: application/json), "
                                      f"got {'none' if content_type is None else repr(content_type[:80])}")
+        if _header(headers, b"inference-header-content-length") is not None:
+            raise HTTPException(400, "the binary tensor extension is not supported: send the tensors as JSON")
         raw = await _read_body(receive, _header(headers, b"content-length"), self.limit)
         try:
             return raw, orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             raise HTTPException(400, f"body is not valid JSON: {exc}") from None
 
-    async def _fallback(self, name: str, champions: Champions, headers: Headers, receive: Receive,
-                        request_id: str) -> tuple[int, bytes, Headers]:
-        """Answer without a loadable champion, from the first ``serving.fallback`` kind that can
-        (refit.core.fallback); a 503 as before when none can. The input is checked as for the model."""
+    def _fallback_kind(self, name: str, champions: Champions) -> FallbackKind:
+        """The ``serving.fallback`` kind that answers without a loadable champion (refit.core.fallback);
+        a 503 as before when none can."""
         spec = self.specs[name]
-        prior = champions.priors.get(name)
-        kind = without_champion(spec.serving, spec.input.kind == "text", prior)
+        kind = without_champion(spec.serving, spec.input.kind == "text", champions.priors.get(name))
         if kind is None:
             raise HTTPException(503, f"model {name!r} has no champion yet", headers={"Retry-After": "1"})
-        raw, body = await self._body(headers, receive)
-        rows, _ = to_batch(SpecInput(spec), body, self.max_rows, self.rules[name], b"true" in raw or b"false" in raw)
+        return kind
+
+    def _fallback_predict(self, name: str, kind: FallbackKind, champions: Champions,
+                          rows: list[Any]) -> tuple[Prediction, list[str]]:
         if kind == "rules":
             rules = self.keyword_rules[name]
-            predicted, classes = rules.predict(rows), rules.classes
-        else:
-            assert prior is not None
-            predicted, classes = prior.predict(len(rows)), list(prior.classes)
-        self.metrics.fallback_answers.labels(name, kind).inc()
-        return 200, _answer(name, None, None, classes, predicted, request_id, kind), [
-            (b"content-type", b"application/json"), (b"x-request-id", request_id.encode()),
-            (b"x-refit-fallback", kind.encode())]
+            return rules.predict(rows), rules.classes
+        prior = champions.priors[name]
+        return prior.predict(len(rows)), list(prior.classes)
 
 
 class InferenceApp(FastAPI):
-    """FastAPI, with ``POST /v1/models/{name}/predict`` answered before any of FastAPI's layers.
+    """FastAPI, with ``POST /v1/models/{name}/predict`` and the Open Inference Protocol's
+    ``POST /v2/models/{name}[/versions/{v}]/infer`` answered before any of FastAPI's layers.
 
     Everything else (the other routes, OpenAPI, lifespan) is FastAPI's. A subclass rather than a
     middleware: FastAPI's own outer layers (error and telemetry middleware, body limit, the
@@ -453,16 +484,20 @@ class InferenceApp(FastAPI):
             return
         path: str = scope["path"]
         name = path[len(PREFIX):-len(SUFFIX)]
+        v2, version = False, None
         if not path.startswith(PREFIX) or not path.endswith(SUFFIX) or not name or "/" in name:
-            await super().__call__(scope, receive, send)
-            return
+            if (infer := wire_v2.route(path)) is None:
+                await super().__call__(scope, receive, send)
+                return
+            (name, version), v2 = infer, True
         try:
-            status, body, headers = await self.predictions.answer(name, scope, receive)
+            status, body, headers = await self.predictions.answer(name, scope, receive, v2, version)
         except _ClientGone:
             return
         except Exception as exc:  # a bug, not the client's: answered like FastAPI's error middleware
             log.exception("prediction failed", model=name, error=repr(exc))
-            status, body, headers = 500, b'{"detail":"Internal Server Error"}', [(b"content-type", b"application/json")]
+            status, body = 500, b'{"error":"Internal Server Error"}' if v2 else b'{"detail":"Internal Server Error"}'
+            headers = [(b"content-type", b"application/json")]
         headers.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
