@@ -91,6 +91,7 @@ class Server:
     pid: int
     proc: subprocess.Popen[bytes] | None = None   # ours to stop (refit's belongs to the stack)
     settle: Callable[[], None] = lambda: None      # after a run: wait for work the run left queued
+    body: Path | None = None                       # its own body (another protocol), else the case's
 
     def cpu_s(self) -> float:
         process = psutil.Process(self.pid)
@@ -219,11 +220,19 @@ def bodies(work: Path) -> dict[int, Path]:
     return out
 
 
+def v2_body(work: Path) -> Path:
+    """The single-row body in the Open Inference Protocol: one FP32 tensor of shape [1, 64]."""
+    row = [float(v) for v in sample_rows("digits", 7)[0]["features"].values()]
+    path = work / "body-v2-1.json"
+    path.write_text(json.dumps({"inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP32", "data": row}]}))
+    return path
+
+
 def check_answers(servers: list[Server], body: Path) -> None:
     """Every server answers the body with 200 before it is measured (a fast error is not a result)."""
     for server in servers:
-        response = httpx.post(server.url, content=body.read_bytes(), headers={"content-type": "application/json"},
-                              timeout=30)
+        response = httpx.post(server.url, content=(server.body or body).read_bytes(),
+                              headers={"content-type": "application/json"}, timeout=30)
         if response.status_code != 200:
             raise RuntimeError(f"{server.name} answered {response.status_code}: {response.text[:300]}")
 
@@ -233,12 +242,12 @@ def round_robin(servers: list[Server], body: Path, rounds: int, seconds: float, 
     case = Case({s.name: [] for s in servers})
     check_answers(servers, body)
     for server in servers:  # warm-up, discarded
-        wrk(server.url, body, 1, connections)
+        wrk(server.url, server.body or body, 1, connections)
     for number in range(rounds):
         order = servers[number % len(servers):] + servers[:number % len(servers)]
         for server in order:
             before = server.cpu_s()
-            run = wrk(server.url, body, seconds, connections)
+            run = wrk(server.url, server.body or body, seconds, connections)
             server.settle()
             run.cpu_us = (server.cpu_s() - before) / max(run.requests, 1) * 1e6
             case.runs[server.name].append(run)
@@ -262,6 +271,19 @@ def table(cases: dict[str, Case]) -> str:
                 f" | {sum(r.requests for r in runs):,} | {sum(r.errors for r in runs)} | {case.rss.get(name, 0):.0f}"
                 f" | {rps / ceiling:.2f} | {f'{rps / mlflow:.1f}' if mlflow else '-'}"
                 f" | {case.median(name, 'p99_ms') / ceiling_p99:.2f} |")
+    return "\n".join(lines)
+
+
+def ratio_table(case: Case, base: str, title: str) -> str:
+    """Every server of ``case`` against ``base`` (same replica, same run): medians and ratios."""
+    lines = [f"| {title} | req/s | p50 ms | p99 ms | CPU µs/request | requests | errors | req/s × {base} |"
+             f" p50 × {base} |", "|---|---|---|---|---|---|---|---|---|"]
+    for name, runs in case.runs.items():
+        rps, p50 = case.median(name, "rps"), case.median(name, "p50_ms")
+        lines.append(f"| {name} | {rps:,.0f} | {p50:.2f} | {case.median(name, 'p99_ms'):.2f}"
+                     f" | {case.median(name, 'cpu_us'):.1f} | {sum(r.requests for r in runs):,}"
+                     f" | {sum(r.errors for r in runs)} | {rps / case.median(base, 'rps'):.3f}"
+                     f" | {p50 / case.median(base, 'p50_ms'):.3f} |")
     return "\n".join(lines)
 
 
@@ -346,7 +368,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=5.0, help="length of each wrk run")
     parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--cases", default="lr-1,lr-64,rf-1,rf-64,shadow-1", help="which cases to run")
+    parser.add_argument("--cases", default="lr-1,lr-64,rf-1,rf-64,shadow-1,v2-1", help="which cases to run")
     parser.add_argument("--no-workers", action="store_true", help="skip the one-worker-per-core phase")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "inference_peers.md")
     args = parser.parse_args()
@@ -387,6 +409,13 @@ def main() -> None:
                 say(f"  case shadow-1: digits-lr without a challenger, {SHADOWED} with one, c{args.connections}")
                 cases["shadow-1"] = round_robin([refit, shadowed], body[1], args.rounds, args.seconds,
                                                 args.connections, say)
+        if "v2-1" in wanted:
+            replica = stack.url("inference-0")
+            pid = stack.procs["inference-0"].pid
+            protocols = [Server("refit /v1", f"{replica}/v1/models/digits-lr/predict", pid),
+                         Server("refit /v2", f"{replica}/v2/models/digits-lr/infer", pid, body=v2_body(work))]
+            say(f"  case v2-1: digits-lr, one row, /v1 against the Open Inference Protocol, c{args.connections}")
+            cases["v2-1"] = round_robin(protocols, body[1], args.rounds, args.seconds, args.connections, say)
         if any(c[:2] in MODELS.values() for c in wanted) or not args.no_workers:
             against_peers(args, stack, specs, work, body, servers, cases, say)
     finally:
@@ -394,7 +423,11 @@ def main() -> None:
             server.stop()
         stack.stop()
     shadow = cases.pop("shadow-1", None)
+    protocols = cases.pop("v2-1", None)
     report = table(cases) if cases else ""
+    if protocols is not None:
+        report += "\n\nThe Open Inference Protocol (V2) against /v1, one row, same replica, same run:\n\n" + \
+            ratio_table(protocols, "refit /v1", "protocol")
     if shadow is not None:
         report += "\n\nShadow scoring, one challenger (ratios: with a challenger over without):\n\n" + \
             shadow_table(shadow)

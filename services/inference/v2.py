@@ -241,34 +241,55 @@ def router(specs: ModelSpecs, predictions: Any, ready: Callable[[Request], Await
         reason = "background work died" if work is not None and not work.alive else await ready(request)
         return fail(503, reason) if reason is not None else {"ready": True}
 
-    async def model_metadata(request: Request, name: str, version: str | None = None) -> Any:
+    async def model_metadata(request: Request, name: str, version: str | None) -> Any:
         spec, current, problem = served(request, name, version)
-        if spec is None or problem is not None and version is not None:
+        if spec is None or problem is not None:
             return fail(404, problem or "")
         return metadata(spec, current.version if current is not None else None)
 
-    async def model_ready(request: Request, name: str, version: str | None = None) -> Any:
+    async def model_ready(request: Request, name: str, version: str | None) -> Any:
         spec, current, problem = served(request, name, version)
-        if spec is None:
+        if spec is None or problem is not None:
             return fail(404, problem or "")
         if current is None:
-            return fail(503, problem or f"no champion of {name!r} is served here yet")
+            return fail(503, f"no champion of {name!r} is served here yet")
         return {"name": name, "ready": True, "version": str(current.version),
                 **({"fallback": current.fallback} if current.fallback else {})}
 
-    async def infer(request: Request, name: str, version: str | None = None) -> Response:
+    async def infer(request: Request, name: str, version: str | None) -> Response:
         status, body, headers = await predictions.answer(name, request.scope, request.receive, True, version)
         return Response(body, status, headers={k.decode("latin-1"): v.decode("latin-1") for k, v in headers})
 
-    for path, endpoint, method, extra in [
-        ("/v2/models/{name}", model_metadata, "GET", {"responses": _errors(404)}),
-        ("/v2/models/{name}/versions/{version}", model_metadata, "GET", {"responses": _errors(404)}),
-        ("/v2/models/{name}/ready", model_ready, "GET", {"responses": _errors(404, 503)}),
-        ("/v2/models/{name}/versions/{version}/ready", model_ready, "GET", {"responses": _errors(404, 503)}),
-        ("/v2/models/{name}/infer", infer, "POST", {"openapi_extra": {"requestBody": INFER_BODY},
-                                                     "responses": INFER_RESPONSES}),
-        ("/v2/models/{name}/versions/{version}/infer", infer, "POST",
-         {"openapi_extra": {"requestBody": INFER_BODY}, "responses": INFER_RESPONSES}),
-    ]:
-        routes.add_api_route(path, endpoint, methods=[method], **extra)
+    @routes.get("/v2/models/{name}", responses=_errors(404))
+    async def get_model(request: Request, name: str) -> Any:
+        """Model metadata: its input and output tensors, and the version served."""
+        return await model_metadata(request, name, None)
+
+    @routes.get("/v2/models/{name}/versions/{version}", responses=_errors(404))
+    async def get_model_version(request: Request, name: str, version: str) -> Any:
+        """Model metadata, if ``version`` is the one served."""
+        return await model_metadata(request, name, version)
+
+    @routes.get("/v2/models/{name}/ready", responses=_errors(404, 503))
+    async def get_model_ready(request: Request, name: str) -> Any:
+        """200 when this replica serves a champion of the model."""
+        return await model_ready(request, name, None)
+
+    @routes.get("/v2/models/{name}/versions/{version}/ready", responses=_errors(404, 503))
+    async def get_model_version_ready(request: Request, name: str, version: str) -> Any:
+        """200 when this replica serves ``version`` of the model."""
+        return await model_ready(request, name, version)
+
+    # Answered in front of FastAPI (services/inference/predict.py); declared here for the document.
+    @routes.post("/v2/models/{name}/infer", openapi_extra={"requestBody": INFER_BODY}, responses=INFER_RESPONSES)
+    async def post_infer(request: Request, name: str) -> Response:
+        """Inference with the champion (Open Inference Protocol)."""
+        return await infer(request, name, None)
+
+    @routes.post("/v2/models/{name}/versions/{version}/infer", openapi_extra={"requestBody": INFER_BODY},
+                 responses=INFER_RESPONSES)
+    async def post_infer_version(request: Request, name: str, version: str) -> Response:
+        """Inference with ``version``, when it is the one served."""
+        return await infer(request, name, version)
+
     return routes

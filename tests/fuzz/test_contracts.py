@@ -33,6 +33,12 @@ def test_every_service_document_passes_every_schemathesis_check(stack_factory, s
     stack = stack_factory(specs_file(only=("digits", "diabetes", "food-mood")))
     promote(stack)
 
+    # The Open Inference Protocol's request schema cannot say that a tensor's data holds the values
+    # its shape counts, nor which shapes and datatypes a model takes: the protocol answers those
+    # requests 400 (services/inference/v2.py). Every other check, and every other operation, as is.
+    (tmp_path / "schemathesis.toml").write_text(
+        '[[operations]]\ninclude-path-regex = "^/v2/models/.*/infer$"\n'
+        '[operations.checks.positive_data_acceptance]\nexpected-statuses = ["2xx", 400, 404]\n')
     failed, timings = [], []
     for service in SERVICES:
         started = time.monotonic()
