@@ -1,6 +1,7 @@
 """Ingest throughput: samples per second accepted through ``/v1/samples:batch`` versus a raw producer.
 
-Starts the embedded broker and ingest only (real processes, loopback), then runs the same
+Starts a broker (the embedded one, or Apache Kafka with ``--broker kafka``) and ingest only (real
+processes, loopback), then runs the same
 digits rows, round after round, through three paths to ``refit.samples`` (in this order, and
 in the reverse order every other round):
 
@@ -20,6 +21,7 @@ over rounds, ingest's batch latency, and the CPU each process spent per sample. 
 records both ingest and the raw producer wrote are read back and checked to be the same event.
 
     .venv/bin/python bench/ingest_throughput.py --rows 20000 --batch 500 --rounds 9 --clients 4
+    .venv/bin/python bench/ingest_throughput.py --broker kafka --rounds 5
 """
 
 from __future__ import annotations
@@ -226,17 +228,20 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=9, help="rounds (at most 20)")
     parser.add_argument("--clients", type=int, default=4, help="concurrent HTTP clients / publisher calls")
     parser.add_argument("--time-limit", type=float, default=600, help="give up after this many seconds")
+    parser.add_argument("--broker", choices=["embedded", "kafka"], default="embedded",
+                        help="the embedded broker (default) or Apache Kafka (`make kafka`'s jars)")
     args = parser.parse_args()
     args.rows, args.rounds = min(args.rows, 100_000), min(args.rounds, 20)
     with tempfile.TemporaryDirectory() as tmp:
-        stack = Stack(state_dir=Path(tmp), specs_path=SPECS, env={"REFIT_INGEST_LOG_LEVEL": "WARNING"})
+        stack = Stack(state_dir=Path(tmp), specs_path=SPECS, env={"REFIT_INGEST_LOG_LEVEL": "WARNING"},
+                      broker=args.broker)
         (stack.state_dir / "logs").mkdir()
         try:
             stack.start_broker()
             stack.ports["ingest"] = free_port()
             stack.start_service("ingest")
             wait_http(f"{stack.url('ingest')}/healthz", proc=stack.procs["ingest"])
-            print(f"broker {stack.bootstrap} (pid {stack.procs['broker'].pid}), "
+            print(f"{args.broker} broker {stack.bootstrap} (pid {stack.procs['broker'].pid}), "
                   f"ingest {stack.url('ingest')} (pid {stack.procs['ingest'].pid})", flush=True)
             cpu = CpuMeter({"bench": os.getpid(), "broker": stack.procs["broker"].pid,
                             "ingest": stack.procs["ingest"].pid})
