@@ -133,6 +133,7 @@ class Champions:
                             served_sequence=current.sequence, monitor_sequence=event.sequence)
             bound = log.bind(model=event.model, version=event.version, digest=event.digest, source=source)
             started = time.perf_counter()
+            stages: dict[str, float] = {}
             kept = self.previous.get(event.model)
             try:
                 if current is not None and current.digest == event.digest:
@@ -140,7 +141,8 @@ class Champions:
                 elif kept is not None and kept.digest == event.digest:
                     model = kept.model  # a rollback to the version just replaced: already loaded and warm
                 else:
-                    model = await asyncio.to_thread(self.load, self.specs.get(event.model), event.digest)
+                    model = await asyncio.to_thread(self.load, self.specs.get(event.model), event.digest,
+                                                    None, stages)
             except (ArtifactError, ModelLoadError) as exc:
                 reason = "memory" if isinstance(exc, NoHeadroom) else "load"
                 self.refused[reason] += 1
@@ -162,7 +164,9 @@ class Champions:
             self.swaps_by_source[source] += 1
             self.metrics.swaps.labels(event.model).inc()
             self.metrics.swap_duration.labels(event.model).observe(time.perf_counter() - started)
-            bound.info("serving", previous=current.version if current else None)
+            bound.info("serving", previous=current.version if current else None,
+                       seconds=round(time.perf_counter() - started, 4),
+                       stages={k: round(v, 4) for k, v in stages.items()})
             return Outcome(swapped=True)
 
     def _serve(self, served: Served) -> None:
@@ -179,9 +183,13 @@ class Champions:
         log.warning("decision refused", source=source, reason=detail, **fields)
         return Outcome(refused=detail)
 
-    def load(self, spec: ModelSpec, digest: str, threads: int | None = None) -> OnnxModel:
-        """Fetch, verify, load beside what is loaded (if memory allows), check against the spec, warm up."""
+    def load(self, spec: ModelSpec, digest: str, threads: int | None = None,
+             stages: dict[str, float] | None = None) -> OnnxModel:
+        """Fetch, verify, load beside what is loaded (if memory allows), check against the spec, warm up
+        (the seconds of each go into ``stages``, when given)."""
+        clock = time.perf_counter()
         data = self.store.get(digest)
+        fetched = time.perf_counter()
         available = self.available()
         if not headroom_for(len(data), available, self.reserve_bytes):
             raise NoHeadroom(f"not enough memory to load a {len(data) / 2**20:.1f} MiB model beside the serving "
@@ -192,5 +200,8 @@ class Champions:
                 tuple(model.features) != spec.input.features:
             raise ModelLoadError(f"artifact signature ({model.task}, {model.input_kind}, "
                                  f"{len(model.features)} features) does not match the spec of {spec.name}")
+        loaded = time.perf_counter()
         model.warm_up()
+        if stages is not None:
+            stages.update(fetch=fetched - clock, load=loaded - fetched, warm=time.perf_counter() - loaded)
         return model
