@@ -57,8 +57,10 @@ $(VENV)/.bench-stamp: pyproject.toml $(STAMP)
 	touch $@
 
 # refit inference against its FastAPI ceiling, a predict_proba app and MLflow (docs/benchmarks.md).
-bench: $(VENV)/.bench-stamp wrk
+bench: $(VENV)/.bench-stamp wrk kafka
 	$(VENV)/bin/python bench/inference_peers.py $(BENCH_ARGS)
+	$(VENV)/bin/python bench/sample_to_serving.py --waves 20
+	$(VENV)/bin/python bench/ingest_throughput.py --broker kafka --rounds 5
 
 clean:
 	rm -rf $(VENV) .refit .kafka test-artifacts
