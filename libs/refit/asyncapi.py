@@ -23,7 +23,7 @@ from pydantic.json_schema import models_json_schema
 
 import refit
 from refit import signing, topics
-from refit.events import EVENT_TYPES, Event
+from refit.events import CLOUDEVENT_TYPE_PREFIX, EVENT_TYPES, Event
 
 ASYNCAPI_VERSION = "3.0.0"
 KAFKA_BINDING_VERSION = "0.5.0"
@@ -90,6 +90,22 @@ SIGNATURE_HEADERS: Json = {
 }
 
 
+def cloudevent_headers(cls: type[Event]) -> Json:
+    """The CloudEvents attributes every record carries as Kafka headers (the CloudEvents Kafka
+    binding's binary content mode): the value stays the event's JSON."""
+    kind = f"{CLOUDEVENT_TYPE_PREFIX}.{cls.__name__}.v{cls.model_fields['schema_version'].default}"
+    text = {"ce_specversion": ("1.0", "The CloudEvents version."),
+            "ce_id": (None, "The event's event_id."),
+            "ce_type": (kind, "io.refit.<event_type>.v<schema_version>."),
+            "ce_source": (None, "The service instance that published it: /refit/<client id>@<host>."),
+            "ce_time": (None, "The event's occurred_at, RFC 3339."),
+            "ce_subject": (None, "The model (absent when the event names none)."),
+            "content-type": ("application/json", "The value's media type.")}
+    return {"type": "object", "required": [k for k in text if k != "ce_subject"], "properties": {
+        k: {"type": "string", **({"const": const} if const else {}), "description": d}
+        for k, (const, d) in text.items()}}
+
+
 def channel_id(topic: str) -> str:
     return topic.removeprefix("refit.")
 
@@ -116,8 +132,10 @@ def _message(cls: type[Event]) -> Json:
         "bindings": {"kafka": {"key": {"type": "string", "description": "the model name (the payload's "
                                        "model)"}, "bindingVersion": KAFKA_BINDING_VERSION}},
     }
+    message["headers"] = cloudevent_headers(cls)
     if cls.topic in SIGNED_TOPICS:
-        message["headers"] = copy.deepcopy(SIGNATURE_HEADERS)
+        message["headers"]["required"].append(signing.HEADER)
+        message["headers"]["properties"] |= copy.deepcopy(SIGNATURE_HEADERS["properties"])
     return message
 
 

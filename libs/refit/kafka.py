@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import socket
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -92,6 +93,12 @@ async def retry_forever(what: str, attempt: Callable[[], Awaitable[Any]], stop: 
         raise asyncio.CancelledError from None  # only once stopped: retry gives up on nothing else
 
 
+def cloudevent_source(client_id: str) -> str:
+    """The CloudEvents ``source`` of a service instance: ``/refit/<client id>`` plus the host, e.g.
+    ``/refit/refit-inference-0@host`` (a URI reference, as the spec asks)."""
+    return f"/refit/{client_id}@{socket.gethostname()}"
+
+
 class Publisher:
     """An ``acks=all`` producer that (re)connects on demand and reports failures as 503-able errors."""
 
@@ -102,6 +109,7 @@ class Publisher:
     def __init__(self, settings: CommonSettings, client_id: str, timeout_s: float = 10.0) -> None:
         self.settings = settings
         self.client_id = client_id
+        self.source = cloudevent_source(client_id)  # the CloudEvents ``source`` of what it publishes
         self.timeout_s = timeout_s
         self._producer: AIOKafkaProducer | None = None
         self._lock = asyncio.Lock()
@@ -180,11 +188,18 @@ class Publisher:
                 futures.append(await producer.send_batch(batch, topic, partition=partition))
         return futures
 
+    def record(self, event: Event, value: bytes | None = None,
+               headers: list[tuple[str, bytes]] | None = None) -> tuple[str, bytes, bytes, list[tuple[str, bytes]]]:
+        """The Kafka record of ``event`` (its bytes, or ``value`` when already made: a signed payload),
+        with its CloudEvents headers, then ``headers``."""
+        return event.topic, event.key(), value if value is not None else event.to_bytes(), \
+            event.headers(self.source) + (headers or [])
+
     async def publish(self, event: Event, headers: list[tuple[str, bytes]] | None = None) -> None:
-        await self.publish_raw(event.topic, event.key(), event.to_bytes(), headers)
+        await self.publish_many_raw([self.record(event, None, headers)])
 
     async def publish_many(self, events: Sequence[Event]) -> None:
-        await self.publish_many_raw([(e.topic, e.key(), e.to_bytes(), None) for e in events])
+        await self.publish_many_raw([self.record(e) for e in events])
 
     async def ready(self) -> bool:
         try:

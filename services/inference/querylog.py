@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from refit.errors import BrokerUnavailableError
 from refit.events import PredictionServed
+from refit.kafka import cloudevent_source
 from refit.lifecycle import retry
 from refit.onnx_model import Prediction
 from services.inference.serving import Served
@@ -48,6 +49,7 @@ class Batches(ABC, Generic[Item]):
 
     def __init__(self, publisher: RecordPublisher, replica_id: str, capacity: int, batch_size: int) -> None:
         self.publisher, self.replica_id, self.batch_size = publisher, replica_id, batch_size
+        self.source = cloudevent_source(f"refit-{replica_id}")  # as the replica's Publisher
         self.queue: asyncio.Queue[Item] = asyncio.Queue(capacity)
         self.counts: Counter[str] = Counter()
         self.broker_ok = True
@@ -141,7 +143,7 @@ class QueryLog(Batches[Logged]):
                 continue
             value = event.to_bytes()
             if self.fits(value):
-                records.append((event.topic, event.key(), value, None))
+                records.append((event.topic, event.key(), value, event.headers(self.source)))
         return records
 
 

@@ -147,7 +147,7 @@ class Shadow(Batches[Shadowed]):
                 continue
             value = event.to_bytes()
             if self.fits(value):
-                records.append((event.topic, event.key(), value, None))
+                records.append((event.topic, event.key(), value, event.headers(self.source)))
         return records
 
     def _scored(self, items: list[Shadowed]) -> ShadowScored:

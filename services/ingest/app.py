@@ -49,10 +49,6 @@ def to_event(spec: ModelSpec, row: SampleRow) -> SampleIngested:
     )
 
 
-def _record(event: SampleIngested) -> tuple[str, bytes, bytes, None]:
-    return event.topic, event.key(), event.to_bytes(), None
-
-
 def _unprocessable(errors: list[dict[str, Any]]) -> HTTPException:
     return HTTPException(422, detail=errors)
 
@@ -78,7 +74,7 @@ def create_app(settings: IngestSettings, specs: ModelSpecs | None = None) -> Fas
 
     async def publish(publisher: Publisher, model: str, events: list[SampleIngested]) -> None:
         try:
-            await publisher.publish_many_raw([_record(e) for e in events])
+            await publisher.publish_many(events)
         except BrokerUnavailableError:
             metrics.broker_unavailable.inc()
             raise

@@ -13,10 +13,11 @@ from typing import Any
 import orjson
 import structlog
 
-from refit import signing, topics
+from refit import signing
 from refit.core.retention import rollback_reachable
 from refit.errors import BrokerUnavailableError, RefitError
-from refit.events import CandidateRejected, Decision, JudgingWindow, LiveEvidence, ModelPromoted, ModelRolledBack
+from refit.events import (CandidateRejected, Decision, JudgingWindow, LiveEvidence, ModelPromoted, ModelRolledBack,
+                          parse_event)
 from refit.kafka import Publisher
 from refit.lifecycle import pause
 from refit.metrics import Metrics
@@ -238,8 +239,9 @@ class Decider:
 
     async def publish_outbox(self) -> None:
         for stored in self.registry.unpublished():
-            await self.publisher.publish_raw(
-                topics.DECISIONS, stored.model.encode(), stored.payload,
-                [(signing.HEADER, stored.signature.encode())])
+            # the payload exactly as signed; its CloudEvents headers from the event it holds
+            event = parse_event(stored.payload)
+            await self.publisher.publish_many_raw([self.publisher.record(
+                event, stored.payload, [(signing.HEADER, stored.signature.encode())])])
             self.registry.mark_published(stored.model, stored.sequence)
 

@@ -20,11 +20,13 @@ import re
 import time
 import uuid
 from collections import Counter
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from cloudevents.core.bindings.kafka import KafkaMessage, from_binary_event
 from confluent_kafka import Producer
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
@@ -152,9 +154,29 @@ def audit(records: list[Any], schemas: dict[str, dict[str, Any]],
             problems.append(f"{where}: key {msg.key()!r} is not the model {data.get('model')!r}")
         if topic == topics.DECISIONS:
             problems += signature_problems(where, value, dict(msg.headers() or []), key)
+        problems += cloudevent_problems(where, msg, data)
         by_topic[topic] += 1
         by_type[str(data.get("event_type"))] += 1
     return by_topic, by_type, problems
+
+
+def cloudevent_problems(where: str, msg: Any, data: dict[str, Any]) -> list[str]:
+    """Read the record as a CloudEvent with the ``cloudevents`` SDK's Kafka binding (binary content
+    mode) and check its attributes against the event it carries."""
+    try:
+        event = from_binary_event(KafkaMessage(headers=dict(msg.headers() or []), key=msg.key(), value=msg.value()))
+    except Exception as exc:  # the SDK's own error types: any of them is a finding
+        return [f"{where}: not a CloudEvent in binary mode: {exc!r}"]
+    want = {"specversion": "1.0", "id": data["event_id"], "subject": data["model"] or None,
+            "type": f"io.refit.{data['event_type']}.v{data['schema_version']}", "datacontenttype": "application/json",
+            "time": datetime.fromisoformat(data["occurred_at"])}
+    found = {k: getattr(event, f"get_{k}")() for k in want}
+    problems = [f"{where}: CloudEvents {k} {found[k]!r}, expected {v!r}" for k, v in want.items() if found[k] != v]
+    if not re.fullmatch(r"/refit/refit-[a-z0-9-]+@\S+", event.get_source()):
+        problems.append(f"{where}: CloudEvents source {event.get_source()!r}")
+    if event.get_data() != data:
+        problems.append(f"{where}: the CloudEvent's data is not the record's event")
+    return problems
 
 
 def not_valid(validator: Draft202012Validator, value: bytes) -> bool:

@@ -107,13 +107,17 @@ def test_every_event_is_on_its_topic_with_producers_and_consumers(document: dict
         assert (cid, "send") in actions, channel["address"]
 
 
-def test_decisions_and_only_decisions_document_the_signature_header(document: dict[str, Any]) -> None:
+def test_every_message_documents_its_cloudevents_headers_and_only_decisions_the_signature(
+        document: dict[str, Any]) -> None:
+    cloudevents = ["ce_specversion", "ce_id", "ce_type", "ce_source", "ce_time", "content-type"]
     for cls in EVENT_TYPES.values():
-        headers = document["components"]["messages"][cls.__name__].get("headers")
-        if cls.topic == topics.DECISIONS:
-            assert headers["required"] == [signing.HEADER], cls.__name__
-        else:
-            assert headers is None, cls.__name__
+        headers = document["components"]["messages"][cls.__name__]["headers"]
+        signed = [signing.HEADER] if cls.topic == topics.DECISIONS else []
+        assert headers["required"] == cloudevents + signed, cls.__name__
+        assert set(headers["properties"]) == {*cloudevents, "ce_subject", *signed}, cls.__name__
+        event = cls.model_construct(model="m", schema_version=cls.model_fields["schema_version"].default,
+                                    event_type=cls.__name__)
+        assert headers["properties"]["ce_type"]["const"] == event.cloudevent_type(), cls.__name__
     assert re.fullmatch(SIGNATURE_PATTERN, signing.sign(b"key", b'{"event_type": "ModelPromoted"}'))
 
 

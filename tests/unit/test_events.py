@@ -411,3 +411,22 @@ def test_a_record_without_its_identity_is_refused_not_invented(field) -> None:
     del data[field]
     with pytest.raises(EventDecodeError, match=f"SampleIngested without {field}"):
         parse_event(orjson.dumps(data))
+
+
+def test_every_event_reads_back_as_a_cloudevent_with_the_sdks_kafka_binding() -> None:
+    from cloudevents.core.bindings.kafka import KafkaMessage, from_binary_event
+
+    from refit.kafka import cloudevent_source
+
+    for cls, event in [(SampleIngested, SampleIngested(model="digits", sample_id="s", features={"p0": 1.0}, label="3")),
+                       (DeadLettered, DeadLettered(model="", source_topic="t", partition=0, offset=1, consumer="c",
+                                                   reason="r", original_key=None, original_value=""))]:
+        source = cloudevent_source("refit-ingest")
+        read = from_binary_event(KafkaMessage(headers=dict(event.headers(source)), key=event.key(),
+                                              value=event.to_bytes()))
+        assert (read.get_specversion(), read.get_id(), read.get_type(), read.get_source(),
+                read.get_datacontenttype()) == (
+            "1.0", str(event.event_id), f"io.refit.{cls.__name__}.v1", source, "application/json")
+        assert read.get_subject() == (event.model or None)
+        assert read.get_time() == event.occurred_at
+        assert read.get_data() == orjson.loads(event.to_bytes())  # the body is the event, unchanged

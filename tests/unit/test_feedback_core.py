@@ -6,6 +6,7 @@ import asyncio
 import doctest
 import math
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -19,6 +20,7 @@ from refit.core import live
 from refit.core.live import Outcome, live_scores, outcome, row_keys
 from refit.errors import SchemaError
 from refit.events import PredictionServed, SampleIngested
+from refit.kafka import cloudevent_source
 from refit.onnx_model import Prediction
 from services.inference.querylog import QueryLog, Record
 from services.inference.serving import Served
@@ -219,8 +221,13 @@ async def test_predictions_are_published_in_batches_as_events() -> None:
     await run_log(log, 10)
     assert sum(len(b) for b in publisher.batches) == 10 and max(len(b) for b in publisher.batches) <= 4
     topic, key, value, headers = publisher.batches[0][0]
-    assert (topic, key, headers) == (topics.PREDICTIONS, b"digits", None)
+    assert (topic, key) == (topics.PREDICTIONS, b"digits")
     event = PredictionServed.model_validate(orjson.loads(value))
+    assert dict(headers) | {"ce_time": b""} == {  # its CloudEvents attributes, as the replica's Publisher writes them
+        "ce_specversion": b"1.0", "ce_id": str(event.event_id).encode(), "ce_type": b"io.refit.PredictionServed.v1",
+        "ce_source": cloudevent_source("refit-inference-0").encode(), "ce_time": b"", "ce_subject": b"digits",
+        "content-type": b"application/json"}
+    assert datetime.fromisoformat(dict(headers)["ce_time"].decode()) == event.occurred_at
     assert (event.request_id, event.version, event.digest, event.replica_id) == ("r0", 2, "cd" * 32, "inference-0")
     assert (event.inputs, event.classes, event.labels, event.probabilities) == (
         [[0.0, 1.0]], ["0", "1"], ["1"], [[0.25, 0.75]])
