@@ -31,7 +31,7 @@ from refit.metrics import Metrics
 from refit.openapi import DATASET_RESPONSES, exact
 from refit.settings import TrainerSettings
 from refit.specs import ModelSpec, ModelSpecs, load_specs
-from refit.web import background, declare_errors, health_routes
+from refit.web import background, declare_errors, health_routes, reads
 from services.trainer.fitter import Fitter, FitTimeoutError
 from services.trainer.ownership import Ownership
 from services.trainer.store import EXPORT_COLUMNS, DatasetStore
@@ -248,7 +248,8 @@ def create_app(settings: TrainerSettings, specs: ModelSpecs | None = None) -> Fa
     metrics.mount(app)
     health_routes(app)
 
-    @app.get("/v1/models/{name}/dataset", response_class=Response, responses=DATASET_RESPONSES)
+    @app.get("/v1/models/{name}/dataset", response_class=Response, responses=DATASET_RESPONSES,
+             dependencies=reads(settings))
     def export(name: str, request: Request,
                format: Annotated[Literal["jsonl", "csv"], Query()] = "jsonl") -> StreamingResponse:
         """Stream every stored training row of a model (holdout rows are never here), oldest first."""

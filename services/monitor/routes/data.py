@@ -1,4 +1,6 @@
-"""Data the monitor hands out: the training dataset (from the trainer, which owns it) and artifacts."""
+"""Data the monitor hands out: the training dataset (from the trainer, which owns it) and artifacts.
+
+Outside local mode both need the read credential (or the control token)."""
 
 from __future__ import annotations
 
@@ -14,12 +16,14 @@ from refit.artifacts import check_digest
 from refit.errors import ArtifactError
 from refit.openapi import ARTIFACT_RESPONSES, DATASET_RESPONSES
 from refit.settings import MonitorSettings
-from refit.web import JSONRoute
+from refit.web import JSONRoute, reads
 from services.monitor.routes import ModelName, MonitorDep
 
 
 def router(settings: MonitorSettings) -> APIRouter:
-    routes = APIRouter(route_class=JSONRoute)
+    # Data needs the read credential outside local mode; the control token, the stronger one, reads too.
+    routes = APIRouter(route_class=JSONRoute, dependencies=reads(settings, settings.api_token.get_secret_value()))
+    to_trainer = {"authorization": f"Bearer {token}"} if (token := settings.read_token.get_secret_value()) else {}
 
     async def owner(client: httpx.AsyncClient, model: str) -> str:
         """The trainer that holds the model's dataset: ``trainer``, or of several (``trainer-0`` …) the
@@ -47,7 +51,8 @@ def router(settings: MonitorSettings) -> APIRouter:
         try:
             trainer = await owner(client, name)
             upstream = await client.send(client.build_request(
-                "GET", f"{trainer.rstrip('/')}/v1/models/{name}/dataset", params={"format": format}), stream=True)
+                "GET", f"{trainer.rstrip('/')}/v1/models/{name}/dataset", params={"format": format},
+                headers=to_trainer), stream=True)
         except httpx.HTTPError as exc:
             await client.aclose()
             raise HTTPException(502, f"trainer unreachable: {exc!r}") from None
