@@ -67,7 +67,7 @@ def test_the_operations_table_lists_every_route_of_every_service_with_what_it_re
 
 def test_data_routes_need_the_read_credential_outside_local_mode_and_are_open_in_it() -> None:
     data = {("trainer", "/v1/models/{name}/dataset"), ("monitor", "/v1/models/{name}/dataset"),
-            ("monitor", "/v1/artifacts/{digest}")}
+            ("monitor", "/v1/artifacts/{digest}"), ("monitor", "/v1/models/{name}/quarantine")}
     for environment, expected in (("production", "read credential"), ("local", "open")):
         for service, app in apps(environment).items():
             needs = required(app)

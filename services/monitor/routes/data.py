@@ -1,4 +1,5 @@
-"""Data the monitor hands out: the training dataset (from the trainer, which owns it) and artifacts.
+"""Data the monitor hands out: the training dataset (from the trainer, which owns it), artifacts and
+quarantined sample ids.
 
 Outside local mode both need the read credential (or the control token)."""
 
@@ -71,6 +72,11 @@ def router(settings: MonitorSettings) -> APIRouter:
 
         return StreamingResponse(body(), media_type=upstream.headers.get("content-type"),
                                  headers={"content-disposition": upstream.headers.get("content-disposition", "")})
+
+    @routes.get("/v1/models/{name}/quarantine")
+    async def quarantined(name: ModelName, monitor: MonitorDep) -> list[dict[str, str]]:
+        """The model's quarantined samples, with the reason and when."""
+        return await asyncio.to_thread(monitor.registry.quarantined, name)
 
     @routes.get("/v1/artifacts/{digest}", response_class=Response, responses=ARTIFACT_RESPONSES)
     async def artifact(digest: str, monitor: MonitorDep) -> Response:
