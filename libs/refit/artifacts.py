@@ -96,11 +96,12 @@ class LocalArtifactStore:
 class HttpArtifactStore:
     """Reads artifacts from a monitor over HTTP, verifying each digest."""
 
-    def __init__(self, base_url: str, timeout_s: float = 30.0) -> None:
+    def __init__(self, base_url: str, timeout_s: float = 30.0, token: str = "") -> None:
         self.base_url = base_url.rstrip("/")
         # One client for the store's life: building one (its TLS context) took 50-180 ms, which
-        # was most of a swap's time (docs/benchmarks.md).
-        self.client = httpx.Client(timeout=timeout_s)
+        # was most of a swap's time (docs/benchmarks.md). ``token``: the read credential.
+        self.client = httpx.Client(timeout=timeout_s,
+                                   headers={"authorization": f"Bearer {token}"} if token else None)
 
     def close(self) -> None:
         self.client.close()

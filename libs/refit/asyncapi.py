@@ -48,7 +48,8 @@ ROLES: dict[str, Role] = {
         purpose="Labeled samples, each acknowledged by all in-sync replicas before ingest answered.",
         producers=("ingest",), consumers=("trainer", "monitor")),
     topics.RETRAIN_REQUESTS: Role(
-        purpose="Requests for a new candidate: an operator (API, CLI) or a monitor trigger.",
+        purpose="Requests for a new candidate: an operator (API, CLI) or a monitor trigger; the pause and "
+                "resumption of automatic retraining; samples an operator quarantined.",
         producers=("monitor",), consumers=("trainer",)),
     topics.CANDIDATES: Role(
         purpose="Fitted, converted and checked candidates with a claim check on their ONNX bytes.",

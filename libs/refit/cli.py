@@ -175,7 +175,10 @@ def _export(args: argparse.Namespace) -> int:
     url = f"{args.monitor.rstrip('/')}/v1/models/{args.model}/dataset"
     out = open(args.output, "wb") if args.output else sys.stdout.buffer  # noqa: SIM115 - closed below
     try:
-        with httpx.stream("GET", url, params={"format": args.format}, timeout=httpx.Timeout(30, read=300)) as response:
+        # The control token reads too; a reader without it sets REFIT_TOKEN to the read credential.
+        headers = {"authorization": f"Bearer {args.token}"} if args.token else {}
+        with httpx.stream("GET", url, params={"format": args.format}, headers=headers,
+                          timeout=httpx.Timeout(30, read=300)) as response:
             if response.status_code != 200:
                 raise SystemExit(f"error: {response.status_code} {response.read().decode(errors='replace')}")
             for chunk in response.iter_bytes():
@@ -254,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="refit", description=__doc__)
     parser.add_argument("--monitor", default=DEFAULT_MONITOR, help="monitor URL (env REFIT_MONITOR_URL)")
     parser.add_argument("--token", default=os.environ.get("REFIT_TOKEN", "refit-local-token"),
-                        help="bearer token for changes (env REFIT_TOKEN)")
+                        help="bearer token for changes, or the read credential for exports (env REFIT_TOKEN)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="run a broker and all services locally")

@@ -117,6 +117,18 @@ class RetrainingResumed(Event):
     requested_by: str | None = None
 
 
+class SamplesQuarantined(Event):
+    """An operator quarantined samples (``POST /v1/models/{name}/quarantine``): the monitor dropped them
+    from its holdout, the trainer drops them from its dataset, and both keep them out if redelivered."""
+
+    topic: ClassVar[str] = topics.RETRAIN_REQUESTS
+    event_type: Literal["SamplesQuarantined"] = "SamplesQuarantined"
+    schema_version: Literal[1] = 1
+    sample_ids: list[str] = Field(min_length=1)
+    reason: str
+    requested_by: str | None = None
+
+
 class ArtifactRef(_Value):
     """Claim check: where the ONNX bytes are and the SHA-256 they must have."""
 
@@ -374,6 +386,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         RetrainRequested,
         RetrainingPaused,
         RetrainingResumed,
+        SamplesQuarantined,
         CandidateTrained,
         TrainingFailed,
         ModelPromoted,

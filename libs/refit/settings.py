@@ -109,6 +109,27 @@ class _SignedDecisions(CommonSettings):
         return self
 
 
+class DataReads(CommonSettings):
+    """Reads of data (datasets, artifact bytes) need a read credential outside local mode."""
+
+    read_token: SecretStr = _f(
+        SecretStr(""), "bearer token for reads of data: dataset exports and artifact bytes (the trainer and the "
+        "monitor require it outside local mode, where those reads are open; the monitor also accepts its "
+        "`API_TOKEN`); the monitor sends it to the trainer and inference to the monitor. Required outside local "
+        "mode, and distinct from the control token")
+
+    @property
+    def reads_open(self) -> bool:
+        return self.environment == "local"
+
+    @model_validator(mode="after")
+    def _read_token_outside_local_mode(self) -> DataReads:
+        token = self.read_token.get_secret_value()
+        if not self.reads_open and (not token or token == LOCAL_API_TOKEN):
+            raise ValueError("read_token must be set to a secret outside local mode")
+        return self
+
+
 class IngestSettings(CommonSettings):
     model_config = SettingsConfigDict(env_prefix="REFIT_INGEST_", extra="ignore", frozen=True)
     port: int = _f(8001, "HTTP port")
@@ -126,14 +147,14 @@ class IngestSettings(CommonSettings):
         return self
 
 
-class TrainerSettings(CommonSettings):
+class TrainerSettings(DataReads):
     model_config = SettingsConfigDict(env_prefix="REFIT_TRAINER_", extra="ignore", frozen=True)
     port: int = _f(8002, "HTTP port")
     artifact_dir: Path = _f(Path(".refit/artifacts"), "content-addressed artifact store (shared with the monitor)")
     poll_interval_s: float = _f(1.0, "how often the trainer re-checks whether a model is due", gt=0)
 
 
-class MonitorSettings(_SignedDecisions):
+class MonitorSettings(_SignedDecisions, DataReads):
     model_config = SettingsConfigDict(env_prefix="REFIT_MONITOR_", extra="ignore", frozen=True)
     port: int = _f(8003, "HTTP port")
     artifact_dir: Path = _f(Path(".refit/artifacts"), "content-addressed artifact store (shared with the trainer)")
@@ -163,13 +184,15 @@ class MonitorSettings(_SignedDecisions):
     def _no_default_token(self) -> MonitorSettings:
         if self.environment != "local" and self.api_token.get_secret_value() == LOCAL_API_TOKEN:
             raise ValueError("api_token must be set to a secret outside local mode")
+        if not self.reads_open and self.read_token.get_secret_value() == self.api_token.get_secret_value():
+            raise ValueError("read_token must differ from api_token: a reader must not be able to change state")
         if self.environment != "local" and self.webhook_urls and \
                 self.webhook_secret.get_secret_value() == LOCAL_SIGNING_KEY:
             raise ValueError("webhook_secret must be set to a secret outside local mode")
         return self
 
 
-class InferenceSettings(_SignedDecisions):
+class InferenceSettings(_SignedDecisions, DataReads):
     model_config = SettingsConfigDict(env_prefix="REFIT_INFERENCE_", extra="ignore", frozen=True)
     port: int = _f(8004, "HTTP port")
     monitor_url: str = _f("http://127.0.0.1:8003", "where champions and artifacts are fetched")

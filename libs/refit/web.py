@@ -27,7 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from refit.errors import BrokerUnavailableError
 from refit.lifecycle import Background
 from refit.logs import configure
-from refit.settings import CommonSettings
+from refit.settings import CommonSettings, DataReads
 
 
 class BodyTooLarge(Exception):
@@ -246,9 +246,35 @@ def require_token(*accepted: str, scheme_name: str = "control") -> Callable[...,
         given = token.encode()
         matched = [hmac.compare_digest(given, a) for a in encoded]
         if scheme.lower() != "bearer" or not any(matched):
-            raise HTTPException(401, "a valid bearer token is required", headers={"WWW-Authenticate": "Bearer"})
+            raise HTTPException(401, f"a valid bearer token is required ({_NEEDS.get(scheme_name, scheme_name)})",
+                                headers={"WWW-Authenticate": "Bearer"})
 
+    setattr(check, _CREDENTIAL, scheme_name)
     return check
+
+
+_CREDENTIAL = "__refit_credential__"
+_NEEDS = {"control": "the control token", "read": "the read credential or the control token",
+          "ingest": "a producer key"}
+
+
+def reads(settings: DataReads, *also: str) -> list[Any]:
+    """The dependencies of a route that returns data: none in local mode (reads stay open), else the
+    read credential, or one of ``also`` (the monitor's control token: the stronger credential)."""
+    if settings.reads_open:
+        return []
+    return [Depends(require_token(settings.read_token.get_secret_value(), *also, scheme_name="read"))]
+
+
+def credentials(route: APIRoute) -> set[str]:
+    """The credentials (bearer scheme names of :func:`require_token`) an operation requires."""
+    found, pending = set(), [route.dependant]
+    while pending:
+        dependant = pending.pop()
+        if (name := getattr(dependant.call, _CREDENTIAL, None)) is not None:
+            found.add(name)
+        pending.extend(dependant.dependencies)
+    return found
 
 
 # -- declared error answers ------------------------------------------------------------------------

@@ -119,7 +119,7 @@ def create_app(settings: InferenceSettings, specs: ModelSpecs | None = None) -> 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
-        store = HttpArtifactStore(settings.monitor_url)
+        store = HttpArtifactStore(settings.monitor_url, token=settings.read_token.get_secret_value())
         champions = Champions(specs, store, key, settings.session_threads, metrics,
                               reserve_bytes=settings.memory_reserve_mb * 2**20)
         publisher = Publisher(settings, client_id=f"refit-{settings.replica_id}")

@@ -29,6 +29,7 @@ MAX_BODY_BYTES = 1024 * 1024
 ROUTE_ERRORS = {
     "POST /v1/models/{name}/retrain": [503],
     "POST /v1/models/{name}/rollback": [409, 503],
+    "POST /v1/models/{name}/quarantine": [503],
     "POST /v1/scheduler/start": [503],
     "POST /v1/scheduler/stop": [503],
     "GET /v1/models/{name}/champion": [404],

@@ -24,14 +24,14 @@ from refit.core.schema import validate_sample
 from refit.core.split import is_holdout
 from refit.errors import BrokerUnavailableError, SchemaError, UnknownModelError
 from refit.events import (ArtifactRef, CandidateTrained, InputSignature, RetrainingPaused, RetrainingResumed,
-                          RetrainRequested, SampleIngested, TrainingFailed, TrainingStats)
+                          RetrainRequested, SampleIngested, SamplesQuarantined, TrainingFailed, TrainingStats)
 from refit.kafka import ConsumerConfig, Incoming, Publisher, consume
 from refit.lifecycle import pause, retry
 from refit.metrics import Metrics
 from refit.openapi import DATASET_RESPONSES, exact
 from refit.settings import TrainerSettings
 from refit.specs import ModelSpec, ModelSpecs, load_specs
-from refit.web import background, declare_errors, health_routes
+from refit.web import background, declare_errors, health_routes, reads
 from services.trainer.fitter import Fitter, FitTimeoutError
 from services.trainer.ownership import Ownership
 from services.trainer.store import EXPORT_COLUMNS, DatasetStore
@@ -75,6 +75,11 @@ class Trainer:
                     continue
                 if isinstance(event, (RetrainingPaused, RetrainingResumed)):
                     self.store.set_paused(event.model, isinstance(event, RetrainingPaused), event.occurred_at)
+                    continue
+                if isinstance(event, SamplesQuarantined):  # also keeps out this batch's copies (add_samples)
+                    removed = self.store.quarantine(event.model, event.sample_ids)
+                    log.info("samples_quarantined", model=event.model, samples=len(event.sample_ids),
+                             removed=removed, reason=event.reason, event_id=str(event.event_id))
                     continue
                 assert isinstance(event, SampleIngested)
                 validate_sample(spec, event)  # as the trainer's spec knows it: else a dead letter
@@ -233,7 +238,8 @@ def create_app(settings: TrainerSettings, specs: ModelSpecs | None = None) -> Fa
                 work.start("consumer", consume(
                     settings, ConsumerConfig(name="trainer", subscribe=[topics.SAMPLES, topics.RETRAIN_REQUESTS],
                                              group_id="refit-trainer", expected=(SampleIngested, RetrainRequested,
-                                                                 RetrainingPaused, RetrainingResumed),
+                                                                 RetrainingPaused, RetrainingResumed,
+                                                                 SamplesQuarantined),
                                              placement=trainer.ownership),
                     handler=trainer.handle, publisher=publisher, stop=work.stop, counts=trainer.consumer_counts,
                     metrics=metrics))
@@ -248,7 +254,8 @@ def create_app(settings: TrainerSettings, specs: ModelSpecs | None = None) -> Fa
     metrics.mount(app)
     health_routes(app)
 
-    @app.get("/v1/models/{name}/dataset", response_class=Response, responses=DATASET_RESPONSES)
+    @app.get("/v1/models/{name}/dataset", response_class=Response, responses=DATASET_RESPONSES,
+             dependencies=reads(settings))
     def export(name: str, request: Request,
                format: Annotated[Literal["jsonl", "csv"], Query()] = "jsonl") -> StreamingResponse:
         """Stream every stored training row of a model (holdout rows are never here), oldest first."""

@@ -57,6 +57,10 @@ CREATE TABLE IF NOT EXISTS paused (
     paused INTEGER NOT NULL,
     changed_at TEXT NOT NULL
 );
+-- Samples an operator quarantined (SamplesQuarantined): deleted, and never stored again.
+CREATE TABLE IF NOT EXISTS quarantined (
+    model TEXT NOT NULL, sample_id TEXT NOT NULL, PRIMARY KEY (model, sample_id)
+);
 CREATE TABLE IF NOT EXISTS trainings (
     model TEXT PRIMARY KEY,
     last_seq INTEGER NOT NULL,
@@ -165,7 +169,8 @@ class DatasetStore:
                 before = self._db.total_changes
                 self._db.executemany(
                     "INSERT OR IGNORE INTO samples (model, sample_id, features, text, label, confidence, source,"
-                    " occurred_at, idempotency_key, event_time, request_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " occurred_at, idempotency_key, event_time, request_id) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?"
+                    " WHERE NOT EXISTS (SELECT 1 FROM quarantined WHERE model = ?1 AND sample_id = ?2)",
                     [(s.model, s.sample_id, orjson.dumps(s.features) if s.features is not None else None, s.text,
                       str(s.label), s.confidence, s.source, s.occurred_at.isoformat(), s.idempotency_key,
                       s.event_time.isoformat() if s.event_time else None, s.request_id) for s in samples])
@@ -176,6 +181,17 @@ class DatasetStore:
                                  " DO UPDATE SET next_offset = MAX(next_offset, excluded.next_offset)",
                                  list((positions or {}).items()))
         return new
+
+    def quarantine(self, model: str, sample_ids: list[str]) -> int:
+        """Delete these samples and keep them out for good (a redelivery is not stored); returns the
+        number of rows deleted."""
+        with self._lock, transaction(self._db):
+            self._db.executemany("INSERT OR IGNORE INTO quarantined (model, sample_id) VALUES (?, ?)",
+                                 [(model, i) for i in sample_ids])
+            before = self._db.total_changes
+            self._db.executemany("DELETE FROM samples WHERE model = ? AND sample_id = ?",
+                                 [(model, i) for i in sample_ids])
+            return self._db.total_changes - before
 
     def position(self, partition: int) -> int | None:
         """The next offset of this partition of refit.samples the store lacks, or None if it never read it."""
@@ -322,7 +338,8 @@ class DatasetStore:
         with self._lock:
             rows = self._db.execute("SELECT model, COUNT(*) FROM samples GROUP BY model").fetchall()
             held = self._db.execute("SELECT model, COUNT(*) FROM holdout_seen GROUP BY model").fetchall()
-        return {"samples": dict(rows), "holdout_skipped": dict(held)}
+            quarantined = self._db.execute("SELECT model, COUNT(*) FROM quarantined GROUP BY model").fetchall()
+        return {"samples": dict(rows), "holdout_skipped": dict(held), "quarantined": dict(quarantined)}
 
 
 def _when(text: str | None) -> datetime | None:

@@ -5,7 +5,7 @@ code decodes what is audited.
 The run makes every event type appear: samples of two models, retrain requests, candidates, two
 promotions and a rollback of digits, a rejection of diabetes (an impossible r2 gate), the query
 log, a request shadow-scored by the champion digits' second promotion replaced, the scheduler paused
-and resumed, a training that fails (breast-cancer has no rows), and dead letters from two bad records
+and resumed, a training that fails (breast-cancer has no rows), a quarantined sample, and dead letters from two bad records
 we publish ourselves. Set ``REFIT_AUDIT_DUMP=<path>``
 to keep every validated record as JSON lines (the source of the examples in docs/events.md).
 """
@@ -113,7 +113,12 @@ def drive(stack: Stack) -> dict[str, int]:
         for action in ("stop", "start"):
             assert client.post(f"{monitor}/v1/scheduler/{action}", headers=TOKEN).status_code == 200
         retrain(client, stack, "breast-cancer", "no data yet")
-    return {topics.SAMPLES: len(digits) + len(diabetes) + len(BAD_RECORDS), topics.RETRAIN_REQUESTS: 4 + 2 * 3,
+        # An operator quarantines a diabetes sample (its id from the trainer's export).
+        first_row = client.get(f"{stack.url('trainer')}/v1/models/diabetes/dataset").text.splitlines()[0]
+        quarantine = client.post(f"{monitor}/v1/models/diabetes/quarantine", headers=TOKEN, json={
+            "sample_ids": [json.loads(first_row)["sample_id"]], "reason": "audit: a mislabelled row"})
+        assert quarantine.status_code == 200, quarantine.text
+    return {topics.SAMPLES: len(digits) + len(diabetes) + len(BAD_RECORDS), topics.RETRAIN_REQUESTS: 4 + 2 * 3 + 1,
             topics.CANDIDATES: 3 + 1, topics.DECISIONS: 4, topics.PREDICTIONS: 1 + len(bodies) + 2,
             topics.DEAD_LETTERS: 2 * len(BAD_RECORDS)}  # trainer and monitor each dead-letter each
 

@@ -31,6 +31,7 @@ from refit.events import (
     PredictionServed,
     RetrainingPaused,
     RetrainingResumed,
+    SamplesQuarantined,
     RetrainRequested,
     SampleIngested,
     ShadowOutputs,
@@ -80,6 +81,7 @@ BUILDERS: dict[type[Event], Callable[[], dict[str, Any]]] = {
     },
     RetrainingPaused: lambda: {"requested_by": "api"},
     RetrainingResumed: lambda: {"requested_by": "api"},
+    SamplesQuarantined: lambda: {"sample_ids": ["s-1", "s-2"], "reason": "a unit error", "requested_by": "api"},
     TrainingFailed: lambda: {"failure": "timeout", "reason": "the fit ran past its timeout", "trigger": "manual",
                              "retrain_request_id": "r-1", "duration_s": 2.5},
     CandidateTrained: lambda: {
@@ -141,6 +143,7 @@ def test_every_event_class_is_registered_and_has_a_builder():
         (RetrainRequested, topics.RETRAIN_REQUESTS),
         (RetrainingPaused, topics.RETRAIN_REQUESTS),
         (RetrainingResumed, topics.RETRAIN_REQUESTS),
+        (SamplesQuarantined, topics.RETRAIN_REQUESTS),
         (CandidateTrained, topics.CANDIDATES),
         (TrainingFailed, topics.CANDIDATES),
         (ModelPromoted, topics.DECISIONS),

@@ -1,17 +1,20 @@
-"""Changing what the monitor does: retrain, rollback, trigger configuration and the scheduler.
+"""Changing what the monitor does: retrain, rollback, quarantine, trigger configuration and the scheduler.
 
 Every write needs the control token; reads of the configuration are open.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 from datetime import timedelta
-from typing import Any
+from typing import Annotated, Any
 
+import structlog
 from fastapi import APIRouter, Depends, HTTPException
 from pydantic import BaseModel, Field
 
+from refit.events import SamplesQuarantined
 from refit.settings import MonitorSettings
 from refit.specs import TriggersSpec
 from refit.web import JSONRoute, require_token
@@ -28,6 +31,12 @@ class RollbackIn(BaseModel):
     reason: str = Field("manual rollback", min_length=1, max_length=500)
 
 
+class QuarantineIn(BaseModel):
+    sample_ids: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(min_length=1, max_length=1000)
+    reason: str = Field(min_length=1, max_length=500)
+
+
+log = structlog.get_logger("monitor.control")
 _MAX_INT = 2**63 - 1  # the bound of SQLite integers and of C sizes (deque lengths) counts end up in
 
 
@@ -77,6 +86,19 @@ def router(settings: MonitorSettings) -> APIRouter:
         except RollbackError as exc:
             raise HTTPException(409, str(exc)) from None
         return event.model_dump(mode="json")
+
+    @routes.post("/v1/models/{name}/quarantine", dependencies=[authorized])
+    async def quarantine(name: ModelName, body: QuarantineIn, monitor: MonitorDep) -> dict[str, Any]:
+        """Take samples out of the holdout and, through SamplesQuarantined, out of the trainer's dataset,
+        for good: a redelivered copy is not stored again. Published before recorded: a 503 changed nothing."""
+        ids = sorted(set(body.sample_ids))
+        event = SamplesQuarantined(model=name, sample_ids=ids, reason=body.reason, requested_by="api")
+        await monitor.publisher.publish(event)
+        removed = await asyncio.to_thread(monitor.registry.quarantine, name, ids, body.reason)
+        log.info("samples_quarantined", model=name, samples=len(ids), removed_from_holdout=removed,
+                 reason=body.reason, event_id=str(event.event_id))
+        return {"model": name, "event_id": str(event.event_id), "quarantined": len(ids),
+                "removed_from_holdout": removed}
 
     @routes.get("/v1/models/{name}/triggers")
     async def triggers(name: ModelName, monitor: MonitorDep) -> dict[str, Any]:

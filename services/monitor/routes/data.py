@@ -1,4 +1,7 @@
-"""Data the monitor hands out: the training dataset (from the trainer, which owns it) and artifacts."""
+"""Data the monitor hands out: the training dataset (from the trainer, which owns it), artifacts and
+quarantined sample ids.
+
+Outside local mode both need the read credential (or the control token)."""
 
 from __future__ import annotations
 
@@ -14,12 +17,14 @@ from refit.artifacts import check_digest
 from refit.errors import ArtifactError
 from refit.openapi import ARTIFACT_RESPONSES, DATASET_RESPONSES
 from refit.settings import MonitorSettings
-from refit.web import JSONRoute
+from refit.web import JSONRoute, reads
 from services.monitor.routes import ModelName, MonitorDep
 
 
 def router(settings: MonitorSettings) -> APIRouter:
-    routes = APIRouter(route_class=JSONRoute)
+    # Data needs the read credential outside local mode; the control token, the stronger one, reads too.
+    routes = APIRouter(route_class=JSONRoute, dependencies=reads(settings, settings.api_token.get_secret_value()))
+    to_trainer = {"authorization": f"Bearer {token}"} if (token := settings.read_token.get_secret_value()) else {}
 
     async def owner(client: httpx.AsyncClient, model: str) -> str:
         """The trainer that holds the model's dataset: ``trainer``, or of several (``trainer-0`` …) the
@@ -47,7 +52,8 @@ def router(settings: MonitorSettings) -> APIRouter:
         try:
             trainer = await owner(client, name)
             upstream = await client.send(client.build_request(
-                "GET", f"{trainer.rstrip('/')}/v1/models/{name}/dataset", params={"format": format}), stream=True)
+                "GET", f"{trainer.rstrip('/')}/v1/models/{name}/dataset", params={"format": format},
+                headers=to_trainer), stream=True)
         except httpx.HTTPError as exc:
             await client.aclose()
             raise HTTPException(502, f"trainer unreachable: {exc!r}") from None
@@ -66,6 +72,11 @@ def router(settings: MonitorSettings) -> APIRouter:
 
         return StreamingResponse(body(), media_type=upstream.headers.get("content-type"),
                                  headers={"content-disposition": upstream.headers.get("content-disposition", "")})
+
+    @routes.get("/v1/models/{name}/quarantine")
+    async def quarantined(name: ModelName, monitor: MonitorDep) -> list[dict[str, str]]:
+        """The model's quarantined samples, with the reason and when."""
+        return await asyncio.to_thread(monitor.registry.quarantined, name)
 
     @routes.get("/v1/artifacts/{digest}", response_class=Response, responses=ARTIFACT_RESPONSES)
     async def artifact(digest: str, monitor: MonitorDep) -> Response:
