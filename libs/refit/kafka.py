@@ -198,8 +198,8 @@ class Publisher:
     async def publish(self, event: Event, headers: list[tuple[str, bytes]] | None = None) -> None:
         await self.publish_many_raw([self.record(event, None, headers)])
 
-    async def publish_many(self, events: Sequence[Event]) -> None:
-        await self.publish_many_raw([self.record(e) for e in events])
+    async def publish_many(self, events: Sequence[Event], headers: list[tuple[str, bytes]] | None = None) -> None:
+        await self.publish_many_raw([self.record(e, None, headers) for e in events])
 
     async def ready(self) -> bool:
         try:

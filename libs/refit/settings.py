@@ -68,6 +68,9 @@ class CommonSettings(BaseSettings):
     port: int = _f(8000, "HTTP port")
     log_level: str = _f("INFO", "log level")
     log_json: bool = _f(True, "one JSON object per log line (false: human-readable)")
+    trace_file: Path | None = _f(
+        None, "write this process's OpenTelemetry spans to this file, one JSON span per line (tracing is also on "
+        "when `OTEL_EXPORTER_OTLP_ENDPOINT` is set; docs/operations.md, Tracing)")
     broker: Literal["kafka", "embedded"] = _f(
         "kafka", "the broker refit talks to, and so what it relies on (`refit.settings.BrokerProfile`): `kafka` "
         "(Apache Kafka: idempotent producer, normal group sessions) or `embedded` (the local stack's in-memory "

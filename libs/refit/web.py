@@ -24,6 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from refit import tracing
 from refit.errors import BrokerUnavailableError
 from refit.lifecycle import Background
 from refit.logs import configure
@@ -367,6 +368,7 @@ S = TypeVar("S", bound=CommonSettings)
 def run(service: str, settings: S, create_app: Callable[[S], Any]) -> None:
     """A service's ``main``: its logs configured, its app created and served (:func:`serve`)."""
     configure(service, settings.log_level, settings.log_json)
+    tracing.configure(service, settings.trace_file)
     serve(create_app(settings), settings)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 
+from refit import tracing
 from refit.logs import configure
 from refit.settings import InferenceSettings
 from refit.workers import serve_worker, supervise, worker_index
@@ -16,6 +17,7 @@ from refit.workers import serve_worker, supervise, worker_index
 def main() -> None:
     settings = InferenceSettings()
     configure("inference", settings.log_level, settings.log_json)
+    tracing.configure("inference", settings.trace_file)
     workers = settings.workers or os.cpu_count() or 1
     index = worker_index()
     if index is None and workers > 1:

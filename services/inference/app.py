@@ -12,7 +12,7 @@ import structlog
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import Response
 
-from refit import signing, topics
+from refit import signing, topics, tracing
 from refit.artifacts import HttpArtifactStore
 from refit.core.fallback import prior_from_json, without_champion
 from refit.core.serving import unready
@@ -134,7 +134,8 @@ def create_app(settings: InferenceSettings, specs: ModelSpecs | None = None) -> 
             """Every decision in turn; the ones that cannot be used go to the dead letters with the reason."""
             refused: dict[int, str] = {}
             for i, item in enumerate(items):
-                outcome = await champions.apply(item.record.value or b"", item.header(signing.HEADER), "topic")
+                outcome = await champions.apply(item.record.value or b"", item.header(signing.HEADER), "topic",
+                                                item.header(tracing.HEADER) if tracing.enabled else None)
                 if outcome.refused is not None:
                     refused[i] = outcome.refused
             return refused

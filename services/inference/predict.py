@@ -23,6 +23,7 @@ import structlog
 from fastapi import FastAPI, HTTPException
 from starlette.types import Receive, Scope, Send
 
+from refit import tracing
 from refit.core.fallback import KeywordRules, without_champion
 from refit.core.schema import validate_text
 from refit.errors import ModelLoadError, SchemaError
@@ -490,6 +491,7 @@ class InferenceApp(FastAPI):
                 await super().__call__(scope, receive, send)
                 return
             (name, version), v2 = infer, True
+        started = time.time_ns() if tracing.enabled else 0
         try:
             status, body, headers = await self.predictions.answer(name, scope, receive, v2, version)
         except _ClientGone:
@@ -501,3 +503,6 @@ class InferenceApp(FastAPI):
         headers.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+        if started and (parent := _header(scope["headers"], b"traceparent")) is not None:
+            # only a sampled caller's request, and after the answer left (refit.tracing)
+            tracing.record("predict", parent, started, time.time_ns(), model=name, status=status)

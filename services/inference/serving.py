@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from contextlib import nullcontext
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -11,7 +12,7 @@ from typing import Any
 
 import structlog
 
-from refit import signing
+from refit import signing, tracing
 from refit.artifacts import ArtifactReader
 from refit.core.fallback import Prior
 from refit.core.serving import SERVING_EVENT_TYPES, headroom_for, sequence_refusal, should_swap
@@ -98,8 +99,9 @@ class Champions:
         # Each model's holdout prior from the monitor, for ``serving.fallback: [prior]`` (refit.core.fallback).
         self.priors: dict[str, Prior] = {}
 
-    async def apply(self, payload: bytes, signature: str | None, source: str) -> Outcome:
-        """Follow one decision from ``source`` (``topic``, or ``monitor``: its answer wins)."""
+    async def apply(self, payload: bytes, signature: str | None, source: str, trace: str | None = None) -> Outcome:
+        """Follow one decision from ``source`` (``topic``, or ``monitor``: its answer wins); a swap it
+        makes is a span, the child of ``trace`` (the decision's traceparent), when tracing."""
         try:
             signing.verify(self.key, payload, signature)
             event = parse_event(payload, (ModelPromoted, CandidateRejected, ModelRolledBack))
@@ -124,50 +126,56 @@ class Champions:
                                                         event.sequence > self.decided.get(event.model, 0)):
             self.decided[event.model] = event.sequence
         async with lock:
-            current = self.served.get(event.model)
-            if not should_swap(current.sequence if current else None, event.event_type, event.sequence,
-                               authoritative):
-                return Outcome()
-            if current is not None and authoritative and current.sequence > event.sequence:
-                log.warning("the monitor's champion replaces a decision it did not make", model=event.model,
-                            served_sequence=current.sequence, monitor_sequence=event.sequence)
-            bound = log.bind(model=event.model, version=event.version, digest=event.digest, source=source)
-            started = time.perf_counter()
-            stages: dict[str, float] = {}
-            kept = self.previous.get(event.model)
-            try:
-                if current is not None and current.digest == event.digest:
-                    model = current.model  # the same bytes under another decision: nothing to load
-                elif kept is not None and kept.digest == event.digest:
-                    model = kept.model  # a rollback to the version just replaced: already loaded and warm
-                else:
-                    model = await asyncio.to_thread(self.load, self.specs.get(event.model), event.digest,
-                                                    None, stages)
-            except (ArtifactError, ModelLoadError) as exc:
-                reason = "memory" if isinstance(exc, NoHeadroom) else "load"
-                self.refused[reason] += 1
-                self.metrics.decisions_refused.labels(reason).inc()
-                bound.error("swap refused, still serving the previous model", reason=str(exc),
-                            serving=current.version if current else None)
-                if current is not None and current.fallback is None and current.sequence < event.sequence:
-                    self._serve(replace(current, fallback="previous"))
-                return Outcome()
-            version = str(event.version)
-            self._serve(Served(
-                event.model, event.version, event.digest, event.sequence, model,
-                self.metrics.requests.labels(event.model, version, "200"),
-                self.metrics.latency.labels(event.model, version),
-                "previous" if self.decided.get(event.model, 0) > event.sequence else None))
-            if current is not None:
-                self.previous[event.model] = current
-            self.swaps += 1
-            self.swaps_by_source[source] += 1
-            self.metrics.swaps.labels(event.model).inc()
-            self.metrics.swap_duration.labels(event.model).observe(time.perf_counter() - started)
-            bound.info("serving", previous=current.version if current else None,
-                       seconds=round(time.perf_counter() - started, 4),
-                       stages={k: round(v, 4) for k, v in stages.items()})
-            return Outcome(swapped=True)
+            with tracing.span("swap", trace, model=event.model, version=event.version, source=source) \
+                    if trace is not None else nullcontext():
+                return await self._swap(event, source, authoritative)
+
+    async def _swap(self, event: Decision, source: str, authoritative: bool) -> Outcome:
+        """Under the model's lock: load, check and warm the decision's model if it is newer, then swap."""
+        current = self.served.get(event.model)
+        if not should_swap(current.sequence if current else None, event.event_type, event.sequence,
+                           authoritative):
+            return Outcome()
+        if current is not None and authoritative and current.sequence > event.sequence:
+            log.warning("the monitor's champion replaces a decision it did not make", model=event.model,
+                        served_sequence=current.sequence, monitor_sequence=event.sequence)
+        bound = log.bind(model=event.model, version=event.version, digest=event.digest, source=source)
+        started = time.perf_counter()
+        stages: dict[str, float] = {}
+        kept = self.previous.get(event.model)
+        try:
+            if current is not None and current.digest == event.digest:
+                model = current.model  # the same bytes under another decision: nothing to load
+            elif kept is not None and kept.digest == event.digest:
+                model = kept.model  # a rollback to the version just replaced: already loaded and warm
+            else:
+                model = await asyncio.to_thread(self.load, self.specs.get(event.model), event.digest,
+                                                None, stages)
+        except (ArtifactError, ModelLoadError) as exc:
+            reason = "memory" if isinstance(exc, NoHeadroom) else "load"
+            self.refused[reason] += 1
+            self.metrics.decisions_refused.labels(reason).inc()
+            bound.error("swap refused, still serving the previous model", reason=str(exc),
+                        serving=current.version if current else None)
+            if current is not None and current.fallback is None and current.sequence < event.sequence:
+                self._serve(replace(current, fallback="previous"))
+            return Outcome()
+        version = str(event.version)
+        self._serve(Served(
+            event.model, event.version, event.digest, event.sequence, model,
+            self.metrics.requests.labels(event.model, version, "200"),
+            self.metrics.latency.labels(event.model, version),
+            "previous" if self.decided.get(event.model, 0) > event.sequence else None))
+        if current is not None:
+            self.previous[event.model] = current
+        self.swaps += 1
+        self.swaps_by_source[source] += 1
+        self.metrics.swaps.labels(event.model).inc()
+        self.metrics.swap_duration.labels(event.model).observe(time.perf_counter() - started)
+        bound.info("serving", previous=current.version if current else None,
+                   seconds=round(time.perf_counter() - started, 4),
+                   stages={k: round(v, 4) for k, v in stages.items()})
+        return Outcome(swapped=True)
 
     def _serve(self, served: Served) -> None:
         self.served[served.name] = served

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 
+from refit import tracing
 from refit.core.schema import validate_sample
 from refit.errors import BrokerUnavailableError, SchemaError, UnknownModelError
 from refit.events import SampleIngested
@@ -72,12 +73,16 @@ def create_app(settings: IngestSettings, specs: ModelSpecs | None = None) -> Fas
     specs = specs or load_specs(settings.specs_path)
     metrics = Metrics("ingest")
 
-    async def publish(publisher: Publisher, model: str, events: list[SampleIngested]) -> None:
-        try:
-            await publisher.publish_many(events)
-        except BrokerUnavailableError:
-            metrics.broker_unavailable.inc()
-            raise
+    async def publish(publisher: Publisher, model: str, events: list[SampleIngested], request: Request) -> None:
+        """Publish ``events``; when tracing, in a span within the request's (which continued the caller's
+        ``traceparent``), whose context every record carries (refit.tracing)."""
+        with tracing.span("ingest samples", request.headers.get(tracing.HEADER) if tracing.enabled else None,
+                          kind="producer", model=model, samples=len(events)) as current:
+            try:
+                await publisher.publish_many(events, tracing.headers(current))
+            except BrokerUnavailableError:
+                metrics.broker_unavailable.inc()
+                raise
         metrics.samples_ingested.labels(model).inc(len(events))
 
     @asynccontextmanager
@@ -104,7 +109,7 @@ def create_app(settings: IngestSettings, specs: ModelSpecs | None = None) -> Fas
             raise _unprocessable([{"loc": ["body", "model"], "msg": str(exc), "type": "value_error"}]) from None
 
     @app.post("/v1/samples", status_code=202, response_model=Accepted, dependencies=producers)
-    async def post_sample(sample: SampleIn, publisher: PublisherDep) -> Accepted:
+    async def post_sample(sample: SampleIn, publisher: PublisherDep, request: Request) -> Accepted:
         """Publish one labeled sample; answers after the broker acknowledged it."""
         spec = spec_for(sample.model)
         try:
@@ -112,7 +117,7 @@ def create_app(settings: IngestSettings, specs: ModelSpecs | None = None) -> Fas
         except SchemaError as exc:
             metrics.samples_rejected.labels(spec.name).inc()
             raise _unprocessable([_error(exc, None)]) from None
-        await publish(publisher, spec.name, [event])
+        await publish(publisher, spec.name, [event], request)
         return Accepted(accepted=1, sample_ids=[event.sample_id])
 
     @app.post("/v1/samples:batch", status_code=202, response_model=Accepted, dependencies=producers,
@@ -133,7 +138,7 @@ def create_app(settings: IngestSettings, specs: ModelSpecs | None = None) -> Fas
         if errors:
             metrics.samples_rejected.labels(spec.name).inc(len(batch.samples))
             raise _unprocessable(errors)
-        await publish(publisher, spec.name, events)
+        await publish(publisher, spec.name, events, request)
         return Accepted(accepted=len(events), sample_ids=[e.sample_id for e in events])
 
     async def ready(request: Request) -> str | None:

@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 import structlog
 
-from refit import signing
+from refit import signing, tracing
 from refit.core.retention import rollback_reachable
 from refit.errors import BrokerUnavailableError, RefitError
 from refit.events import (CandidateRejected, Decision, JudgingWindow, LiveEvidence, ModelPromoted, ModelRolledBack,
@@ -49,6 +49,9 @@ class Decider:
         self.publisher, self.metrics, self.notifier = publisher, metrics, notifier
         self.key = settings.decision_signing_key.get_secret_value().encode()
         self.wake = asyncio.Event()  # set by intake when a candidate or holdout rows arrive
+        # Tracing (refit.tracing): each candidate's traceparent (intake fills it) and each decision's.
+        self.traces: dict[str, str] = {}
+        self.decision_traces: dict[tuple[str, int], list[tuple[str, bytes]]] = {}
         self._one_at_a_time = asyncio.Lock()
         self._deferred: set[str] = set()
 
@@ -79,15 +82,19 @@ class Decider:
                          holdout=len(holdout.ids), minimum=spec.safeguard.min_holdout, window=window.reason)
             return
         async with self._one_at_a_time:
-            champion = self.registry.serving(spec.name)
-            judgement = await self._judge(spec, version, champion.digest if champion else None, holdout)
-            judgement = judgement.model_copy(update={"window": window})
-            kind = ModelPromoted if judgement.promote else CandidateRejected
-            status = "promoted" if judgement.promote else "rejected"
-            event = self.registry.record_decision(spec.name, lambda sequence: kind(
-                **self._identity(spec, version, sequence), champion_version=champion.version if champion else None,
-                **judgement.evidence()), self.sign, status)
-            self._announce(event, status)
+            with tracing.span("judge", self.traces.pop(version.candidate_id, None) if tracing.enabled else None,
+                              model=spec.name, version=version.version) as current:
+                champion = self.registry.serving(spec.name)
+                judgement = await self._judge(spec, version, champion.digest if champion else None, holdout)
+                judgement = judgement.model_copy(update={"window": window})
+                kind = ModelPromoted if judgement.promote else CandidateRejected
+                status = "promoted" if judgement.promote else "rejected"
+                event = self.registry.record_decision(spec.name, lambda sequence: kind(
+                    **self._identity(spec, version, sequence), champion_version=champion.version if champion else None,
+                    **judgement.evidence()), self.sign, status)
+                self._announce(event, status)
+                if current is not None:
+                    self.decision_traces[event.model, event.sequence] = tracing.headers(current)
         await self.publish_outbox()
 
     def _holdout(self, spec: ModelSpec) -> tuple[Holdout, JudgingWindow]:
@@ -241,7 +248,8 @@ class Decider:
         for stored in self.registry.unpublished():
             # the payload exactly as signed; its CloudEvents headers from the event it holds
             event = parse_event(stored.payload)
+            traced = self.decision_traces.pop((stored.model, stored.sequence), [])
             await self.publisher.publish_many_raw([self.publisher.record(
-                event, stored.payload, [(signing.HEADER, stored.signature.encode())])])
+                event, stored.payload, [(signing.HEADER, stored.signature.encode()), *traced])])
             self.registry.mark_published(stored.model, stored.sequence)
 

@@ -87,7 +87,7 @@ def open_monitor(settings: MonitorSettings, specs: ModelSpecs, publisher: Publis
         yield Monitor(
             settings=settings, specs=specs, registry=registry, feedback=feedback, artifacts=artifacts,
             publisher=publisher, metrics=metrics, notifier=notifier, triggers=triggers, decider=decider,
-            intake=Intake(specs, registry, triggers, feedback, arrived=decider.wake.set),
+            intake=Intake(specs, registry, triggers, feedback, arrived=decider.wake.set, traces=decider.traces),
             views=Views(specs, registry, feedback, settings.live_window),
             reporter=Reporter(specs.names(), settings.report_days, settings.report_cron, registry, trigger_store,
                               notifier))

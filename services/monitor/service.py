@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+from refit import tracing
 from refit.core.schema import validate_sample
 from refit.core.split import is_holdout
 from refit.errors import SchemaError, UnknownModelError
@@ -23,9 +24,10 @@ from services.monitor.triggers import Triggers
 
 class Intake:
     def __init__(self, specs: ModelSpecs, registry: Registry, triggers: Triggers, feedback: FeedbackStore,
-                 arrived: Callable[[], None]) -> None:
+                 arrived: Callable[[], None], traces: dict[str, str] | None = None) -> None:
         self.specs, self.registry, self.triggers, self.feedback = specs, registry, triggers, feedback
         self.arrived = arrived
+        self.traces = traces if traces is not None else {}  # candidate id -> its traceparent (the judge's parent)
 
     async def handle(self, items: list[Incoming]) -> dict[int, str]:
         """Store a batch of records; returns the reason for each one that is dead-lettered, by index."""
@@ -39,6 +41,8 @@ class Intake:
             try:
                 spec = self.specs.get(event.model)
                 if isinstance(event, CandidateTrained):
+                    if tracing.enabled:
+                        self.traces[event.candidate_id] = item.header(tracing.HEADER) or ""
                     version = self.registry.add_candidate(event)
                     if version.duplicate_of is None:  # a duplicate answers no request in flight
                         self.triggers.candidate_arrived(event.model, event.candidate_id)

@@ -18,7 +18,7 @@ from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
 import refit
-from refit import topics
+from refit import topics, tracing
 from refit.artifacts import LocalArtifactStore
 from refit.core.schema import validate_sample
 from refit.core.split import is_holdout
@@ -58,6 +58,7 @@ class Trainer:
         self.trainings = 0
         self.consumer_counts: Counter[str] = Counter()
         self.held: dict[str, str] = {}  # per model: a training its own path wanted, and why it waits
+        self.traced = tracing.Recent()  # per model: the newest samples' trace contexts, for the next training
 
     async def handle(self, items: list[Incoming]) -> dict[int, str]:
         rejected: dict[int, str] = {}
@@ -83,6 +84,8 @@ class Trainer:
                     continue
                 assert isinstance(event, SampleIngested)
                 validate_sample(spec, event)  # as the trainer's spec knows it: else a dead letter
+                if tracing.enabled:
+                    self.traced.add(event.model, item.header(tracing.HEADER))
             except (UnknownModelError, SchemaError) as exc:
                 rejected[i] = str(exc)
                 continue
@@ -122,6 +125,15 @@ class Trainer:
 
     async def train(self, spec: ModelSpec, trigger: str, request_id: str | None, since: datetime | None,
                     stop: asyncio.Event) -> None:
+        """One training, in a span (when tracing) that is the child of the newest sample's and links
+        the others since the last training (refit.tracing)."""
+        samples = self.traced.take(spec.name) if tracing.enabled else []
+        with tracing.span("train", samples[-1] if samples else None, samples[:-1], model=spec.name,
+                          trigger=trigger) as current:
+            await self._train(spec, trigger, request_id, since, stop, tracing.headers(current))
+
+    async def _train(self, spec: ModelSpec, trigger: str, request_id: str | None, since: datetime | None,
+                     stop: asyncio.Event, headers: list[tuple[str, bytes]]) -> None:
         bound = log.bind(model=spec.name, trigger=trigger, request_id=request_id)
         now = datetime.now(UTC)
         # Reading and filtering a large window takes seconds: off the event loop, like fitting.
@@ -168,7 +180,7 @@ class Trainer:
             bound.info("model moved to another trainer during training; candidate dropped")
             return
         # Until the broker takes it: the candidate is stored and the request is not done until then.
-        await retry("candidate", lambda: self.publisher.publish(event), retry_on=(BrokerUnavailableError,),
+        await retry("candidate", lambda: self.publisher.publish(event, headers), retry_on=(BrokerUnavailableError,),
                     stop=stop)
         self.store.mark_trained(spec.name, top, now)
         self.store.finish_requests(spec.name, f"candidate {event.candidate_id}", now)
