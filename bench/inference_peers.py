@@ -69,6 +69,7 @@ wrk.method = "POST"
 wrk.body = f:read("*a")
 f:close()
 wrk.headers["Content-Type"] = "application/json"
+if os.getenv("BENCH_TRACEPARENT") then wrk.headers["traceparent"] = os.getenv("BENCH_TRACEPARENT") end
 """
 
 
@@ -92,6 +93,7 @@ class Server:
     proc: subprocess.Popen[bytes] | None = None   # ours to stop (refit's belongs to the stack)
     settle: Callable[[], None] = lambda: None      # after a run: wait for work the run left queued
     body: Path | None = None                       # its own body (another protocol), else the case's
+    traceparent: str | None = None                 # sent with every request (a sampled trace)
 
     def cpu_s(self) -> float:
         process = psutil.Process(self.pid)
@@ -139,14 +141,15 @@ def _ms(text: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
-def wrk(url: str, body: Path, seconds: float, connections: int) -> Run:
+def wrk(url: str, body: Path, seconds: float, connections: int, traceparent: str | None = None) -> Run:
     """One bounded wrk run (one thread, ``seconds`` long, 10 s request timeout), parsed."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(WRK_SCRIPT)
     try:
         out = subprocess.run(
             ["wrk", "-t1", f"-c{connections}", f"-d{round(seconds)}s", "--latency", "--timeout", "10s", "-s", script.name, url],
-            env={**os.environ, "BENCH_BODY": str(body)}, capture_output=True, text=True, timeout=seconds + 60,
+            env={**os.environ, "BENCH_BODY": str(body), **({"BENCH_TRACEPARENT": traceparent} if traceparent else {})},
+            capture_output=True, text=True, timeout=seconds + 60,
             check=True).stdout
     finally:
         os.unlink(script.name)
@@ -160,9 +163,9 @@ def wrk(url: str, body: Path, seconds: float, connections: int) -> Run:
 
 
 def start_process(name: str, argv: list[str], port: int, path: str, health: str, env: dict[str, str] | None = None,
-                  log_dir: Path | None = None) -> Server:
+                  log_dir: Path | None = None, cwd: Path | None = None) -> Server:
     log = open(log_dir / f"{name}.log", "ab") if log_dir else subprocess.DEVNULL  # noqa: SIM115
-    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, cwd=cwd)
     server = Server(name, f"http://127.0.0.1:{port}{path}", proc.pid, proc)
     try:
         wait_http(f"http://127.0.0.1:{port}{health}", timeout_s=120, proc=proc)
@@ -242,12 +245,12 @@ def round_robin(servers: list[Server], body: Path, rounds: int, seconds: float, 
     case = Case({s.name: [] for s in servers})
     check_answers(servers, body)
     for server in servers:  # warm-up, discarded
-        wrk(server.url, server.body or body, 1, connections)
+        wrk(server.url, server.body or body, 1, connections, server.traceparent)
     for number in range(rounds):
         order = servers[number % len(servers):] + servers[:number % len(servers)]
         for server in order:
             before = server.cpu_s()
-            run = wrk(server.url, server.body or body, seconds, connections)
+            run = wrk(server.url, server.body or body, seconds, connections, server.traceparent)
             server.settle()
             run.cpu_us = (server.cpu_s() - before) / max(run.requests, 1) * 1e6
             case.runs[server.name].append(run)
@@ -363,6 +366,33 @@ def against_peers(args: argparse.Namespace, stack: Stack, specs: ModelSpecs, wor
                                                     args.connections, say)
 
 
+def tracing_case(args: argparse.Namespace, stack: Stack, work: Path, body: Path, servers: list[Server],
+                 say: Callable[[str], None]) -> Case:
+    """Replicas started the same way, serving the same champion of digits-lr from the same monitor: this
+    tree with tracing off, one from ``--baseline-src`` (a tree without tracing, or any other), and this
+    tree with tracing on (a span file) and every request sampled. (The stack's own replica is not one of
+    them: started by the stack, it measured 20% slower than the same code started here, in two runs.)"""
+    path = "/v1/models/digits-lr/predict"
+    replicas: list[Server] = []
+    variants = [("tracing off", REPO, {}),
+                ("tracing on, sampled", REPO, {"REFIT_INFERENCE_TRACE_FILE": str(work / "spans.jsonl")})]
+    if args.baseline_src is not None:
+        variants.insert(0, ("baseline", args.baseline_src.resolve(), {}))
+    for name, tree, extra in variants:
+        port = free_port()
+        env = {**stack.service_env("inference-0"), "REFIT_INFERENCE_PORT": str(port),
+               "REFIT_INFERENCE_REPLICA_ID": f"bench-{len(servers)}", **extra,
+               "PYTHONPATH": f"{tree / 'libs'}{os.pathsep}{tree}"}
+        server = start_process(name, [sys.executable, "-m", "services.inference"], port, path, "/readyz", env=env,
+                               log_dir=work / "logs", cwd=tree)
+        servers.append(server)
+        if "sampled" in name:
+            server.traceparent = f"00-{'1' * 32}-{'2' * 16}-01"
+        replicas.append(server)
+    say(f"  case trace-1: digits-lr, one row, c{args.connections}: {', '.join(s.name for s in replicas)}")
+    return round_robin(replicas, body, args.rounds, args.seconds, args.connections, say)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
@@ -370,6 +400,9 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--cases", default="lr-1,lr-64,rf-1,rf-64,shadow-1,v2-1", help="which cases to run")
     parser.add_argument("--no-workers", action="store_true", help="skip the one-worker-per-core phase")
+    parser.add_argument("--baseline-src", type=Path, default=None,
+                        help="trace-1: also a replica from this source tree (e.g. a worktree of a commit before "
+                             "tracing), against the same monitor")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "inference_peers.md")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -416,6 +449,8 @@ def main() -> None:
                          Server("refit /v2", f"{replica}/v2/models/digits-lr/infer", pid, body=v2_body(work))]
             say(f"  case v2-1: digits-lr, one row, /v1 against the Open Inference Protocol, c{args.connections}")
             cases["v2-1"] = round_robin(protocols, body[1], args.rounds, args.seconds, args.connections, say)
+        if "trace-1" in wanted:
+            cases["trace-1"] = tracing_case(args, stack, work, body[1], servers, say)
         if any(c[:2] in MODELS.values() for c in wanted) or not args.no_workers:
             against_peers(args, stack, specs, work, body, servers, cases, say)
     finally:
@@ -424,10 +459,14 @@ def main() -> None:
         stack.stop()
     shadow = cases.pop("shadow-1", None)
     protocols = cases.pop("v2-1", None)
+    traced = cases.pop("trace-1", None)
     report = table(cases) if cases else ""
     if protocols is not None:
         report += "\n\nThe Open Inference Protocol (V2) against /v1, one row, same replica, same run:\n\n" + \
             ratio_table(protocols, "refit /v1", "protocol")
+    if traced is not None:
+        report += "\n\nTracing: off (this tree), off (--baseline-src), on with every request sampled; one row:\n\n" + \
+            ratio_table(traced, "tracing off", "replica")
     if shadow is not None:
         report += "\n\nShadow scoring, one challenger (ratios: with a challenger over without):\n\n" + \
             shadow_table(shadow)

@@ -48,7 +48,7 @@ def configure(service: str, trace_file: Path | None) -> bool:
         return False
     from opentelemetry.sdk.resources import SERVICE_NAME, Resource
     from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
 
     provider = TracerProvider(resource=Resource.create({SERVICE_NAME: f"refit-{service}"}))
     if otlp:
@@ -58,8 +58,9 @@ def configure(service: str, trace_file: Path | None) -> bool:
     if trace_file is not None:
         trace_file.parent.mkdir(parents=True, exist_ok=True)
         out = open(trace_file, "a", buffering=1)  # noqa: SIM115 - the exporter's stream for the process's life
-        provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter(
-            out=out, formatter=lambda span: span.to_json(indent=None) + "\n")))
+        # batched in the SDK's worker thread, as OTLP: a span costs its caller no write
+        provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter(
+            out=out, formatter=lambda span: span.to_json(indent=None) + "\n"), schedule_delay_millis=200))
     trace.set_tracer_provider(provider)
     _tracer = trace.get_tracer("refit")
     enabled = True
