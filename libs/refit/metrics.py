@@ -68,6 +68,10 @@ class Metrics:
         self.feedback_conflicts = Gauge("refit_feedback_conflicting_labels",
                                         "Labels ignored because the request id already had a different label "
                                         "(the first counts); kept across restarts", ["model"], registry=r)
+        self.mlflow_backlog = Gauge("refit_mlflow_backlog", "Candidates and decisions not yet written to MLflow",
+                                    registry=r)
+        self.mlflow_failures = Counter("refit_mlflow_failures_total", "Attempts to write to MLflow that failed "
+                                       "(retried with backoff)", registry=r)
         # serving
         self.requests = Counter("refit_inference_requests_total", "Prediction requests",
                                 ["model", "version", "status"], registry=r)

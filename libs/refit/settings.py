@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LOCAL_SIGNING_KEY = "refit-local-signing-key"
@@ -164,6 +164,11 @@ class MonitorSettings(_SignedDecisions, DataReads):
     public_url: str = _f("http://127.0.0.1:8003", "base of the artifact URLs written into decisions")
     api_token: SecretStr = _f(SecretStr(LOCAL_API_TOKEN), "bearer token for every change (retrain, rollback, config, "
                               "scheduler)")
+    mlflow_tracking_uri: str | None = _f(
+        None, "log every candidate to MLflow as a run, register promotions and move the `champion` alias "
+        "(docs/operations.md, MLflow); off when unset. Also read from `REFIT_MLFLOW_TRACKING_URI`",
+        validation_alias=AliasChoices("mlflow_tracking_uri", "REFIT_MONITOR_MLFLOW_TRACKING_URI",
+                                      "REFIT_MLFLOW_TRACKING_URI"))
     judge_interval_s: float = _f(2.0, "how often deferred candidates are re-examined", gt=0)
     trigger_interval_s: float = _f(5.0, "how often every model's retraining triggers are evaluated", gt=0)
     peer_urls: dict[str, str] = _f(

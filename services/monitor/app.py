@@ -57,6 +57,8 @@ def create_app(settings: MonitorSettings, specs: ModelSpecs | None = None) -> Fa
                     work.start("decider", monitor.decider.run(work.stop))
                     work.start("triggers", monitor.periodic(work.stop))
                     work.start("webhooks", monitor.notifier.run(work.stop))
+                    if monitor.mlflow is not None:
+                        work.start("mlflow", monitor.mlflow.run(work.stop))
                     yield {"monitor": monitor, "background": work}
         finally:
             await publisher.close()

@@ -8,6 +8,7 @@ next start. One decision at a time: the champion a judgement compares with is th
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -52,6 +53,8 @@ class Decider:
         # Tracing (refit.tracing): each candidate's traceparent (intake fills it) and each decision's.
         self.traces: dict[str, str] = {}
         self.decision_traces: dict[tuple[str, int], list[tuple[str, bytes]]] = {}
+        # Called with every decision once recorded (MLflow's outbox, services/monitor/mlflow_sync.py).
+        self.followers: list[Callable[[Decision], None]] = []
         self._one_at_a_time = asyncio.Lock()
         self._deferred: set[str] = set()
 
@@ -241,6 +244,8 @@ class Decider:
         kind = {"promoted": "promoted", "promoted_live": "promoted", "rolled_back": "rolled_back",
                 "rolled_back_live": "rolled_back"}.get(outcome, "rejected")
         self.notifier.notify(kind, event.model, orjson.loads(event.to_bytes()))
+        for follower in self.followers:
+            follower(event)
         log.info("decided", model=event.model, version=event.version, decision=event.event_type, outcome=outcome,
                  event_id=str(event.event_id), scores=event.candidate_scores, reasons=event.reasons)
 

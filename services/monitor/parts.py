@@ -23,6 +23,7 @@ from refit.settings import MonitorSettings
 from refit.specs import ModelSpecs
 from services.monitor.decider import Decider
 from services.monitor.feedback import FeedbackStore
+from services.monitor.mlflow_sync import MlflowSync
 from services.monitor.notify import Notifier
 from services.monitor.registry import Registry
 from services.monitor.reports import Reporter
@@ -51,6 +52,7 @@ class Monitor:
     intake: Intake
     views: Views
     reporter: Reporter
+    mlflow: MlflowSync | None = None
     next_collection: float = 0.0  # monotonic time of the next artifact collection
 
     async def periodic(self, stop: asyncio.Event) -> None:
@@ -84,14 +86,22 @@ def open_monitor(settings: MonitorSettings, specs: ModelSpecs, publisher: Publis
         decider = Decider(settings, specs, registry, sessions, publisher, metrics, notifier)
         triggers = Triggers(specs, trigger_store, registry, sessions, publisher, metrics=metrics,
                             notify=notifier.notify, live=decider)
-        yield Monitor(
+        mlflow = MlflowSync(settings.mlflow_tracking_uri, settings.state_dir / "mlflow-outbox.sqlite", specs, artifacts,
+                            metrics) if settings.mlflow_tracking_uri else None
+        monitor = Monitor(
             settings=settings, specs=specs, registry=registry, feedback=feedback, artifacts=artifacts,
             publisher=publisher, metrics=metrics, notifier=notifier, triggers=triggers, decider=decider,
             intake=Intake(specs, registry, triggers, feedback, arrived=decider.wake.set, traces=decider.traces),
             views=Views(specs, registry, feedback, settings.live_window),
             reporter=Reporter(specs.names(), settings.report_days, settings.report_cron, registry, trigger_store,
-                              notifier))
+                              notifier), mlflow=mlflow)
+        if mlflow is not None:
+            monitor.intake.candidates.append(mlflow.candidate)
+            decider.followers.append(mlflow.decision)
+        yield monitor
     finally:
+        if mlflow is not None:
+            mlflow.close()
         registry.close()
         feedback.close()
         trigger_store.close()

@@ -28,6 +28,7 @@ class Intake:
         self.specs, self.registry, self.triggers, self.feedback = specs, registry, triggers, feedback
         self.arrived = arrived
         self.traces = traces if traces is not None else {}  # candidate id -> its traceparent (the judge's parent)
+        self.candidates: list[Callable[[CandidateTrained], None]] = []  # told of each new candidate (MLflow)
 
     async def handle(self, items: list[Incoming]) -> dict[int, str]:
         """Store a batch of records; returns the reason for each one that is dead-lettered, by index."""
@@ -46,6 +47,8 @@ class Intake:
                     version = self.registry.add_candidate(event)
                     if version.duplicate_of is None:  # a duplicate answers no request in flight
                         self.triggers.candidate_arrived(event.model, event.candidate_id)
+                        for told in self.candidates:
+                            told(event)
                     continue
                 if isinstance(event, TrainingFailed):
                     self.triggers.training_failed(event)

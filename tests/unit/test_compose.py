@@ -503,14 +503,17 @@ def test_monitor_and_inference_share_the_signing_key_variable(compose: dict[str,
     assert len(names) == 1, f"inference cannot verify decisions signed with another key: {names}"
 
 
+OPTIONAL_MONITOR_VARIABLES = {"REFIT_MONITOR_MLFLOW_TRACKING_URI"}  # off by default, not a secret
+
+
 def test_no_local_default_secret_appears() -> None:
     text = COMPOSE.read_text()
     assert LOCAL_SIGNING_KEY not in text and LOCAL_API_TOKEN not in text
 
 
 def test_compose_refuses_to_start_without_the_secrets(compose: dict[str, Any]) -> None:
-    for value in env_of(compose["services"]["monitor"]).values():
-        if variables_in(value):
+    for name, value in env_of(compose["services"]["monitor"]).items():
+        if variables_in(value) and name not in OPTIONAL_MONITOR_VARIABLES:
             with pytest.raises(MissingVariable):
                 interpolate(value, {})
 
@@ -748,8 +751,22 @@ def variable_query(variable: dict[str, Any]) -> str:
 def test_monitoring_is_an_opt_in_profile(compose: dict[str, Any]) -> None:
     profiled = {name: service.get("profiles") for name, service in compose["services"].items()
                 if "profiles" in service}
-    assert profiled == {name: ["monitoring"] for name in MONITORING}, (
-        "only prometheus and grafana have a profile, `monitoring`: a plain `docker compose up` is unchanged")
+    assert profiled == {**{name: ["monitoring"] for name in MONITORING}, "mlflow": ["mlflow"]}, (
+        "only prometheus and grafana have a profile, `monitoring`, and mlflow its own: a plain `docker compose up` "
+        "is unchanged")
+
+
+def test_mlflow_is_an_opt_in_profile_the_monitor_is_pointed_at_by_one_variable(compose: dict[str, Any]) -> None:
+    mlflow = compose["services"]["mlflow"]
+    assert mlflow["image"] == "ghcr.io/mlflow/mlflow:v3.17.2"  # the version tests/e2e/test_mlflow.py runs
+    assert mlflow["ports"] == ["127.0.0.1:5000:5000"] and "--serve-artifacts" in mlflow["command"]
+    assert "mlflow-data:/mlflow" in mlflow["volumes"] and "mlflow-data" in compose["volumes"]
+    uri = env_of(compose["services"]["monitor"])["REFIT_MONITOR_MLFLOW_TRACKING_URI"]
+    assert interpolate(uri, {}) == ""  # off by default: MonitorSettings reads "" as unset
+    assert interpolate(uri, {"REFIT_MLFLOW_TRACKING_URI": "http://mlflow:5000"}) == "http://mlflow:5000"
+    pins = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert "mlflow==3.17.2" in pins["optional-dependencies"]["test"]
+    assert "mlflow-skinny==3.17.2" in pins["optional-dependencies"]["mlflow"]  # installed in the image
 
 
 def test_every_image_is_pinned_to_a_release(compose: dict[str, Any]) -> None:

@@ -28,7 +28,7 @@ def router(settings: MonitorSettings) -> APIRouter:
         return report(monitor.specs.names(), days, datetime.now(UTC), monitor.registry, monitor.triggers.store)
 
     @routes.get("/v1/health")
-    async def health() -> dict[str, Any]:
+    async def health(monitor: MonitorDep) -> dict[str, Any]:
         """Each configured peer service's /healthz, as the dashboard shows it; for an inference replica,
         also the models it answers from a fallback (``serving.fallback``) and which kind."""
         async def probe(name: str, url: str) -> dict[str, Any]:
@@ -44,7 +44,11 @@ def router(settings: MonitorSettings) -> APIRouter:
                 return {"ok": False, "detail": repr(exc)}
         names = list(settings.peer_urls)
         results = await asyncio.gather(*(probe(n, settings.peer_urls[n]) for n in names))
-        return {"services": {"monitor": {"ok": True, "detail": "this service"}, **dict(zip(names, results))}}
+        answer: dict[str, Any] = {"services": {"monitor": {"ok": True, "detail": "this service"},
+                                               **dict(zip(names, results))}}
+        if monitor.mlflow is not None:  # what MLflow has not been told yet (services/monitor/mlflow_sync.py)
+            answer["mlflow"] = monitor.mlflow.status()
+        return answer
 
     @routes.get("/", include_in_schema=False)
     async def dashboard() -> FileResponse:
