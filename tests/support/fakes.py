@@ -10,6 +10,7 @@ import orjson
 from refit import topics
 from refit.errors import BrokerUnavailableError
 from refit.events import Event
+from refit.kafka import Publisher, cloudevent_source
 
 Record = tuple[str, bytes, bytes, Any]  # topic, key, value, headers
 
@@ -17,6 +18,9 @@ Record = tuple[str, bytes, bytes, Any]  # topic, key, value, headers
 class RecordingPublisher:
     """A publisher that acknowledges every write, or refuses the first ``fail_times`` as an
     unreachable broker does, and keeps what it acknowledged: one batch per write."""
+
+    source = cloudevent_source("refit-test")
+    record = Publisher.record  # the records the real one writes: CloudEvents headers, then the caller's
 
     def __init__(self, fail_times: int = 0) -> None:
         self.fail_times = fail_times
@@ -29,7 +33,10 @@ class RecordingPublisher:
         self.batches.append(list(records))
 
     async def publish(self, event: Event, headers: Any = None) -> None:
-        self._write([(event.topic, event.model.encode(), event.to_bytes(), headers)])
+        self._write([self.record(event, None, headers)])
+
+    async def publish_many(self, events: Sequence[Event], headers: Any = None) -> None:
+        self._write([self.record(e, None, headers) for e in events])
 
     async def publish_raw(self, topic: str, key: bytes, value: bytes, headers: Any = None) -> None:
         self._write([(topic, key, value, headers)])
