@@ -16,7 +16,7 @@ Streams (nothing downloaded: river's generators and numpy, seeded): SEA and Agra
 changes; SEA with a gradual change (``ConceptDriftStream``, width 1,000); two regressions built
 here, abrupt (piecewise linear, the weights jump) and gradual (the weights rotate).
 
-    .venv/bin/python bench/freshness.py                 # --samples 5000 --chunk 50 --pace 100
+    .venv/bin/python bench/freshness.py                 # --samples 5000 --chunk 50, event-paced
     .venv/bin/python bench/freshness.py --streams sea   # one stream
 
 Bounded: every stream is at most ``--samples`` samples after a first model on 500, and the
@@ -178,10 +178,31 @@ def baselines(stream: Stream, chunk: int) -> tuple[Outcome, Outcome]:
     return never, every
 
 
+def settle(client: httpx.Client, monitor: str, replica: str, posted: int, pending: int | None) -> int | None:
+    """Wait until what the posted samples cause has landed: the monitor observed them and evaluated its
+    triggers after them, no training is in flight, the newest candidate is decided (or was already
+    waiting for rows at the last chunk: it waits for evidence, not for time), and the replica serves the
+    champion. Returns the version still pending, if any. A run is then the same whatever the machine's load."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        state = client.get(f"{monitor}/v1/models/fresh/triggers").json()
+        if state["evaluated"] >= posted and state["in_flight"] is None:
+            versions = client.get(f"{monitor}/v1/models/fresh/versions").json()
+            newest = max(versions, key=lambda v: v["version"])
+            champion = next((v["version"] for v in versions if v["champion"]), None)
+            waiting = newest["version"] if newest["status"] == "pending" else None
+            served = client.get(f"{replica}/v1/models").json()[0]["version"]
+            if (waiting is None or waiting == pending) and served == champion:
+                return waiting
+        time.sleep(0.05)
+    raise TimeoutError(f"the stack did not settle within 120 s after {posted} samples")
+
+
 def through_refit(stream: Stream, chunk: int, pace: float, state: Path) -> Outcome:
     spec_path = state / "models.yaml"
     spec_path.write_text(yaml.safe_dump({"models": [spec_of(stream)]}))
-    stack = Stack(state_dir=state / "stack", specs_path=spec_path).start()
+    stack = Stack(state_dir=state / "stack", specs_path=spec_path,
+                  env={"REFIT_MONITOR_TRIGGER_INTERVAL_S": "0.1"}).start()
     out = Outcome()
     try:
         ingest, monitor, replica = stack.url("ingest"), stack.url("monitor"), stack.url("inference-0")
@@ -200,7 +221,7 @@ def through_refit(stream: Stream, chunk: int, pace: float, state: Path) -> Outco
                 if time.monotonic() > deadline:
                     raise TimeoutError("no first model within 120 s")
                 time.sleep(0.2)
-            started = time.monotonic()
+            started, pending = time.monotonic(), None
             for k, start in enumerate(range(FIRST, len(stream.ys), chunk)):
                 rows = [dict(zip(stream.features, map(float, x), strict=True)) for x in stream.xs[start:start + chunk]]
                 body = client.post(f"{replica}/v1/models/fresh/predict", json={"instances": rows}).json()
@@ -208,8 +229,12 @@ def through_refit(stream: Stream, chunk: int, pace: float, state: Path) -> Outco
                                   for p in body["predictions"])
                 out.versions.extend([body["version"]] * len(rows))
                 post(start, start + len(rows))
-                time.sleep(max(0.0, started + (k + 1) * chunk / pace - time.monotonic()))
-            time.sleep(3)  # the last decisions land
+                if pace:
+                    time.sleep(max(0.0, started + (k + 1) * chunk / pace - time.monotonic()))
+                else:
+                    pending = settle(client, monitor, replica, start + len(rows), pending)
+            if pace:
+                time.sleep(3)  # the last decisions land
             versions = client.get(f"{monitor}/v1/models/fresh/versions").json()
             decisions = client.get(f"{monitor}/v1/models/fresh/decisions?limit=1000").json()
             triggers = client.get(f"{monitor}/v1/models/fresh/triggers").json()
@@ -243,7 +268,9 @@ def main() -> None:
     parser.add_argument("--streams", default="sea,agrawal,sea-gradual,reg-abrupt,reg-gradual")
     parser.add_argument("--samples", type=int, default=5000)
     parser.add_argument("--chunk", type=int, default=50)
-    parser.add_argument("--pace", type=float, default=100.0, help="samples per second")
+    parser.add_argument("--pace", type=float, default=0.0,
+                        help="samples per second; 0 (the default): after each chunk, wait until what it caused "
+                             "landed (see settle)")
     parser.add_argument("--time-limit", type=float, default=1800)
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "freshness.md")
     args = parser.parse_args()
