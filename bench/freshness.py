@@ -276,7 +276,8 @@ def recovery(stream: Stream, outcome: Outcome, chunk: int) -> list[int | None]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--streams", default="sea,agrawal,sea-gradual,reg-abrupt,reg-gradual")
+    parser.add_argument("--streams", default="sea,agrawal,sea-gradual,reg-abrupt,reg-gradual",
+                        help="comma-separated, run one after the other (default: all five)")
     parser.add_argument("--samples", type=int, default=5000)
     parser.add_argument("--chunk", type=int, default=50)
     parser.add_argument("--pace", type=float, default=0.0,
