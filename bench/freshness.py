@@ -1,7 +1,13 @@
 """Freshness under drift, through the real stack: refit against never retraining and retraining every 250.
 
 Prequential, as a user would run it: for each chunk of a stream, predict it with the inference
-replica (that is the served quality), then post its labels to ingest, at a fixed pace. The
+replica (that is the served quality), then post its labels to ingest, and wait until what they
+caused has landed (the monitor observed and evaluated them; a training they asked for is decided and
+served): paced by events, not wall time, so a run is the same on an idle or a loaded machine, and
+refit, like every-250 whose model serves at once, loses no samples to the time a training takes (a
+user's stream whose labels come slower than a training is the case measured; ``--pace`` paces by
+the clock instead, where detection and training race the stream). The monitor evaluates its triggers
+every 0.1 s here (``REFIT_MONITOR_TRIGGER_INTERVAL_S``, 1 s in a local stack) to keep a run short. The
 local stack is real (embedded broker, the four services as processes); the model spec gives a
 stream only its name, task, inputs and estimator, and otherwise the defaults a user would get,
 but for the two settings counted in wall-clock time, which a bench compresses (a 30-minute
@@ -16,7 +22,7 @@ Streams (nothing downloaded: river's generators and numpy, seeded): SEA and Agra
 changes; SEA with a gradual change (``ConceptDriftStream``, width 1,000); two regressions built
 here, abrupt (piecewise linear, the weights jump) and gradual (the weights rotate).
 
-    .venv/bin/python bench/freshness.py                 # --samples 5000 --chunk 50 --pace 100
+    .venv/bin/python bench/freshness.py                 # --samples 5000 --chunk 50, event-paced
     .venv/bin/python bench/freshness.py --streams sea   # one stream
 
 Bounded: every stream is at most ``--samples`` samples after a first model on 500, and the
@@ -178,10 +184,36 @@ def baselines(stream: Stream, chunk: int) -> tuple[Outcome, Outcome]:
     return never, every
 
 
+def settle(client: httpx.Client, monitor: str, replica: str, posted: int, pending: int | None) -> int | None:
+    """Wait until what the posted samples cause has landed: the monitor observed them and evaluated its
+    triggers after them, no training is in flight, the newest candidate is decided (or still pending
+    5 s after it arrived: the safeguard defers it until enough holdout rows of the current concept are
+    there, and it waits for rows, not for time), and the replica serves the champion. Returns the version
+    still pending, if any. A run is then the same whatever the machine's load."""
+    deadline, first_pending = time.monotonic() + 120, None
+    while time.monotonic() < deadline:
+        state = client.get(f"{monitor}/v1/models/fresh/triggers").json()
+        if state["evaluated"] >= posted and state["in_flight"] is None:
+            versions = client.get(f"{monitor}/v1/models/fresh/versions").json()
+            newest = max(versions, key=lambda v: v["version"])
+            champion = next((v["version"] for v in versions if v["champion"]), None)
+            waiting = newest["version"] if newest["status"] == "pending" else None
+            served = client.get(f"{replica}/v1/models").json()[0]["version"]
+            if waiting is not None and waiting != pending:
+                first_pending = first_pending or time.monotonic()
+                if time.monotonic() - first_pending > 5:
+                    pending = waiting
+            if (waiting is None or waiting == pending) and served == champion:
+                return waiting
+        time.sleep(0.05)
+    raise TimeoutError(f"the stack did not settle within 120 s after {posted} samples")
+
+
 def through_refit(stream: Stream, chunk: int, pace: float, state: Path) -> Outcome:
     spec_path = state / "models.yaml"
     spec_path.write_text(yaml.safe_dump({"models": [spec_of(stream)]}))
-    stack = Stack(state_dir=state / "stack", specs_path=spec_path).start()
+    stack = Stack(state_dir=state / "stack", specs_path=spec_path,
+                  env={"REFIT_MONITOR_TRIGGER_INTERVAL_S": "0.1"}).start()
     out = Outcome()
     try:
         ingest, monitor, replica = stack.url("ingest"), stack.url("monitor"), stack.url("inference-0")
@@ -200,7 +232,7 @@ def through_refit(stream: Stream, chunk: int, pace: float, state: Path) -> Outco
                 if time.monotonic() > deadline:
                     raise TimeoutError("no first model within 120 s")
                 time.sleep(0.2)
-            started = time.monotonic()
+            started, pending = time.monotonic(), None
             for k, start in enumerate(range(FIRST, len(stream.ys), chunk)):
                 rows = [dict(zip(stream.features, map(float, x), strict=True)) for x in stream.xs[start:start + chunk]]
                 body = client.post(f"{replica}/v1/models/fresh/predict", json={"instances": rows}).json()
@@ -208,8 +240,12 @@ def through_refit(stream: Stream, chunk: int, pace: float, state: Path) -> Outco
                                   for p in body["predictions"])
                 out.versions.extend([body["version"]] * len(rows))
                 post(start, start + len(rows))
-                time.sleep(max(0.0, started + (k + 1) * chunk / pace - time.monotonic()))
-            time.sleep(3)  # the last decisions land
+                if pace:
+                    time.sleep(max(0.0, started + (k + 1) * chunk / pace - time.monotonic()))
+                else:
+                    pending = settle(client, monitor, replica, start + len(rows), pending)
+            if pace:
+                time.sleep(3)  # the last decisions land
             versions = client.get(f"{monitor}/v1/models/fresh/versions").json()
             decisions = client.get(f"{monitor}/v1/models/fresh/decisions?limit=1000").json()
             triggers = client.get(f"{monitor}/v1/models/fresh/triggers").json()
@@ -240,10 +276,13 @@ def recovery(stream: Stream, outcome: Outcome, chunk: int) -> list[int | None]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--streams", default="sea,agrawal,sea-gradual,reg-abrupt,reg-gradual")
+    parser.add_argument("--streams", default="sea,agrawal,sea-gradual,reg-abrupt,reg-gradual",
+                        help="comma-separated, run one after the other (default: all five)")
     parser.add_argument("--samples", type=int, default=5000)
     parser.add_argument("--chunk", type=int, default=50)
-    parser.add_argument("--pace", type=float, default=100.0, help="samples per second")
+    parser.add_argument("--pace", type=float, default=0.0,
+                        help="samples per second; 0 (the default): after each chunk, wait until what it caused "
+                             "landed (see settle)")
     parser.add_argument("--time-limit", type=float, default=1800)
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "freshness.md")
     args = parser.parse_args()

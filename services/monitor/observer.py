@@ -56,6 +56,7 @@ class Observed:
     scored_upto: int = 0
     consumed_at: int = 0
     checked_at: int = 0
+    evaluated: int = 0  # the latest position the triggers were evaluated at (in memory: a bench paces on it)
     drift_checks: int = 0  # drift tests against this champion's reference: each spends part of drift_alpha
     shadows: Shadows = field(default_factory=lambda: Shadows(_SHADOW_MAX))  # served rows waiting for labels
     files: Counter[str] = field(default_factory=Counter)  # rows from changed files (refit ingest watch), by file

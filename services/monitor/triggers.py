@@ -150,11 +150,14 @@ class Triggers:
     # acting ----------------------------------------------------------------------------------
     async def tick(self) -> None:
         for spec in self.specs.models:
+            watch = self.observed[spec.name]
+            upto = watch.seen
             try:
                 try:
                     await self._tick(spec)
                 finally:  # what was scored and consumed survives a restart
-                    self.store.save_watch(spec.name, self.observed[spec.name].state(), KEEP)
+                    self.store.save_watch(spec.name, watch.state(), KEEP)
+                    watch.evaluated = upto
             except (DriftInputError, ValueError) as exc:  # a window that cannot be judged waits
                 log.warning("trigger evaluation skipped", model=spec.name, error=str(exc))
             except BrokerUnavailableError:
@@ -332,6 +335,7 @@ class Triggers:
         live = live_metric(self.specs.get(model), watch, champion)
         return {
             "model": model, "running": self.running, "config_source": source, "new_samples": new,
+            "observed": watch.seen, "evaluated": watch.evaluated,
             "last_fired_at": last_fired.isoformat() if last_fired else None,
             "in_flight": None if in_flight is None else {**in_flight.__dict__,
                                                          "requested_at": in_flight.requested_at.isoformat()},
