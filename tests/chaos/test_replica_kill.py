@@ -75,7 +75,7 @@ def test_a_replica_killed_during_swaps_fails_nothing_elsewhere_and_returns_on_th
     assert all(o.ok for o in outcomes), [o for o in outcomes if not o.ok][:5]
     assert bench.wrong_versions(outcomes, intervals) == []
     assert {o.version for o in outcomes} == {first, second}
-    assert models == [{"name": "digits", "version": champion, "digest": models[0]["digest"]}]
+    assert models == [{"name": "digits", "version": champion, "digest": models[0]["digest"], "fallback": None}]
     assert summary["champion"]["version"] == champion
     assert len(refused) > 0  # the kills did land while it was being asked
 
