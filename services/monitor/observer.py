@@ -91,7 +91,7 @@ class Observed:
         return {"version": self.version, "errors": list(self.errors), "window": self.errors.maxlen,
                 "detector": self.detector.state(), "change_detected": self.change_detected, "drift": self.drift,
                 "seen": self.seen, "scored_upto": self.scored_upto, "consumed_at": self.consumed_at,
-                "checked_at": self.checked_at, "drift_checks": self.drift_checks}
+                "checked_at": self.checked_at, "drift_checks": self.drift_checks, "files": dict(self.files)}
 
     @classmethod
     def restored(cls, state: dict[str, Any] | None, samples: list[tuple[int, SampleIngested]]) -> Observed:
@@ -106,7 +106,11 @@ class Observed:
             observed.drift = state["drift"]
             observed.scored_upto, observed.consumed_at = state["scored_upto"], state["consumed_at"]
             observed.checked_at, observed.drift_checks = state["checked_at"], state["drift_checks"]
+            observed.files = Counter(state.get("files", {}))  # a state saved before this field: none
+        saved = state["seen"] if state else 0
         for seq, sample in samples:
+            if seq > saved and seq > observed.consumed_at and sample.source and sample.source.startswith(FILE_SOURCE):
+                observed.files[sample.source.removeprefix(FILE_SOURCE)] += 1  # observed after the state was saved
             if seq > observed.scored_upto:
                 observed.pending.append((seq, sample))
             else:

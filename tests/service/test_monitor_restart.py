@@ -7,9 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from refit.core.filerows import FILE_SOURCE
 from refit.events import SampleIngested
 from refit.kafka import Incoming
 from refit.metrics import Metrics
+from refit.specs import TriggersSpec
 from services.monitor.parts import Monitor, open_monitor
 from tests.service.test_monitor import (ROWS, TRAINING, CandidateFactory, arrive_trained_on, candidate, flipped, monitor,
                                         no_gates_specs, onnx_bytes, seed_holdout)
@@ -20,12 +22,14 @@ BATCH, HALF, BATCHES = 20, 8, 16
 
 
 def batch(k: int) -> list[SampleIngested]:
-    """Batch ``k`` of the stream: the champion's concept for 130 samples, then the target turned around."""
+    """Batch ``k`` of the stream: the champion's concept for 130 samples, then the target turned around;
+    the first batch's rows came from a changed file (``refit ingest watch``)."""
     out = []
     for i in range(BATCH * k, BATCH * (k + 1)):
         row = ROWS[i % len(ROWS)]
         out.append(SampleIngested(model="diabetes", sample_id=f"s{i}", features=row["features"],
-                                  label=row["label"] if i < 130 else flipped(row["label"])))
+                                  label=row["label"] if i < 130 else flipped(row["label"]),
+                                  source=f"{FILE_SOURCE}new-rows.csv" if k == 0 else None))
     return out
 
 
@@ -44,10 +48,13 @@ async def feed(monitor: Monitor, ks: range, redeliver: int | None = None) -> lis
     return seen
 
 
-async def run(root: Path, candidate: CandidateFactory, restart: bool) -> list[dict[str, Any]]:
+async def run(root: Path, candidate: CandidateFactory, restart: bool,
+              config: TriggersSpec | None = None) -> list[dict[str, Any]]:
     root.mkdir()
     settings, specs = no_gates_specs(root)
     with open_monitor(settings, specs, RecordingPublisher(), Metrics("monitor")) as monitor:  # type: ignore[arg-type]
+        if config is not None:
+            monitor.triggers.set_config("diabetes", config)
         seed_holdout(monitor)
         await arrive_trained_on(monitor, candidate, [r["label"] for r in TRAINING])
         seen = await feed(monitor, range(HALF))
@@ -64,4 +71,16 @@ async def test_a_restart_between_two_halves_of_a_stream_changes_no_trigger_decis
 
     assert [s["new_samples"] for s in straight[:HALF]] == [BATCH * (k + 1) for k in range(HALF)]  # nothing fired
     assert straight[HALF - 1]["live"] is not None and straight[-1]["fired"][0][0] == "performance"
+    assert restarted == straight
+
+
+async def test_rows_of_a_changed_file_before_a_restart_still_fire_data_change_after_it(
+        tmp_path: Path, candidate: CandidateFactory) -> None:
+    # The file's rows come in the first half; the data is sufficient (200 new rows) only in the second.
+    config = TriggersSpec(data_change=True, min_new_samples=200, drift=False, performance=False, max_age_days=None)
+    straight = await run(tmp_path / "straight", candidate, restart=False, config=config)
+    restarted = await run(tmp_path / "restarted", candidate, restart=True, config=config)
+
+    fired = [(s["batch"], s["fired"]) for s in straight if s["fired"]]
+    assert fired[0] == (HALF + 1, [("data_change", None)])  # the 200th new row, after the restart's point
     assert restarted == straight
