@@ -380,9 +380,10 @@ class Predictions:
                 if name not in self.names:
                     raise HTTPException(404, f"no model named {name!r}")
                 kind = self._fallback_kind(name, champions)
-            if version is not None and (kind is not None or version != str(served.version)):  # type: ignore[union-attr]
+            serving = served.version if served is not None and kind is None else None
+            if version is not None and version != str(serving):
                 raise HTTPException(404, f"version {version} of {name!r} is not served here"
-                                    + ("" if kind is not None else f"; it serves {served.version}"))  # type: ignore[union-attr]
+                                    + (f"; it serves {serving}" if serving is not None else ""))
             raw, body = await self._body(headers, receive, missing_ok=v2)
             request = wire_v2.to_v1(self.specs[name], body) if v2 else body
             maybe_bool = b"true" in raw or b"false" in raw
@@ -405,8 +406,7 @@ class Predictions:
             return status, content, [(b"content-type", b"application/json"), (b"x-request-id", request_id.encode()),
                                      *extra]
         answer = [(b"content-type", b"application/json"), (b"x-request-id", request_id.encode())]
-        if kind is not None or served.fallback is not None:  # type: ignore[union-attr]
-            flag = kind or served.fallback  # type: ignore[union-attr]
+        if (flag := kind or (served.fallback if served is not None else None)) is not None:
             self.metrics.fallback_answers.labels(name, flag).inc()
             answer.append((b"x-refit-fallback", flag.encode()))
         if kind is not None:
