@@ -247,9 +247,16 @@ class _Base:
             raise ApiError(response.status_code, message, body)
         return call.read(response.json())
 
-    def _unreachable(self, call: Call[Any], error: Exception) -> UnreachableError:
-        base = getattr(self, call.service)
-        return UnreachableError(f"cannot reach the {call.service} at {base}: {error or type(error).__name__}")
+    def _after(self, call: Call[Any], attempt: int, response: httpx.Response | None,
+               error: Exception | None) -> float | None:
+        """After an attempt: how long to wait before the next one, or None when ``response`` is the
+        answer; :class:`UnreachableError` when the retries are spent without any answer."""
+        wait = self._again(call, attempt, error, response.status_code if response is not None else None)
+        if wait is None and response is None:
+            base = getattr(self, call.service)
+            raise UnreachableError(f"cannot reach the {call.service} at {base}: {error or type(error).__name__}") \
+                from error
+        return wait
 
 
 class Client(_Base):
@@ -277,11 +284,8 @@ class Client(_Base):
                 response = self._http.request(**self._request(call))
             except httpx.TransportError as exc:
                 error = exc
-            wait = self._again(call, attempt, error, response.status_code if response is not None else None)
-            if wait is None:
-                if response is None:
-                    raise self._unreachable(call, error) from error  # type: ignore[arg-type]
-                return self._read(call, response)
+            if (wait := self._after(call, attempt, response, error)) is None:
+                return self._read(call, response)  # type: ignore[arg-type]
             time.sleep(wait)
             attempt += 1
 
@@ -353,11 +357,8 @@ class AsyncClient(_Base):
                 response = await self._http.request(**self._request(call))
             except httpx.TransportError as exc:
                 error = exc
-            wait = self._again(call, attempt, error, response.status_code if response is not None else None)
-            if wait is None:
-                if response is None:
-                    raise self._unreachable(call, error) from error  # type: ignore[arg-type]
-                return self._read(call, response)
+            if (wait := self._after(call, attempt, response, error)) is None:
+                return self._read(call, response)  # type: ignore[arg-type]
             await asyncio.sleep(wait)
             attempt += 1
 

@@ -11,6 +11,7 @@ import pytest
 from refit.client import ApiError, AsyncClient, Client, UnreachableError
 from refit.demo import digits_waves
 from refit.events import ModelPromoted, ModelRolledBack
+from tests.chaos.helpers import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -25,7 +26,8 @@ def test_the_client_drives_a_stack_from_samples_to_rollback(stack_factory, specs
         assert client.post_samples("digits", rows).accepted == 400  # the same keys again: stored once
 
         trainer = httpx.Client(base_url=stack.url("trainer"), timeout=10)
-        stats = _until(lambda: trainer.get("/v1/stats").json(), lambda s: s["consumer"].get("consumed", 0) >= 800)
+        stats = wait_until("the trainer consumed both copies", lambda: s if (
+            s := trainer.get("/v1/stats").json())["consumer"].get("consumed", 0) >= 800 else None, 90)
         assert stats["samples"]["digits"] + stats["holdout_skipped"]["digits"] == 400  # 800 sent, 400 kept
         first = _wait(lambda: client.decisions("digits"), 1)[0]
         assert isinstance(first, ModelPromoted) and first.version == 1
@@ -84,17 +86,8 @@ def test_the_client_drives_a_stack_from_samples_to_rollback(stack_factory, specs
     assert time.monotonic() - started < 5
 
 
-def _until(read, done, timeout_s: float = 90):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if done(found := read()):
-            return found
-        time.sleep(0.25)
-    raise AssertionError(f"not within {timeout_s}s: {found}")
-
-
 def _wait(read, count: int, timeout_s: float = 90):
-    return _until(read, lambda found: len(found) >= count, timeout_s)
+    return wait_until(f"{count} decisions", lambda: found if len(found := read()) >= count else None, timeout_s, 0.25)
 
 
 def _wait_served(client: Client, row, version: int, timeout_s: float = 60):

@@ -3,24 +3,14 @@ prior, and an earlier champion when the newest one's artifact is gone, each flag
 
 from __future__ import annotations
 
-import time
-
 import httpx
 import pytest
 
 from refit.artifacts import LocalArtifactStore
 from refit.demo import digits_waves, post_rows, wait_for_decisions
+from tests.chaos.helpers import wait_until
 
 pytestmark = pytest.mark.e2e
-
-
-def _until(read, done, timeout_s: float = 90):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if done(found := read()):
-            return found
-        time.sleep(0.2)
-    raise AssertionError(f"not within {timeout_s}s: {found.status_code} {found.text[:300]}")
 
 
 def test_rules_prior_and_previous_answer_flagged_when_no_champion_can(stack_factory, specs_file) -> None:
@@ -32,6 +22,11 @@ def test_rules_prior_and_previous_answer_flagged_when_no_champion_can(stack_fact
     with httpx.Client(timeout=30) as client:
         def digits() -> httpx.Response:
             return client.post(f"{inference}/v1/models/digits/predict", json=probe)
+
+        def answered(version: int | None = None) -> httpx.Response:
+            """Digits' first 200 (with ``version``, when given)."""
+            return wait_until(f"digits answered with v{version}", lambda: r if (r := digits()).status_code == 200 and
+                              version in (None, r.json()["version"]) else None, 90, 0.2)
 
         # food-mood has no champion: its keyword rules answer, flagged (config/models.yaml)
         mood = client.post(f"{inference}/v1/models/food-mood/predict",
@@ -46,7 +41,7 @@ def test_rules_prior_and_previous_answer_flagged_when_no_champion_can(stack_fact
         # digits has no holdout yet, so no prior: 503 as without a fallback
         assert digits().status_code == 503
         post_rows(client, stack.url("ingest"), "digits", rows[:60])  # too few to train (min_samples 100)
-        prior = _until(digits, lambda r: r.status_code == 200)
+        prior = answered()
         assert prior.headers["x-refit-fallback"] == "prior" and prior.json()["fallback"] == "prior"
         answer = prior.json()["predictions"][0]
         known = client.get(f"{monitor}/v1/models/digits/prior").json()
@@ -58,17 +53,17 @@ def test_rules_prior_and_previous_answer_flagged_when_no_champion_can(stack_fact
         # two waves, one training each: v1, then v2 promoted (as in test_core_loop)
         post_rows(client, stack.url("ingest"), "digits", rows[60:400])
         assert wait_for_decisions(client, monitor, "digits", 1)[0]["event_type"] == "ModelPromoted"
-        served = _until(digits, lambda r: r.status_code == 200 and r.json()["version"] == 1)
+        served = answered(1)
         assert "fallback" not in served.json() and "x-refit-fallback" not in served.headers
         post_rows(client, stack.url("ingest"), "digits", rows[400:800])
         second = wait_for_decisions(client, monitor, "digits", 2)[0]
         assert second["event_type"] == "ModelPromoted" and second["version"] == 2, second["reasons"]
-        _until(digits, lambda r: r.status_code == 200 and r.json()["version"] == 2)
+        answered(2)
 
         # v2's artifact is lost: a restarted replica serves v1, the last champion that loads, flagged
         LocalArtifactStore(stack.state_dir / "artifacts").path(second["digest"]).unlink()
         stack.restart("inference-0")
-        previous = _until(digits, lambda r: r.status_code == 200 and r.json()["version"] == 1)
+        previous = answered(1)
         assert previous.json()["fallback"] == "previous" and previous.headers["x-refit-fallback"] == "previous"
         assert previous.headers["x-refit-model-version"] == "1"
         assert client.get(f"{inference}/v1/models/digits/ready").json()["fallback"] == "previous"
