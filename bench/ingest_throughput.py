@@ -6,7 +6,7 @@ digits rows, round after round, through three paths to ``refit.samples`` (in thi
 in the reverse order every other round):
 
 raw        the baseline: a plain ``AIOKafkaProducer(acks="all", enable_idempotence=False)`` in
-           this process sends the exact ``SampleIngested`` bytes ingest writes (built beforehand
+           this process sends the exact ``SampleIngested`` records ingest writes (bytes and CloudEvents headers, built beforehand
            with ingest's own ``to_event``), keyed by the model, one ``send`` per record, and
            awaits every acknowledgement;
 publisher  a diagnostic: refit's ``Publisher`` (what ingest writes with) in this process, the
@@ -45,7 +45,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from refit import topics
 from refit.datasets import sample_rows
 from refit.events import SampleIngested, parse_event
-from refit.kafka import Publisher, ensure_topics
+from refit.kafka import Publisher, cloudevent_source, ensure_topics
 from refit.settings import CommonSettings
 from refit.specs import load_specs
 from refit.stack import Stack, free_port, wait_http
@@ -85,6 +85,7 @@ class Run:
 @dataclass
 class Round:
     values: list[bytes]  # the SampleIngested bytes of this round's rows
+    headers: list[list[tuple[str, bytes]]]  # and their CloudEvents headers, as ingest writes them
     bodies: list[bytes]  # the same rows as ingest batch requests
 
 
@@ -92,9 +93,10 @@ def make_round(round_no: int, count: int, batch: int) -> Round:
     """``count`` digits rows (the dataset repeated), keys no other round uses, in both forms."""
     base, spec = sample_rows(MODEL), load_specs(SPECS).get(MODEL)
     rows = [{**base[i % len(base)], "idempotency_key": f"bench-{round_no}-{i}"} for i in range(count)]
-    values = [to_event(spec, SampleRow.model_validate(r)).to_bytes() for r in rows]
+    events = [to_event(spec, SampleRow.model_validate(r)) for r in rows]
     bodies = [orjson.dumps({"model": MODEL, "samples": rows[i:i + batch]}) for i in range(0, count, batch)]
-    return Round(values, bodies)
+    source = cloudevent_source("refit-ingest")
+    return Round([e.to_bytes() for e in events], [e.headers(source) for e in events], bodies)
 
 
 async def timed_workers(jobs: list[Callable[[], Awaitable[None]]], workers: int) -> tuple[float, list[float]]:
@@ -113,17 +115,18 @@ async def timed_workers(jobs: list[Callable[[], Awaitable[None]]], workers: int)
     return time.perf_counter() - started, latencies
 
 
-async def run_raw(producer: AIOKafkaProducer, values: list[bytes]) -> tuple[float, list[float]]:
-    """Send every record, then await every acknowledgement."""
+async def run_raw(producer: AIOKafkaProducer, values: list[bytes],
+                  headers: list[list[tuple[str, bytes]]]) -> tuple[float, list[float]]:
+    """Send every record (with the headers ingest writes), then await every acknowledgement."""
     key, started = MODEL.encode(), time.perf_counter()
-    futures = [await producer.send(topics.SAMPLES, value=v, key=key) for v in values]
+    futures = [await producer.send(topics.SAMPLES, value=v, key=key, headers=h) for v, h in zip(values, headers)]
     await asyncio.gather(*futures)
     return time.perf_counter() - started, []
 
 
-async def run_publisher(publisher: Publisher, values: list[bytes], batch: int,
-                        clients: int) -> tuple[float, list[float]]:
-    records = [(topics.SAMPLES, MODEL.encode(), v, None) for v in values]
+async def run_publisher(publisher: Publisher, values: list[bytes], headers: list[list[tuple[str, bytes]]],
+                        batch: int, clients: int) -> tuple[float, list[float]]:
+    records = [(topics.SAMPLES, MODEL.encode(), v, h) for v, h in zip(values, headers)]
     chunks = [records[i:i + batch] for i in range(0, len(records), batch)]
     return await timed_workers([lambda c=c: publisher.publish_many_raw(c) for c in chunks], clients)
 
@@ -149,8 +152,8 @@ async def measure(url: str, bootstrap: str, cpu: CpuMeter, args: argparse.Namesp
     try:
         async with httpx.AsyncClient(timeout=60, limits=limits) as client:
             paths = {
-                "raw": lambda r: run_raw(producer, r.values),
-                "publisher": lambda r: run_publisher(publisher, r.values, args.batch, args.clients),
+                "raw": lambda r: run_raw(producer, r.values, r.headers),
+                "publisher": lambda r: run_publisher(publisher, r.values, r.headers, args.batch, args.clients),
                 "ingest": lambda r: run_ingest(client, url, r.bodies, args.clients),
             }
             warm = make_round(-1, args.batch * args.clients, args.batch)  # connections, metadata, caches
