@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 
+import structlog
+
 from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -65,6 +67,9 @@ class Metrics:
                                            "Model artifacts removed by retention", registry=r)
         self.artifacts_freed_bytes = Counter("refit_artifacts_freed_bytes_total",
                                              "Bytes of model artifacts removed by retention", registry=r)
+        self.rows_retired = Counter("refit_retention_rows_deleted_total",
+                                    "Stored rows deleted by retention, per store (samples, holdout, decisions, ...)",
+                                    ["model", "store"], registry=r)
         self.feedback_conflicts = Gauge("refit_feedback_conflicting_labels",
                                         "Labels ignored because the request id already had a different label "
                                         "(the first counts); kept across restarts", ["model"], registry=r)
@@ -102,3 +107,12 @@ class Metrics:
         @app.get("/metrics", include_in_schema=False)
         async def metrics() -> Response:
             return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def retired(metrics: Metrics, model: str, deleted: dict[str, int]) -> None:
+    """Count and log the rows retention deleted of one model's stores ({store: rows})."""
+    freed = {store: n for store, n in deleted.items() if n}
+    for store, n in freed.items():
+        metrics.rows_retired.labels(model, store).inc(n)
+    if freed:
+        structlog.get_logger(metrics.service).info("retention", model=model, deleted=freed)

@@ -155,6 +155,8 @@ class TrainerSettings(DataReads):
     port: int = _f(8002, "HTTP port")
     artifact_dir: Path = _f(Path(".refit/artifacts"), "content-addressed artifact store (shared with the monitor)")
     poll_interval_s: float = _f(1.0, "how often the trainer re-checks whether a model is due", gt=0)
+    retention_interval_s: float = _f(
+        3600.0, "how often the dataset's rows beyond each spec's `retention` are deleted; 0 = never", ge=0)
 
 
 class MonitorSettings(_SignedDecisions, DataReads):
@@ -185,8 +187,8 @@ class MonitorSettings(_SignedDecisions, DataReads):
         description="when the periodic report goes to the webhooks (APScheduler cron fields, UTC)")
     report_days: float = _f(7.0, "days the periodic report covers", gt=0)
     retention_interval_s: float = _f(
-        3600.0, "how often the artifacts no model keeps any more are removed (each spec's `retention`); 0 = never",
-        ge=0)
+        3600.0, "how often what each spec's `retention` no longer keeps is removed (artifacts, holdout rows, "
+        "decision history); 0 = never", ge=0)
 
     @model_validator(mode="after")
     def _no_default_token(self) -> MonitorSettings:

@@ -339,11 +339,22 @@ class TriggersSpec(_Spec):
 
 
 class RetentionSpec(_Spec):
-    """How much of a model's history is kept (refit.core.retention): artifacts of the champion, of
-    the versions the newest ``keep_versions`` serving decisions named (rollback targets), of the
-    newest ``keep_versions`` versions and of every candidate not yet judged; the rest is collected."""
+    """How much of a model's history is kept (refit.core.retention), collected on a schedule.
+
+    Artifacts: of the champion, of the versions the newest ``keep_versions`` serving decisions named
+    (rollback targets), of the newest ``keep_versions`` versions and of every candidate not yet judged.
+    Rows: the trainer's dataset keeps its newest ``dataset_max_rows`` rows (default: the training
+    window's size, ``training.window_max_rows``: no training reads an older one), the holdout its
+    newest ``holdout_max_rows`` (default ``training.holdout_max_rows``), and neither keeps a row older
+    than ``max_age_days`` (default ``training.window_max_age_days``; none: no age limit). Histories
+    (decisions, fired triggers, retrain requests, detected changes): the newest ``keep_decisions``,
+    and always every decision a rollback may still follow or not yet published."""
 
     keep_versions: int = Field(10, ge=2, le=10_000)
+    dataset_max_rows: int | None = Field(None, ge=10)
+    holdout_max_rows: int | None = Field(None, ge=1)
+    max_age_days: float | None = Field(None, gt=0)
+    keep_decisions: int = Field(1000, ge=10, le=10_000_000)
 
 
 FallbackKind = Literal["previous", "prior", "rules"]
@@ -435,12 +446,33 @@ class ModelSpec(_Spec):
         low, high = self.bounds.label_range()
         if low > high:
             raise ValueError(f"bounds.label: [{low}, {high}] is empty within ±max_abs")
+        self._retention_keeps_what_is_read()
         return self
+
+    def _retention_keeps_what_is_read(self) -> None:
+        """Retention never deletes a row a training or a judgement reads."""
+        retention, training = self.retention, self.training
+        if retention.dataset_max_rows is not None and retention.dataset_max_rows < training.window_max_rows:
+            raise ValueError(f"retention.dataset_max_rows ({retention.dataset_max_rows}) is below the training window "
+                             f"(training.window_max_rows {training.window_max_rows})")
+        if retention.holdout_max_rows is not None and retention.holdout_max_rows < training.holdout_max_rows:
+            raise ValueError(f"retention.holdout_max_rows ({retention.holdout_max_rows}) is below what the safeguard "
+                             f"judges on (training.holdout_max_rows {training.holdout_max_rows})")
+        age, window = retention.max_age_days, training.window_max_age_days
+        if age is not None and window is not None and age < window:
+            raise ValueError(f"retention.max_age_days ({age}) is below training.window_max_age_days ({window})")
 
     @cached_property
     def feature_ranges(self) -> tuple[tuple[str, float, float], ...]:
         """(name, low, high) of every feature in order: the closed interval its value must lie in."""
         return tuple((name, *self.bounds.feature_range(name)) for name in self.input.features)
+
+    def kept_rows(self) -> tuple[int, int, float | None]:
+        """(dataset rows, holdout rows, max age in days or None) that retention keeps of this model."""
+        retention, training = self.retention, self.training
+        return (retention.dataset_max_rows or training.window_max_rows,
+                retention.holdout_max_rows or training.holdout_max_rows,
+                retention.max_age_days or training.window_max_age_days)
 
     def spec_hash(self) -> str:
         canonical = orjson.dumps(self.model_dump(mode="json", by_alias=True), option=orjson.OPT_SORT_KEYS)

@@ -52,3 +52,21 @@ def open_store(path: Path, schema: str, added: Mapping[str, Mapping[str, str]] |
     if after:
         db.executescript(after)
     return db
+
+
+def delete_beyond(db: sqlite3.Connection, table: str, model: str, keep: int, order: str = "rowid",
+                  where: str = "", args: tuple[object, ...] = ()) -> int:
+    """Delete ``model``'s rows of ``table`` older than its newest ``keep`` by ``order``, of those ``where``
+    selects (a row it leaves out stays at any age: a pending version, a decision a rollback may follow).
+
+    Retention's one query; returns the number of rows deleted. The caller holds the store's lock and
+    its transaction.
+    """
+    extra = f" AND {where}" if where else ""
+    row = db.execute(f"SELECT {order} FROM {table} WHERE model = ? ORDER BY {order} DESC LIMIT 1 OFFSET ?",
+                     (model, keep)).fetchone()
+    if row is None:
+        return 0
+    before = db.total_changes
+    db.execute(f"DELETE FROM {table} WHERE model = ? AND {order} <= ?{extra}", (model, row[0], *args))
+    return db.total_changes - before

@@ -27,7 +27,7 @@ from services.monitor.mlflow_sync import MlflowSync
 from services.monitor.notify import Notifier
 from services.monitor.registry import Registry
 from services.monitor.reports import Reporter
-from services.monitor.retention import collect
+from services.monitor.retention import collect, retain_rows
 from services.monitor.service import Intake
 from services.monitor.sessions import Sessions
 from services.monitor.trigger_store import TriggerStore
@@ -57,13 +57,15 @@ class Monitor:
 
     async def periodic(self, stop: asyncio.Event) -> None:
         """Every ``trigger_interval_s``: the champion gauges, the report if due, every model's triggers;
-        every ``retention_interval_s``, the artifacts no model keeps are removed."""
+        every ``retention_interval_s``, what no model's retention keeps is removed (rows, then artifacts)."""
         while not stop.is_set():
             try:
                 self.views.observe_champions(self.metrics)
                 self.reporter.send_if_due(datetime.now(UTC))
                 if self.settings.retention_interval_s and time.monotonic() >= self.next_collection:
                     self.next_collection = time.monotonic() + self.settings.retention_interval_s
+                    await asyncio.to_thread(retain_rows, self.specs, self.registry, self.triggers.store, self.metrics,
+                                            datetime.now(UTC))
                     await asyncio.to_thread(collect, self.specs, self.registry, self.artifacts, self.metrics)
                 await self.triggers.tick()
             except BrokerUnavailableError as exc:

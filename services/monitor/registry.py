@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import orjson
 
 from refit.events import CandidateTrained, Decision, SampleIngested
-from refit.sqlite import open_store, transaction
+from refit.sqlite import delete_beyond, open_store, transaction
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS holdout (
@@ -74,7 +74,8 @@ CREATE TABLE IF NOT EXISTS decisions (
 );
 """
 # Columns later versions added to a store an earlier one created, and what fills them there.
-_ADDED = {"versions": {"duplicate_of": "INTEGER", "holdout_seq": "INTEGER"}, "decisions": {"digest": "TEXT"}}
+_ADDED = {"versions": {"duplicate_of": "INTEGER", "holdout_seq": "INTEGER"}, "decisions": {"digest": "TEXT"},
+          "holdout": {"occurred_at": "TEXT"}}
 _AFTER = """
 UPDATE decisions SET digest = json_extract(CAST(payload AS TEXT), '$.digest') WHERE digest IS NULL;
 """
@@ -148,10 +149,10 @@ class Registry:
     def add_holdout(self, samples: list[SampleIngested]) -> None:
         with self._lock, transaction(self._db):
             self._db.executemany(
-                "INSERT OR IGNORE INTO holdout (model, sample_id, features, text, label) SELECT ?, ?, ?, ?, ?"
-                " WHERE NOT EXISTS (SELECT 1 FROM quarantined WHERE model = ?1 AND sample_id = ?2)",
+                "INSERT OR IGNORE INTO holdout (model, sample_id, features, text, label, occurred_at)"
+                " SELECT ?, ?, ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM quarantined WHERE model = ?1 AND sample_id = ?2)",
                 [(s.model, s.sample_id, orjson.dumps(s.features) if s.features is not None else None, s.text,
-                  str(s.label)) for s in samples])
+                  str(s.label), s.occurred_at.isoformat()) for s in samples])
 
     def quarantine(self, model: str, sample_ids: list[str], reason: str) -> int:
         """Take these samples out of the holdout and keep them out (a redelivery is not stored again);
@@ -316,6 +317,34 @@ class Registry:
                 self._db.execute("UPDATE versions SET status = ?, scores = ? WHERE model = ? AND version = ?",
                                  (status, scores, model, event.version))
         return event
+
+    # retention -------------------------------------------------------------------------------
+    def retain(self, model: str, holdout_rows: int, cutoff: datetime | None, keep: int,
+               keep_versions: int) -> dict[str, int]:
+        """Retention (``refit.specs.RetentionSpec``); returns the rows deleted per table.
+
+        The holdout keeps its newest ``holdout_rows`` (at least what the safeguard judges on: its newest
+        ``training.holdout_max_rows``) and no row that arrived before ``cutoff``. The decision log keeps
+        its newest ``keep``, every decision not yet published and the newest ``keep_versions`` serving
+        decisions (a rollback may return to their champions); versions, their newest ``keep`` (at least
+        ``keep_versions``, whose artifacts retention keeps), every pending one and every one a kept
+        decision names; detected changes, their newest ``keep``.
+        """
+        serving = [d.sequence for d in self.serving_history(model, keep_versions)]
+        with self._lock, transaction(self._db):
+            holdout = delete_beyond(self._db, "holdout", model, holdout_rows, "seq")
+            if cutoff is not None:
+                before = self._db.total_changes
+                self._db.execute("DELETE FROM holdout WHERE model = ? AND occurred_at < ?", (model, cutoff.isoformat()))
+                holdout += self._db.total_changes - before
+            marks = ",".join("?" * len(serving))
+            decisions = delete_beyond(self._db, "decisions", model, keep, "sequence",
+                                      f"published = 1 AND sequence NOT IN ({marks})", tuple(serving))
+            versions = delete_beyond(self._db, "versions", model, max(keep, keep_versions), "version",
+                                     "status != 'pending' AND version NOT IN (SELECT version FROM decisions"
+                                     " WHERE model = ?1)")
+            changes = delete_beyond(self._db, "changes", model, keep, "id")
+        return {"holdout": holdout, "decisions": decisions, "versions": versions, "changes": changes}
 
     def mark_published(self, model: str, sequence: int) -> None:
         with self._lock:

@@ -1,16 +1,19 @@
-"""Artifact retention: remove the artifacts no model keeps any more (``refit.core.retention``)."""
+"""Retention: remove the artifacts no model keeps any more (``refit.core.retention``) and the rows of the
+holdout and of the histories beyond what each model's ``retention`` keeps."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 import structlog
 
 from refit.artifacts import LocalArtifactStore
 from refit.core.retention import Held, collectable
-from refit.metrics import Metrics
+from refit.metrics import Metrics, retired
 from refit.specs import ModelSpecs
 from services.monitor.registry import Registry
+from services.monitor.trigger_store import TriggerStore
 
 log = structlog.get_logger("monitor")
 
@@ -51,3 +54,19 @@ def collect(specs: ModelSpecs, registry: Registry, artifacts: LocalArtifactStore
         metrics.artifacts_freed_bytes.inc(size)
         log.info("artifacts collected", artifacts=len(removed), bytes=size, digests=removed)
     return Freed(tuple(removed), size)
+
+
+def retain_rows(specs: ModelSpecs, registry: Registry, triggers: TriggerStore, metrics: Metrics,
+                now: datetime) -> dict[str, dict[str, int]]:
+    """Delete each model's holdout rows and history beyond its ``retention`` (``Registry.retain``); log and
+    count what went. Returns the rows deleted per model and table."""
+    deleted = {}
+    for spec in specs.models:
+        _, rows, days = spec.kept_rows()
+        keep = spec.retention.keep_decisions
+        deleted[spec.name] = {
+            **registry.retain(spec.name, rows, now - timedelta(days=days) if days is not None else None, keep,
+                              spec.retention.keep_versions),
+            "fired": triggers.retain(spec.name, keep)}
+        retired(metrics, spec.name, deleted[spec.name])
+    return deleted

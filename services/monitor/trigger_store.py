@@ -16,7 +16,7 @@ import orjson
 
 from refit.core.triggers import InFlight
 from refit.events import SampleIngested
-from refit.sqlite import open_store, transaction
+from refit.sqlite import delete_beyond, open_store, transaction
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS state (
@@ -129,6 +129,11 @@ class TriggerStore:
                              " VALUES (?, ?, ?, ?, ?, ?, ?)",
                              (model, kind, reason, orjson.dumps(evidence, default=str), request_id, retry_of,
                               at.isoformat()))
+
+    def retain(self, model: str, keep: int) -> int:
+        """Retention: the fired triggers that ended, beyond the model's newest ``keep``; returns the rows deleted."""
+        with self._lock, transaction(self._db):
+            return delete_beyond(self._db, "fired", model, keep, "seq", "outcome IS NOT NULL")
 
     def finish(self, model: str, outcome: str) -> None:
         """The request in flight got its candidate (or was given up): record how it ended."""

@@ -9,7 +9,7 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -27,7 +27,7 @@ from refit.events import (ArtifactRef, CandidateTrained, InputSignature, Retrain
                           RetrainRequested, SampleIngested, SamplesQuarantined, TrainingFailed, TrainingStats)
 from refit.kafka import ConsumerConfig, Incoming, Publisher, consume
 from refit.lifecycle import pause, retry
-from refit.metrics import Metrics
+from refit.metrics import Metrics, retired
 from refit.openapi import DATASET_RESPONSES, exact
 from refit.settings import TrainerSettings
 from refit.specs import ModelSpec, ModelSpecs, load_specs
@@ -98,10 +98,10 @@ class Trainer:
 
     def due(self, spec: ModelSpec) -> tuple[str, str | None, datetime | None] | None:
         """Why this model should train now, if it should: (trigger kind, request id, where its window
-        starts when a concept change moved it)."""
+        starts when a concept change moved it: the latest change, for every training after it)."""
         pending = self.store.pending_request(spec.name)
         if pending is not None:
-            return pending[1], pending[0], pending[2]
+            return pending[1], pending[0], self.store.window_start(spec.name)
         threshold = spec.training.min_new_samples
         total, new = self.store.counts(spec.name, at_most=max(spec.training.min_samples, threshold or 0))
         if threshold is None or new < threshold or total < spec.training.min_samples:
@@ -110,7 +110,7 @@ class Trainer:
             self.held[spec.name] = f"{new} new rows (threshold {threshold}): automatic retraining is paused"
             return None
         self.held.pop(spec.name, None)
-        return "sample_count", None, None
+        return "sample_count", None, self.store.window_start(spec.name)
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -122,6 +122,19 @@ class Trainer:
                 if reason is not None and not stop.is_set():
                     await self.train(spec, *reason, stop=stop)
             await pause(stop, self.settings.poll_interval_s, self.wake)
+
+    async def retain(self, stop: asyncio.Event) -> None:
+        """Every ``retention_interval_s``: each model's dataset cut to what its ``retention`` keeps; logged and
+        counted (``refit_retention_rows_deleted_total``)."""
+        while self.settings.retention_interval_s and not stop.is_set():
+            now = datetime.now(UTC)
+            for spec in self.specs.models:
+                rows, _, days = spec.kept_rows()
+                cutoff = now - timedelta(days=days) if days is not None else None
+                deleted = await asyncio.to_thread(self.store.retain, spec.name, rows, cutoff,
+                                                  spec.retention.keep_decisions)
+                retired(self.metrics, spec.name, deleted)
+            await pause(stop, self.settings.retention_interval_s)
 
     async def train(self, spec: ModelSpec, trigger: str, request_id: str | None, since: datetime | None,
                     stop: asyncio.Event) -> None:
@@ -256,6 +269,7 @@ def create_app(settings: TrainerSettings, specs: ModelSpecs | None = None) -> Fa
                     handler=trainer.handle, publisher=publisher, stop=work.stop, counts=trainer.consumer_counts,
                     metrics=metrics))
                 work.start("trainings", trainer.run(work.stop))
+                work.start("retention", trainer.retain(work.stop))
                 yield {"trainer": trainer, "store": store, "background": work}
         finally:
             fitter.close()

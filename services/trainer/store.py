@@ -18,7 +18,7 @@ import orjson
 
 from refit.core.filters import Columns, feature_values
 from refit.events import RetrainRequested, SampleIngested
-from refit.sqlite import open_store, transaction
+from refit.sqlite import delete_beyond, open_store, transaction
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS samples (
@@ -133,10 +133,11 @@ class _WindowBuilder:
         self.filled = end
 
     def build(self, top_seq: int) -> Window:
-        if self.filled != self.size:
-            raise RuntimeError(f"window holds {self.size} rows, the store returned {self.filled}")
+        """The window; rows deleted while it was read (quarantined, or cut by retention) are not in it."""
+        n = self.filled
         texts = self.texts if self.features is None else None
-        columns = Columns(self.labels, list(self.codes), self.confidence, self.features, texts)
+        features = self.features[:n] if self.features is not None else None
+        columns = Columns(self.labels[:n], list(self.codes), self.confidence[:n], features, texts)
         return Window(self.ids, columns, self.first, self.last, top_seq)
 
 
@@ -249,6 +250,13 @@ class DatasetStore:
                                    " ORDER BY received_at LIMIT 1", (model,)).fetchone()
         return (row[0], row[1], _when(row[2])) if row else None
 
+    def window_start(self, model: str) -> datetime | None:
+        """Where every training of the model starts: the latest concept change a request named (the
+        safeguard judges on the rows after it too), or None when none did."""
+        with self._lock:
+            row = self._db.execute("SELECT MAX(since) FROM requests WHERE model = ?", (model,)).fetchone()
+        return _when(row[0])
+
     def finish_requests(self, model: str, outcome: str, now: datetime) -> None:
         """Mark the model's requests pending when a training run started (``now``) as answered by it.
 
@@ -333,6 +341,19 @@ class DatasetStore:
                 return
             last = rows[-1][0]
             yield [r[1:] for r in rows]
+
+    def retain(self, model: str, max_rows: int, cutoff: datetime | None, keep_requests: int) -> dict[str, int]:
+        """Retention (``refit.specs.RetentionSpec``): the model's rows beyond its newest ``max_rows`` or
+        received before ``cutoff``, the holdout ids seen beyond as many, and the answered retrain
+        requests beyond the newest ``keep_requests``. Returns the rows deleted per table."""
+        with self._lock, transaction(self._db):
+            samples = delete_beyond(self._db, "samples", model, max_rows, "seq")
+            if cutoff is not None:
+                before = self._db.total_changes
+                self._db.execute("DELETE FROM samples WHERE model = ? AND occurred_at < ?", (model, cutoff.isoformat()))
+                samples += self._db.total_changes - before
+            return {"samples": samples, "holdout_seen": delete_beyond(self._db, "holdout_seen", model, max_rows),
+                    "requests": delete_beyond(self._db, "requests", model, keep_requests, where="done_at IS NOT NULL")}
 
     def stats(self) -> dict[str, Any]:
         with self._lock:

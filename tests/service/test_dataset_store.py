@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from refit.events import SampleIngested
+from refit.events import RetrainRequested, SampleIngested
 from services.trainer.store import DatasetStore
 from tests.support.training import row_window, sample_ids
 
@@ -63,3 +63,46 @@ def test_a_training_answers_only_the_requests_made_before_it_started(tmp_path) -
     assert store.pending_request("m") == (str(during.event_id), "performance", T0 + timedelta(seconds=1))
     store.finish_requests("m", "candidate c2", T0 + timedelta(seconds=3))
     assert store.pending_request("m") is None
+
+
+def test_a_long_stream_keeps_the_dataset_bounded_on_disk(tmp_path) -> None:
+    """Defect 7: 40 batches of 500 rows (and 100 holdout ids each), retention after each keeping 2,000 rows of
+    one model and none of another's beyond its own 2,000: the store's file stops growing, the newest rows are
+    the window, the other model is untouched by the first's limit, and answered requests beyond 10 go."""
+    path = tmp_path / "t.sqlite"
+    store = DatasetStore(path)
+    sizes, deleted = [], {"samples": 0, "holdout_seen": 0, "requests": 0}
+    for batch in range(40):
+        ids = range(batch * 600, batch * 600 + 600)
+        store.add_samples([sample(i, at=T0 + timedelta(seconds=i)) for i in ids[:500]],
+                          [sample(i) for i in ids[500:]])
+        store.add_samples([sample(batch, model="other")], [])
+        store.add_request(RetrainRequested(model="m", kind="manual", reason="test"))
+        store.finish_requests("m", "candidate", datetime.now(UTC))
+        for table, n in store.retain("m", 2000, None, 10).items():
+            deleted[table] += n
+        store._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        sizes.append(path.stat().st_size)
+    assert store.counts("m") == (2000, 2000) and store.counts("other") == (40, 40)
+    rows, _ = row_window(store, "m", max_rows=5000)
+    assert [r.sample_id for r in rows] == [f"s{b * 600 + i}" for b in range(36, 40) for i in range(500)]
+    assert deleted == {"samples": 40 * 500 - 2000, "holdout_seen": 40 * 100 - 2000, "requests": 30}
+    # 10 times the rows kept went through it; the file stays within 1.3 times its size when it first held as
+    # many as it keeps (160 batches: 1.2 times, flat from the 100th), where without retention it grew tenfold
+    assert max(sizes) <= sizes[4] * 1.3, sizes
+
+    # By age: rows that arrived before the cutoff go whatever their number.
+    cut = store.retain("m", 2000, T0 + timedelta(seconds=39 * 600 + 250), 10)
+    assert cut["samples"] == 1750 and store.counts("m")[0] == 250
+
+
+def test_rows_deleted_while_a_window_is_read_are_left_out_of_it(tmp_path) -> None:
+    """Quarantine or retention may delete rows between the window's count and its pages: the window is then
+    the rows still there (it raised, before, and the training failed)."""
+    store = DatasetStore(tmp_path / "t.sqlite")
+    store.add_samples([sample(i) for i in range(30)], [])
+    pages = store._pages("m", 1, 30, None, 10)
+    builder_rows = next(pages)
+    store.quarantine("m", ["s15"])
+    window = store.read_window("m", ["x"], 100)
+    assert len(window) == 29 and len(builder_rows) == 10

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from refit.events import SampleIngested
+from refit.events import RetrainRequested, SampleIngested
 from refit.specs import ModelSpec
 from services.trainer.fit import fit_set
 from services.trainer.store import DatasetStore
@@ -179,3 +179,22 @@ def test_whether_a_model_is_due_is_counted_only_up_to_its_thresholds(make_store)
         return calls[0]
 
     assert steps(large) <= steps(small) + 1  # the store is 30 times larger, the count is not
+
+
+def test_every_training_after_a_detected_change_starts_at_it(make_store) -> None:
+    """A request naming a concept change moves the window's start; the trainer's own sample-count path and
+    the requests after it (a schedule names no change) start there too, until a newer change."""
+    store = make_store(300, "changes")
+    assert store.window_start("m") is None
+    changed = T0 + timedelta(minutes=200)
+    store.add_request(RetrainRequested(model="m", kind="performance", reason="drop",
+                                       evidence={"change": {"changed_at": changed.isoformat()}}))
+    store.finish_requests("m", "candidate", datetime.now(UTC))
+    store.add_request(RetrainRequested(model="m", kind="schedule", reason="weekly"))
+    assert store.window_start("m") == changed
+    window = store.read_window("m", FEATURES, 200_000, since=store.window_start("m"))
+    assert len(window) == 100 and window.first_at == changed
+    later = changed + timedelta(minutes=50)
+    store.add_request(RetrainRequested(model="m", kind="drift", reason="inputs",
+                                       evidence={"change": {"changed_at": later.isoformat()}}))
+    assert store.window_start("m") == later

@@ -365,3 +365,20 @@ def test_repository_specs_bound_every_model():
     assert specs.get("diabetes").bounds.label_range() == (0.0, 1000.0)
     assert specs.get("diabetes").feature_ranges[0] == ("age", -1.0, 1.0)
     assert specs.get("food-mood").bounds.max_chars == 1000
+
+
+@pytest.mark.parametrize(("training", "retention", "message"), [
+    ({"window_max_rows": 1000}, {"dataset_max_rows": 999}, "below the training window"),
+    ({"holdout_max_rows": 500}, {"holdout_max_rows": 499}, "below what the safeguard judges on"),
+    ({"window_max_age_days": 30}, {"max_age_days": 7}, "below training.window_max_age_days"),
+])
+def test_retention_that_would_delete_what_is_read_is_refused(make_spec, training, retention, message):
+    with pytest.raises(ValidationError, match=message):
+        make_spec(training=training, retention=retention)
+
+
+def test_retention_keeps_by_default_what_training_and_judging_read(make_spec):
+    spec = make_spec(training={"window_max_rows": 600, "holdout_max_rows": 300, "window_max_age_days": 5})
+    assert spec.kept_rows() == (600, 300, 5)
+    kept = make_spec(training={"window_max_rows": 600}, retention={"dataset_max_rows": 900, "max_age_days": 2})
+    assert kept.kept_rows() == (900, 5000, 2)
