@@ -129,6 +129,20 @@ class SamplesQuarantined(Event):
     requested_by: str | None = None
 
 
+class ModelConfigured(Event):
+    """An operator changed the model's configuration at run time (``PUT /v1/models/{name}/config/…``).
+    The monitor owns it and numbers each change per model; the trainer follows the training section
+    (the latest version wins: a redelivery of an older one changes nothing)."""
+
+    topic: ClassVar[str] = topics.RETRAIN_REQUESTS
+    event_type: Literal["ModelConfigured"] = "ModelConfigured"
+    schema_version: Literal[1] = 1
+    config_version: int = Field(ge=1, description="the model's configuration version; 0 is the spec file as is")
+    sections: dict[str, Any] = Field(description="the sections set over the spec file's (triggers, safeguard, "
+                                                 "training), whole; a section absent is the spec file's")
+    requested_by: str | None = None
+
+
 class ArtifactRef(_Value):
     """Claim check: where the ONNX bytes are and the SHA-256 they must have."""
 
@@ -167,6 +181,8 @@ class TrainingStats(_Value):
     code_version: str
     data_fingerprint: str | None = Field(None, description="SHA-256 of the sorted ids of the samples fitted on, "
                                                            "one per line")
+    config_version: int = Field(0, description="the model's configuration version the training used "
+                                               "(ModelConfigured; 0: the spec file as is)")
 
 
 class CandidateTrained(Event):
@@ -282,6 +298,8 @@ class _Decision(Evidence, Event):
     artifact_uri: str
     task: Literal["classification", "regression"]
     champion_version: int | None = None
+    config_version: int = Field(0, description="the model's configuration version the decision used "
+                                               "(ModelConfigured; 0: the spec file as is)")
 
 
 class ModelPromoted(_Decision):
@@ -387,6 +405,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         RetrainingPaused,
         RetrainingResumed,
         SamplesQuarantined,
+        ModelConfigured,
         CandidateTrained,
         TrainingFailed,
         ModelPromoted,

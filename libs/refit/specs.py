@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -40,6 +41,15 @@ DEFAULT_MAX_CHARS = 10_000
 
 class _Spec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def _integral(value: Any) -> Any:
+    """A JSON number with no fraction as an int (JSON Schema's ``integer`` includes ``962.0``)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+# An integer as JSON Schema counts them, for a strict model: 962.0 is one, "962" and true are not.
+JsonInt = Annotated[int, BeforeValidator(_integral)]
 
 
 class InputSpec(_Spec):
@@ -146,7 +156,10 @@ class EstimatorSpec(_Spec):
 class MetricRule(_Spec):
     """How one metric may move versus the champion, and the absolute bounds it must meet."""
 
-    name: str
+    # strict, as the API's document declares it (run-time configuration; services/monitor/runconfig.py)
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    name: Annotated[str, WithJsonSchema({"type": "string", "enum": list(HIGHER_IS_BETTER)})]
     max_relative_degradation: float = Field(0.01, ge=0)
     max_absolute_degradation: float | None = Field(None, ge=0)
     min: float | None = None
@@ -165,12 +178,14 @@ class MetricRule(_Spec):
 
 
 class SafeguardSpec(_Spec):
-    metrics: tuple[MetricRule, ...] = ()
-    min_holdout: int = Field(30, ge=1)
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)  # as the API's document declares it
+
+    metrics: tuple[MetricRule, ...] = Field((), strict=False)  # a JSON list
+    min_holdout: JsonInt = Field(30, ge=1, le=10**9)
     conversion_tolerance: float = Field(1e-4, gt=0)
     # Paired bootstrap of (candidate - champion) on the shared holdout; always reported, and
     # with require_not_significantly_worse also a check: the interval must reach "no worse".
-    bootstrap_resamples: int = Field(1000, ge=100, le=20_000)
+    bootstrap_resamples: JsonInt = Field(1000, ge=100, le=20_000)
     confidence: float = Field(0.95, gt=0.5, lt=1)
     require_not_significantly_worse: bool = False
     # After a concept change detected on live traffic, judge on the holdout rows that arrived after
@@ -196,26 +211,21 @@ class QualitySpec(_Spec):
 
 
 class TrainingSpec(_Spec):
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)  # as the API's document declares it
+
     holdout_fraction: float = Field(0.2, gt=0, lt=1)
-    holdout_max_rows: int = Field(5000, ge=1)
+    holdout_max_rows: JsonInt = Field(5000, ge=1, le=10**9)
     # The trainer trains on its own every this many new rows; None (the default): only when the
     # monitor asks (its triggers, which judge evidence, back off after rejections and obey the pause).
-    min_new_samples: int | None = Field(None, ge=1)
-    min_samples: int = Field(50, ge=2)
-    window_max_rows: int = Field(200_000, ge=10)
-    window_max_age_days: float | None = Field(None, gt=0)
+    min_new_samples: Annotated[Annotated[int, Field(ge=1, le=10**9)] | None, BeforeValidator(_integral)] = None
+    min_samples: JsonInt = Field(50, ge=2, le=10**9)
+    window_max_rows: JsonInt = Field(200_000, ge=10, le=10**9)
+    window_max_age_days: float | None = Field(None, gt=0, le=36_500)
     held_back_fraction: float = Field(0.1, gt=0, lt=1)
     # A fit runs in a worker process that is killed past this, and the training fails (TrainingFailed).
     fit_timeout_s: float = Field(1800.0, gt=0, le=86_400)
 
 
-def _integral(value: Any) -> Any:
-    """A JSON number with no fraction as an int (JSON Schema's ``integer`` includes ``962.0``)."""
-    return int(value) if isinstance(value, float) and value.is_integer() else value
-
-
-# An integer as JSON Schema counts them, for a strict model: 962.0 is one, "962" and true are not.
-JsonInt = Annotated[int, BeforeValidator(_integral)]
 
 
 # The cron fields a schedule may set: (lowest, highest, names). A field is an integer in range,
@@ -351,9 +361,9 @@ class RetentionSpec(_Spec):
     and always every decision a rollback may still follow or not yet published."""
 
     keep_versions: int = Field(10, ge=2, le=10_000)
-    dataset_max_rows: int | None = Field(None, ge=10)
-    holdout_max_rows: int | None = Field(None, ge=1)
-    max_age_days: float | None = Field(None, gt=0)
+    dataset_max_rows: int | None = Field(None, ge=10, le=10**9)
+    holdout_max_rows: int | None = Field(None, ge=1, le=10**9)
+    max_age_days: float | None = Field(None, gt=0, le=36_500)
     keep_decisions: int = Field(1000, ge=10, le=10_000_000)
 
 
@@ -392,6 +402,10 @@ class ServingSpec(_Spec):
         if ("rules" in self.fallback) != (self.rules is not None):
             raise ValueError("serving.rules is needed exactly when fallback lists rules")
         return self
+
+
+# The sections of a model's spec an operator may replace while it runs (PUT /v1/models/{name}/config/{section}).
+RUNTIME_SECTIONS = ("triggers", "safeguard", "training")
 
 
 class ModelSpec(_Spec):
@@ -467,6 +481,14 @@ class ModelSpec(_Spec):
         """(name, low, high) of every feature in order: the closed interval its value must lie in."""
         return tuple((name, *self.bounds.feature_range(name)) for name in self.input.features)
 
+    def configured(self, sections: Mapping[str, Any]) -> ModelSpec:
+        """This spec with whole ``sections`` replaced (``RUNTIME_SECTIONS``), validated as one spec
+        (:class:`ValidationError`): what the operator set at run time over the spec file."""
+        unknown = sorted(set(sections) - set(RUNTIME_SECTIONS))
+        if unknown:
+            raise ValueError(f"sections {unknown} are not configurable at run time ({', '.join(RUNTIME_SECTIONS)} are)")
+        return ModelSpec.model_validate({**self.model_dump(mode="json", by_alias=True), **sections})
+
     def kept_rows(self) -> tuple[int, int, float | None]:
         """(dataset rows, holdout rows, max age in days or None) that retention keeps of this model."""
         retention, training = self.retention, self.training
@@ -497,6 +519,12 @@ class ModelSpecs(_Spec):
 
     def names(self) -> list[str]:
         return [m.name for m in self.models]
+
+    def put(self, spec: ModelSpec) -> None:
+        """Replace the spec of ``spec``'s model in place: configuration at run time, seen at once by every
+        part holding these specs (each reads a model's spec when it uses it)."""
+        self.get(spec.name)
+        object.__setattr__(self, "models", tuple(spec if m.name == spec.name else m for m in self.models))
 
 
 def load_specs(path: str | Path) -> ModelSpecs:

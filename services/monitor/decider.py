@@ -55,6 +55,8 @@ class Decider:
         self.decision_traces: dict[tuple[str, int], list[tuple[str, bytes]]] = {}
         # Called with every decision once recorded (MLflow's outbox, services/monitor/mlflow_sync.py).
         self.followers: list[Callable[[Decision], None]] = []
+        # The model's configuration version at run time (services/monitor/runconfig.py), in every decision.
+        self.config_version: Callable[[str], int] = lambda model: 0
         self._one_at_a_time = asyncio.Lock()
         self._deferred: set[str] = set()
 
@@ -233,7 +235,8 @@ class Decider:
         """What every decision about ``version`` names: which model, version, bytes and where to fetch them."""
         return {"model": spec.name, "sequence": sequence, "candidate_id": version.candidate_id,
                 "version": version.version, "digest": version.digest, "task": spec.task,
-                "artifact_uri": f"{self.settings.public_url}/v1/artifacts/{version.digest}"}
+                "artifact_uri": f"{self.settings.public_url}/v1/artifacts/{version.digest}",
+                "config_version": self.config_version(spec.name)}
 
     def sign(self, payload: bytes) -> str:
         return signing.sign(self.key, payload)

@@ -76,7 +76,10 @@ class Monitor:
 @contextmanager
 def open_monitor(settings: MonitorSettings, specs: ModelSpecs, publisher: Publisher,
                  metrics: Metrics) -> Iterator[Monitor]:
-    """Open the monitor's stores under ``settings.state_dir`` and wire its parts; close the stores after."""
+    """Open the monitor's stores under ``settings.state_dir`` and wire its parts; close the stores after.
+
+    The parts share a copy of ``specs``, which configuration at run time changes in place."""
+    specs = specs.model_copy(deep=True)
     registry = Registry(settings.state_dir / "monitor.sqlite")
     feedback = FeedbackStore(settings.state_dir / "feedback.sqlite", {s.name: s.task for s in specs.models},
                              settings.feedback_max_rows)
@@ -97,6 +100,7 @@ def open_monitor(settings: MonitorSettings, specs: ModelSpecs, publisher: Publis
             views=Views(specs, registry, feedback, settings.live_window),
             reporter=Reporter(specs.names(), settings.report_days, settings.report_cron, registry, trigger_store,
                               notifier), mlflow=mlflow)
+        decider.config_version = triggers.runconfig.version
         if mlflow is not None:
             monitor.intake.candidates.append(mlflow.candidate)
             decider.followers.append(mlflow.decision)

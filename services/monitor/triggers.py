@@ -30,6 +30,7 @@ from refit.specs import ModelSpec, ModelSpecs, TriggersSpec
 from services.monitor.challengers import Challenger, Role
 from services.monitor.observer import KEEP, Observed, drift, live_metric, score
 from services.monitor.registry import Change, Holdout, Version
+from services.monitor.runconfig import RunConfig
 from services.monitor.sessions import Champion
 from services.monitor.trigger_store import TriggerStore
 
@@ -89,6 +90,7 @@ class Triggers:
                  live: LiveDecisions | None = None) -> None:
         self.notify, self.live = notify, live
         self.specs, self.store, self.holdout, self.publisher = specs, store, holdout, publisher
+        self.runconfig = RunConfig(specs, store, publisher)  # applies what an operator set before a restart
         self.metrics = metrics or Metrics("monitor")
         self.champions, self.clock = champions, clock
         self.observed = {name: Observed.restored(store.watch(name), store.observed(name, KEEP))
@@ -97,13 +99,8 @@ class Triggers:
 
     # configuration ---------------------------------------------------------------------------
     def config(self, model: str) -> tuple[TriggersSpec, str]:
-        override = self.store.get(f"config:{model}")
-        if override is not None:
-            return TriggersSpec.model_validate(override), "override"
-        return self.specs.get(model).triggers, "spec"
-
-    def set_config(self, model: str, triggers: TriggersSpec) -> None:
-        self.store.put(f"config:{model}", triggers.model_dump(mode="json"))
+        """The model's trigger configuration, and whether it is the spec file's or an operator's."""
+        return self.specs.get(model).triggers, self.runconfig.describe(model)["source"]
 
     @property
     def running(self) -> bool:

@@ -23,8 +23,9 @@ from refit.artifacts import LocalArtifactStore
 from refit.core.schema import validate_sample
 from refit.core.split import is_holdout
 from refit.errors import BrokerUnavailableError, SchemaError, UnknownModelError
-from refit.events import (ArtifactRef, CandidateTrained, InputSignature, RetrainingPaused, RetrainingResumed,
-                          RetrainRequested, SampleIngested, SamplesQuarantined, TrainingFailed, TrainingStats)
+from refit.events import (ArtifactRef, CandidateTrained, InputSignature, ModelConfigured, RetrainingPaused,
+                          RetrainingResumed, RetrainRequested, SampleIngested, SamplesQuarantined, TrainingFailed,
+                          TrainingStats)
 from refit.kafka import ConsumerConfig, Incoming, Publisher, consume
 from refit.lifecycle import pause, retry
 from refit.metrics import Metrics, retired
@@ -59,6 +60,27 @@ class Trainer:
         self.consumer_counts: Counter[str] = Counter()
         self.held: dict[str, str] = {}  # per model: a training its own path wanted, and why it waits
         self.traced = tracing.Recent()  # per model: the newest samples' trace contexts, for the next training
+        self.files = specs.model_copy(deep=True)  # the spec file's, which run-time configuration is set over
+        for name in specs.names():
+            self._apply(name, *store.configured(name))
+
+    def configure(self, event: ModelConfigured) -> None:
+        """Train by the configuration the monitor set at run time from now on; the latest version wins (a
+        redelivery of an older one changes nothing). ValueError (a dead letter) if it does not fit the
+        spec file here."""
+        self.files.get(event.model).configured(event.sections)
+        if self.store.configure(event.model, event.config_version, event.sections):
+            self._apply(event.model, event.config_version, event.sections)
+            log.info("configuration changed", model=event.model, config_version=event.config_version,
+                     sections=sorted(event.sections))
+
+    def _apply(self, model: str, version: int, sections: dict[str, Any]) -> None:
+        """Train ``model`` by its configuration at run time (ModelConfigured, from the monitor) from now on."""
+        try:
+            self.specs.put(self.files.get(model).configured(sections))
+        except ValueError as exc:  # a pydantic ValidationError too: the spec file changed under it
+            log.error("run-time configuration no longer fits the spec file; the spec file's serves", model=model,
+                      config_version=version, error=str(exc))
 
     async def handle(self, items: list[Incoming]) -> dict[int, str]:
         rejected: dict[int, str] = {}
@@ -76,6 +98,12 @@ class Trainer:
                     continue
                 if isinstance(event, (RetrainingPaused, RetrainingResumed)):
                     self.store.set_paused(event.model, isinstance(event, RetrainingPaused), event.occurred_at)
+                    continue
+                if isinstance(event, ModelConfigured):
+                    try:
+                        self.configure(event)
+                    except ValueError as exc:  # a pydantic ValidationError too
+                        rejected[i] = f"configuration {event.config_version} does not fit: {exc}"
                     continue
                 if isinstance(event, SamplesQuarantined):  # also keeps out this batch's copies (add_samples)
                     removed = self.store.quarantine(event.model, event.sample_ids)
@@ -186,7 +214,8 @@ class Trainer:
                 rows_held_back=fitted.rows_held_back, filters=filtered.as_dict(),
                 first_sample_at=window.first_at, last_sample_at=window.last_at,
                 duration_s=round(fitted.duration_s, 4), estimator=spec.estimator.class_path,
-                spec_hash=spec.spec_hash(), code_version=refit.__version__, data_fingerprint=fingerprint),
+                spec_hash=spec.spec_hash(), code_version=refit.__version__, data_fingerprint=fingerprint,
+                config_version=self.store.configured(spec.name)[0]),
             conversion=fitted.conversion, retrain_request_id=request_id, trigger=trigger,
         )
         if not self.ownership.owns(spec.name):  # moved to another trainer mid-run: it answers the request
@@ -256,15 +285,16 @@ def create_app(settings: TrainerSettings, specs: ModelSpecs | None = None) -> Fa
         store = DatasetStore(settings.state_dir / "trainer.sqlite")
         publisher = Publisher(settings, client_id="refit-trainer")
         fitter = Fitter()
-        trainer = Trainer(settings, specs, store, LocalArtifactStore(settings.artifact_dir), publisher, metrics,
-                          fitter)
+        # its own copy of the specs, which configuration at run time (ModelConfigured) changes in place
+        trainer = Trainer(settings, specs.model_copy(deep=True), store, LocalArtifactStore(settings.artifact_dir),
+                          publisher, metrics, fitter)
         try:
             async with background(app, "trainer") as work:
                 work.start("consumer", consume(
                     settings, ConsumerConfig(name="trainer", subscribe=[topics.SAMPLES, topics.RETRAIN_REQUESTS],
                                              group_id="refit-trainer", expected=(SampleIngested, RetrainRequested,
                                                                  RetrainingPaused, RetrainingResumed,
-                                                                 SamplesQuarantined),
+                                                                 SamplesQuarantined, ModelConfigured),
                                              placement=trainer.ownership),
                     handler=trainer.handle, publisher=publisher, stop=work.stop, counts=trainer.consumer_counts,
                     metrics=metrics))

@@ -61,6 +61,10 @@ CREATE TABLE IF NOT EXISTS paused (
 CREATE TABLE IF NOT EXISTS quarantined (
     model TEXT NOT NULL, sample_id TEXT NOT NULL, PRIMARY KEY (model, sample_id)
 );
+-- The model's configuration at run time (ModelConfigured): the latest version the monitor published.
+CREATE TABLE IF NOT EXISTS configured (
+    model TEXT PRIMARY KEY, version INTEGER NOT NULL, sections BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS trainings (
     model TEXT PRIMARY KEY,
     last_seq INTEGER NOT NULL,
@@ -237,6 +241,21 @@ class DatasetStore:
                 "INSERT INTO paused (model, paused, changed_at) VALUES (?, ?, ?) ON CONFLICT (model) DO UPDATE"
                 " SET paused = excluded.paused, changed_at = excluded.changed_at"
                 " WHERE excluded.changed_at >= paused.changed_at", (model, int(paused), at.isoformat()))
+
+    def configure(self, model: str, version: int, sections: dict[str, Any]) -> bool:
+        """Keep the model's configuration version ``version`` unless a later one is kept; whether it was."""
+        with self._lock:
+            before = self._db.total_changes
+            self._db.execute("INSERT INTO configured (model, version, sections) VALUES (?, ?, ?) ON CONFLICT (model)"
+                             " DO UPDATE SET version = excluded.version, sections = excluded.sections"
+                             " WHERE excluded.version > configured.version", (model, version, orjson.dumps(sections)))
+            return self._db.total_changes > before
+
+    def configured(self, model: str) -> tuple[int, dict[str, Any]]:
+        """(configuration version, the sections set over the spec file); (0, {}) when none was."""
+        with self._lock:
+            row = self._db.execute("SELECT version, sections FROM configured WHERE model = ?", (model,)).fetchone()
+        return (int(row[0]), orjson.loads(row[1])) if row else (0, {})
 
     def paused(self, model: str) -> bool:
         with self._lock:

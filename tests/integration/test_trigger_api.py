@@ -65,3 +65,24 @@ def test_config_scheduler_and_a_sample_count_trigger(stack_factory, specs_file) 
         state = wait(lambda: (s := client.get(f"{monitor}/v1/models/digits/triggers").json())["in_flight"] is None
                      and s)
         assert state["fired"][0]["outcome"].startswith("candidate ") and state["new_samples"] < 200
+
+        # Configuration at run time beyond the triggers (the mission's row): the training section reaches the
+        # trainer (ModelConfigured) and survives its restart; the safeguard section judges; the candidate and
+        # the decision each name the configuration version they were made under.
+        config = client.get(f"{monitor}/v1/models/digits/config").json()
+        assert (config["version"], config["overridden"]) == (1, ["triggers"])
+        training = {**config["training"], "window_max_rows": 150}
+        changed = client.put(f"{monitor}/v1/models/digits/config/training", headers=TOKEN, json=training).json()
+        strict = {**config["safeguard"], "metrics": [{"name": "accuracy", "min": 0.999}]}
+        assert client.put(f"{monitor}/v1/models/digits/config/safeguard", json=strict).status_code == 401
+        judged = client.put(f"{monitor}/v1/models/digits/config/safeguard", headers=TOKEN, json=strict).json()
+        assert (changed["version"], judged["version"], judged["overridden"]) == (2, 3, ["safeguard", "training", "triggers"])
+        stack.restart("trainer")
+        assert client.post(f"{monitor}/v1/models/digits/retrain", headers=TOKEN, json={}).status_code == 202
+        latest = wait(lambda: (v := client.get(f"{monitor}/v1/models/digits/versions").json()[0])["status"] != "pending"
+                      and v["trigger"] == "manual" and v)
+        assert (latest["training"]["config_version"], latest["training"]["rows_seen"]) == (3, 150), latest
+        decision = client.get(f"{monitor}/v1/models/digits/decisions").json()[0]
+        assert (decision["event_type"], decision["version"], decision["config_version"]) == (
+            "CandidateRejected", latest["version"], 3)
+        assert any("must be >= 0.999" in r for r in decision["reasons"]), decision["reasons"]

@@ -54,7 +54,7 @@ async def run(root: Path, candidate: CandidateFactory, restart: bool,
     settings, specs = no_gates_specs(root)
     with open_monitor(settings, specs, RecordingPublisher(), Metrics("monitor")) as monitor:  # type: ignore[arg-type]
         if config is not None:
-            monitor.triggers.set_config("diabetes", config)
+            await monitor.triggers.runconfig.set("diabetes", "triggers", config.model_dump(mode="json"))
         seed_holdout(monitor)
         await arrive_trained_on(monitor, candidate, [r["label"] for r in TRAINING])
         seen = await feed(monitor, range(HALF))

@@ -1,24 +1,27 @@
-"""Changing what the monitor does: retrain, rollback, quarantine, trigger configuration and the scheduler.
+"""Changing what the monitor does: retrain, rollback, quarantine, configuration at run time and the scheduler.
 
-Every write needs the control token; reads of the configuration are open.
+Every write needs the control token; reads of the configuration are open. Configuration at run time
+is ``services/monitor/runconfig.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Annotated, Any
 
 import structlog
 from fastapi import APIRouter, Depends, HTTPException
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from refit.events import SamplesQuarantined
 from refit.settings import MonitorSettings
-from refit.specs import TriggersSpec
+from refit.specs import RUNTIME_SECTIONS, SafeguardSpec, TrainingSpec, TriggersSpec
 from refit.web import JSONRoute, require_token
 from services.monitor.decider import RollbackError
+from services.monitor.parts import Monitor
 from services.monitor.routes import ModelName, MonitorDep
 
 
@@ -107,15 +110,55 @@ def router(settings: MonitorSettings) -> APIRouter:
 
     @routes.get("/v1/models/{name}/config")
     async def get_config(name: ModelName, monitor: MonitorDep) -> dict[str, Any]:
-        """The model's effective trigger configuration and where it comes from (spec or override)."""
-        config, source = monitor.triggers.config(name)
-        return {"model": name, "source": source, "triggers": config.model_dump(mode="json")}
+        """The model's effective triggers, safeguard and training sections, its configuration version
+        (0: the spec file as is), which sections an operator set over the spec file, and where the
+        triggers come from (``source``: spec or override)."""
+        return monitor.triggers.runconfig.describe(name)
+
+    async def configure(monitor: Monitor, name: str, section: str, value: dict[str, Any] | None) -> dict[str, Any]:
+        """Set (or, with None, reset) one section; 422 naming the problem when the whole spec is not valid."""
+        try:
+            await monitor.triggers.runconfig.set(name, section, value, requested_by="api")
+        except ValidationError as exc:
+            raise HTTPException(422, [{"loc": ["body", *map(str, e["loc"])], "msg": e["msg"], "type": e["type"]}
+                                      for e in exc.errors(include_url=False, include_context=False)]) from None
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from None
+        return monitor.triggers.runconfig.describe(name)
 
     @routes.put("/v1/models/{name}/config", dependencies=[authorized])
     async def put_config(name: ModelName, body: TriggersSpec, monitor: MonitorDep) -> dict[str, Any]:
-        """Replace the model's trigger configuration (validated; persisted; overrides the spec file)."""
-        monitor.triggers.set_config(name, computable(body))
-        return {"model": name, "source": "override", "triggers": body.model_dump(mode="json")}
+        """Replace the model's trigger configuration (as ``PUT …/config/triggers``)."""
+        return await configure(monitor, name, "triggers", computable(body).model_dump(mode="json"))
+
+    @routes.put("/v1/models/{name}/config/triggers", dependencies=[authorized])
+    async def put_triggers(name: ModelName, body: TriggersSpec, monitor: MonitorDep) -> dict[str, Any]:
+        """Replace the model's triggers section (validated; persisted; overrides the spec file's)."""
+        return await configure(monitor, name, "triggers", computable(body).model_dump(mode="json"))
+
+    @routes.put("/v1/models/{name}/config/safeguard", dependencies=[authorized])
+    async def put_safeguard(name: ModelName, body: SafeguardSpec, monitor: MonitorDep) -> dict[str, Any]:
+        """Replace the model's safeguard section (metrics, gates, tolerances, live evidence): validated as
+        one spec with the rest (a metric of the other task is a 422), persisted, used by every decision
+        from now on (each names its ``config_version``)."""
+        return await configure(monitor, name, "safeguard", body.model_dump(mode="json", by_alias=True))
+
+    @routes.put("/v1/models/{name}/config/training", dependencies=[authorized])
+    async def put_training(name: ModelName, body: TrainingSpec, monitor: MonitorDep) -> dict[str, Any]:
+        """Replace the model's training section (window, holdout, thresholds): validated, persisted, told
+        to the trainer (ModelConfigured), used by every training from now on (each candidate names its
+        ``config_version``)."""
+        return await configure(monitor, name, "training", body.model_dump(mode="json"))
+
+    def resetting(section: str) -> Callable[..., Awaitable[dict[str, Any]]]:
+        async def reset(name: ModelName, monitor: MonitorDep) -> dict[str, Any]:
+            return await configure(monitor, name, section, None)
+        return reset
+
+    for section in RUNTIME_SECTIONS:
+        routes.delete(f"/v1/models/{{name}}/config/{section}", dependencies=[authorized], name=f"reset_{section}",
+                      description=f"Put the {section} section back to the spec file's (a new configuration "
+                                  "version).")(resetting(section))
 
     @routes.get("/v1/scheduler")
     async def scheduler(monitor: MonitorDep) -> dict[str, Any]:
