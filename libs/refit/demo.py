@@ -1,11 +1,16 @@
 """The demo workload: scikit-learn's bundled digits, streamed through ingest in waves.
 
 A newcomer watches v1 promoted, v2 judged against it on the same holdout, and
-inference answering with whichever version is champion. Then the story of what refit is for: a
-wave of noisy labels whose candidate the safeguard rejects (with the failing check), and a change
-of concept that a trigger detects, followed by a promotion. On a state dir that already has
-decisions (a second ``make run``), the digits are streamed again as new samples (new keys), so
-there is something new to train on and judge.
+inference answering with whichever version is champion. Then every other configured model of the
+shipped specs (breast-cancer, diabetes regression, food-mood text) gets its first champion from its
+bundled dataset, and answers a prediction. Then the story of what refit is for: a wave of noisy
+labels whose candidate the safeguard rejects (with the failing check), and a change of concept that
+a trigger detects, followed by a promotion.
+
+On a state dir that already has digits decisions (a second ``make run``), the story continues from
+the champion there: the demo asks it which labelling convention it learned, skips the waves (whose
+labels would contradict it), and streams new scans (new keys): noisy labels of that convention, then
+the next convention as a new change of concept. The other models show their existing champions.
 """
 
 from __future__ import annotations
@@ -20,14 +25,12 @@ import numpy as np
 from refit.datasets import sample_rows
 from refit.errors import StackError, StackTimeoutError
 
+OTHER_MODELS = ("breast-cancer", "diabetes", "food-mood")
 
-def digits_waves(waves: int = 3, seed: int = 7, run: str = "") -> list[list[dict[str, object]]]:
-    """The 1,797 digits as sample rows, shuffled with a fixed seed and cut into ``waves`` parts.
 
-    ``run`` prefixes every idempotency key: the same rows as new samples.
-    """
-    rows = [{**row, "source": "demo", "idempotency_key": f"{run}{row['idempotency_key']}"}
-            for row in sample_rows("digits", seed)]
+def digits_waves(waves: int = 3, seed: int = 7) -> list[list[dict[str, object]]]:
+    """The 1,797 digits as sample rows, shuffled with a fixed seed and cut into ``waves`` parts."""
+    rows = [{**row, "source": "demo"} for row in sample_rows("digits", seed)]
     return [list(part) for part in np.array_split(np.array(rows, dtype=object), waves)]
 
 
@@ -91,22 +94,78 @@ def describe(decision: dict[str, object]) -> str:
 
 def run(ingest_url: str, monitor_url: str, inference_url: str, model: str = "digits", waves: int = 3,
         say: Callable[[str], None] = print, timeout_s: float = 180.0, story: bool = True) -> None:
-    """Stream the waves (then, with ``story``, the noisy labels and the change of concept) and say what each
-    led to; :class:`StackError` says what went wrong."""
+    """Stream the waves, the other models' datasets (then, with ``story``, the noisy labels and the change of
+    concept) and say what each led to; :class:`StackError` says what went wrong."""
     try:
         with httpx.Client(timeout=30) as client:
-            earlier = newest_sequence(client, monitor_url, model)
+            earlier, shift = newest_sequence(client, monitor_url, model), 0
             run = f"run{earlier}-" if earlier else ""
             if earlier:
-                say(f"{model} already has {earlier} decisions in this state dir (an earlier run): streaming the "
-                    f"digits again as new samples (keys {run}{model}-…), for new candidates to judge")
-            for number, rows in enumerate(digits_waves(waves, run=run), start=1):
-                show_wave(client, ingest_url, monitor_url, inference_url, model, number, rows, say, timeout_s)
+                champion, shift = current_convention(client, monitor_url, inference_url, model)
+                say(f"{model} already has {earlier} decisions in this state dir (an earlier run); its champion "
+                    f"v{champion} labels {convention(shift)}. The story continues from there with new scans (keys "
+                    f"{run}…), without the waves, whose labels would contradict it")
+            else:
+                for number, rows in enumerate(digits_waves(waves), start=1):
+                    show_wave(client, ingest_url, monitor_url, inference_url, model, number, rows, say, timeout_s)
+            show_other_models(client, ingest_url, monitor_url, inference_url, say, timeout_s)
             if story:
-                show_noisy_labels(client, ingest_url, monitor_url, model, run, say, timeout_s)
-                show_concept_change(client, ingest_url, monitor_url, inference_url, model, run, say, timeout_s)
+                show_noisy_labels(client, ingest_url, monitor_url, model, run, say, timeout_s, shift)
+                if earlier:  # live evidence may have moved the champion meanwhile
+                    shift = current_convention(client, monitor_url, inference_url, model)[1]
+                show_concept_change(client, ingest_url, monitor_url, inference_url, model, run, say, timeout_s,
+                                    (shift + 1) % 10)
     except httpx.HTTPError as exc:
         raise StackError(f"the demo could not talk to the stack: {exc!r}") from None
+
+
+def convention(shift: int) -> str:
+    """How a labelling convention that adds ``shift`` to each digit reads."""
+    if shift == 0:
+        return "every digit as itself"
+    return ("every digit as the next one (9 as 0)" if shift == 1 else
+            f"every digit as the one {shift} on (9 as {shift - 1})")
+
+
+def current_convention(client: httpx.Client, monitor_url: str, inference_url: str, model: str,
+                       rows: int = 200) -> tuple[int | None, int]:
+    """The champion's version and the shift it applies to the digits (0 when none answers): the most common
+    difference between its labels and the true ones."""
+    champion = (client.get(f"{monitor_url}/v1/models/{model}").raise_for_status().json()["champion"] or {}).get(
+        "version")
+    probes = sample_rows(model)[:rows]
+    response = predict_with(client, inference_url, model, {"instances": [row["features"] for row in probes]},
+                            champion)
+    if response.status_code != 200:
+        return champion, 0
+    shifts = [(int(p["label"]) - int(row["label"])) % 10
+              for p, row in zip(response.json()["predictions"], probes, strict=True)]
+    return champion, int(np.bincount(shifts, minlength=10).argmax())
+
+
+def show_other_models(client: httpx.Client, ingest_url: str, monitor_url: str, inference_url: str,
+                      say: Callable[[str], None], timeout_s: float) -> None:
+    """Give each other configured model without a champion its bundled dataset; say the first decision each
+    led to (or the champion an earlier run left) and what inference answers for one of its rows."""
+    configured = {m["name"]: m for m in client.get(f"{monitor_url}/v1/models").raise_for_status().json()}
+    models = [configured[name] for name in OTHER_MODELS if name in configured]
+    seen = {}
+    for summary in models:
+        name, rows = summary["name"], [{**row, "source": "demo"} for row in sample_rows(summary["name"])]
+        if summary["champion"] is None:
+            seen[name] = newest_sequence(client, monitor_url, name)
+            post_rows(client, ingest_url, name, rows, batch=len(rows))  # one batch: one training
+            say(f"{name} ({summary['task']}, {summary['input']} input): posted the {len(rows)} labeled rows of "
+                f"its bundled dataset")
+    for summary in models:
+        name = summary["name"]
+        if name in seen:
+            decision = wait_for_decision_after(client, monitor_url, name, seen[name], timeout_s)
+            say(f"{name} {describe(decision)}")
+        else:
+            decision = {"event_type": "ModelPromoted", "version": summary["champion"]["version"]}
+            say(f"{name}: champion v{decision['version']} from an earlier run")
+        show_inference(client, inference_url, name, decision, sample_rows(name)[0], say)
 
 
 def show_wave(client: httpx.Client, ingest_url: str, monitor_url: str, inference_url: str, model: str, number: int,
@@ -120,22 +179,32 @@ def show_wave(client: httpx.Client, ingest_url: str, monitor_url: str, inference
     show_inference(client, inference_url, model, decision, rows[0], say)
 
 
+def predict_with(client: httpx.Client, inference_url: str, model: str, body: dict[str, Any], version: int | None,
+                 timeout_s: float = 30.0) -> httpx.Response:
+    """Inference's answer to ``body`` once it answers (with ``version``, unless None), or its last answer."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        response = client.post(f"{inference_url}/v1/models/{model}/predict", json=body)
+        if response.status_code == 200 and version in (None, response.json()["version"]) \
+                or time.monotonic() > deadline:
+            return response
+        time.sleep(0.2)
+
+
 def show_inference(client: httpx.Client, inference_url: str, model: str, decision: dict[str, Any],
                    probe: dict[str, Any], say: Callable[[str], None], label_is: str = "true label") -> None:
     """Say what inference answers for ``probe`` once it serves the decision's version (if a promotion)."""
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        response = client.post(f"{inference_url}/v1/models/{model}/predict", json={"features": probe["features"]})
-        if response.status_code == 200 and (
-                decision["event_type"] != "ModelPromoted" or response.json()["version"] == decision["version"]):
-            break
-        time.sleep(0.2)
-    body = response.json()
+    body = {"text": probe["text"]} if "text" in probe else {"features": probe["features"]}
+    response = predict_with(client, inference_url, model, body,
+                            decision["version"] if decision["event_type"] == "ModelPromoted" else None)
+    answer = response.json()
     if response.status_code == 200:
-        say(f"  inference answers with v{body['version']}: label {body['predictions'][0]['label']} "
-            f"({label_is} {probe['label']})")
+        predicted = answer["predictions"][0]
+        said = f"label {predicted['label']}" if "label" in predicted else f"value {predicted['value']:.1f}"
+        asked = f" for {probe['text']!r}" if "text" in probe else ""
+        say(f"  inference answers with v{answer['version']}{asked}: {said} ({label_is} {probe['label']})")
     else:
-        say(f"  inference: {response.status_code} {body}")
+        say(f"  inference: {response.status_code} {answer}")
 
 
 def new_scans(run: str, tag: str, rows: int, seed: int) -> list[dict[str, object]]:
@@ -152,19 +221,23 @@ def new_scans(run: str, tag: str, rows: int, seed: int) -> list[dict[str, object
     return scans
 
 
-def noisy_labels(run: str = "", rows: int = 500, wrong: float = 0.6, seed: int = 11) -> list[dict[str, object]]:
-    """New scans from a careless labeller: ``wrong`` of the labels are another digit (seeded)."""
+def noisy_labels(run: str = "", rows: int = 500, wrong: float = 0.6, seed: int = 11,
+                 shift: int = 0) -> list[dict[str, object]]:
+    """New scans from a careless labeller of the convention ``shift``: ``wrong`` of the labels are another
+    digit (seeded)."""
     rng = np.random.default_rng(seed)
-    scans = new_scans(run, "noisy", rows, seed)
+    scans = new_convention(run, rows, seed, shift, "noisy")
     for scan in scans:
         if rng.random() < wrong:
             scan["label"] = str((int(str(scan["label"])) + int(rng.integers(1, 10))) % 10)
     return scans
 
 
-def new_convention(run: str = "", rows: int = 1797, seed: int = 13) -> list[dict[str, object]]:
-    """A change of concept: new scans labelled by a new convention, every digit as the next one (9 as 0)."""
-    return [{**scan, "label": str((int(str(scan["label"])) + 1) % 10)} for scan in new_scans(run, "shifted", rows, seed)]
+def new_convention(run: str = "", rows: int = 1797, seed: int = 13, shift: int = 1,
+                   tag: str = "shifted") -> list[dict[str, object]]:
+    """New scans labelled by the convention ``shift`` (by default a change of concept: every digit as the next
+    one, 9 as 0)."""
+    return [{**scan, "label": str((int(str(scan["label"])) + shift) % 10)} for scan in new_scans(run, tag, rows, seed)]
 
 
 def failing_checks(decision: dict[str, Any]) -> list[str]:
@@ -172,9 +245,9 @@ def failing_checks(decision: dict[str, Any]) -> list[str]:
 
 
 def show_noisy_labels(client: httpx.Client, ingest_url: str, monitor_url: str, model: str, run: str,
-                      say: Callable[[str], None], timeout_s: float) -> None:
+                      say: Callable[[str], None], timeout_s: float, shift: int = 0) -> None:
     """Post a wave with 60% wrong labels: the candidate trained on it is judged, and rejected."""
-    rows = noisy_labels(run)
+    rows = noisy_labels(run, shift=shift)
     seen = newest_sequence(client, monitor_url, model)
     post_rows(client, ingest_url, model, rows, batch=len(rows))
     say(f"noisy labels: posted {len(rows)} new scans of digits, 60% of them labelled as another digit")
@@ -187,13 +260,13 @@ def show_noisy_labels(client: httpx.Client, ingest_url: str, monitor_url: str, m
 
 
 def show_concept_change(client: httpx.Client, ingest_url: str, monitor_url: str, inference_url: str, model: str,
-                        run: str, say: Callable[[str], None], timeout_s: float) -> None:
+                        run: str, say: Callable[[str], None], timeout_s: float, shift: int = 1) -> None:
     """Post digits labelled by a new convention; say the change a trigger detects and the promotion after it."""
     history = client.get(f"{monitor_url}/v1/models/{model}/decisions", params={"limit": 1000}).json()
     champion = next((d["version"] for d in history if d["event_type"] in ("ModelPromoted", "ModelRolledBack")), 0)
     changes_before = len(client.get(f"{monitor_url}/v1/models/{model}/triggers").json()["changes"])
-    rows, sent = new_convention(run), 0
-    say("concept change: streaming new scans labelled by a new convention (every digit as the next one), "
+    rows, sent = new_convention(run, shift=shift), 0
+    say(f"concept change: streaming new scans labelled by a new convention ({convention(shift)}), "
         "100 every 0.3 s")
     seen, detected, deadline = newest_sequence(client, monitor_url, model), False, time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -211,7 +284,8 @@ def show_concept_change(client: httpx.Client, ingest_url: str, monitor_url: str,
             say(describe(decision))
             if decision["event_type"] == "CandidateRejected":
                 say("  failing checks: " + "; ".join(failing_checks(decision)))
-            if detected and decision["event_type"] == "ModelPromoted" and decision["version"] > champion:
+            if detected and decision["event_type"] == "ModelPromoted" and decision["version"] > champion \
+                    and decision["holdout"]:  # judged on the new concept (a challenger may win live before)
                 show_inference(client, inference_url, model, decision, rows[0], say, "the new convention's label")
                 return
         time.sleep(0.3)

@@ -93,32 +93,52 @@ def test_up_runs_the_demo_and_stops_everything(tmp_path) -> None:
 
 
 def test_make_run_twice_on_one_state_dir_tells_the_story_both_times(tmp_path, specs_file) -> None:
-    """``make run``'s story (issue 17): the digits waves, a wave of noisy labels whose candidate the safeguard
-    rejects (printed with the failing check), and a change of concept that a trigger detects, followed by a
-    promotion. Run twice on one state dir (defect 5): the second run streams new samples and gets new
-    decisions, where it re-posted its fixed keys, waited 180 s for nothing and ended in a traceback."""
-    specs, state = specs_file(only=("digits",)), tmp_path / "state"
+    """``make run``'s story (issue 17): the digits waves, the three other shipped models each served, a wave of
+    noisy labels whose candidate the safeguard rejects (printed with the failing check), and a change of concept
+    that a trigger detects, followed by a promotion. Run twice on one state dir (defect 5): the second run asks
+    the champion which convention it learned and continues from there (noisy labels of that convention, then
+    the next convention), where it streamed the old waves again, whose labels rolled the champion back."""
+    specs, state = specs_file(), tmp_path / "state"
     runs = [subprocess.run([sys.executable, "-m", "refit.cli", "up", "--demo", "--exit-after-demo", "--state-dir",
                             str(state), "--specs", str(specs)], capture_output=True, text=True, timeout=300)
             for _ in range(2)]
     for run in runs:
         assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
         assert "Traceback" not in run.stdout + run.stderr and "demo done" in run.stdout
-    first, second = ([int(line.split(": v")[1].split()[0]) for line in run.stdout.splitlines()
-                      if line.startswith(("ModelPromoted: v", "CandidateRejected: v"))]  # rollbacks name old ones
-                     for run in runs)
-    # New candidates (a challenger of the first run may still be promoted on live evidence in the second).
-    assert first[0] == 1 and "already has" in runs[1].stdout and max(second) > max(first), runs[1].stdout
+    first, second = (run.stdout.splitlines() for run in runs)
 
-    story = runs[0].stdout.splitlines()
+    assert [line[:8] for line in first if line.startswith("wave ")] == ["wave 1: ", "wave 2: ", "wave 3: "], first
+    for name in ("breast-cancer", "diabetes", "food-mood"):  # served in both runs: trained in the first
+        shown = next(i for i, line in enumerate(first) if line.startswith(f"{name} ModelPromoted: v1 "))
+        kept = second.index(f"{name}: champion v1 from an earlier run")
+        for story, at in ((first, shown), (second, kept)):
+            assert next(line for line in story[at:] if line.startswith("  inference ")).startswith(
+                "  inference answers with v1"), story[at:]
+    end_of_first = tell_the_digits_story(first, "every digit as the next one (9 as 0)")
+
+    continued = next(line for line in second if line.startswith("digits already has "))
+    assert "labels every digit as the next one (9 as 0). The story continues" in continued, continued
+    assert int(continued.split("its champion v")[1].split()[0]) >= end_of_first, continued
+    assert not any(line.startswith(("wave ", "ModelRolledBack")) for line in second), second  # nothing contradicts
+    assert tell_the_digits_story(second, "every digit as the one 2 on (9 as 1)") > end_of_first, second
+
+
+def tell_the_digits_story(story: list[str], convention: str) -> int:
+    """Check one run's digits story (noisy labels rejected, a change detected, then a promotion serving the
+    new convention); the version promoted."""
     noisy = story.index(next(line for line in story if line.startswith("noisy labels: posted")))
     assert story[noisy + 1].startswith("CandidateRejected: v"), story[noisy:]
     failing = story.index("  the safeguard kept the champion; failing checks:", noisy)
     assert story[failing + 1].startswith(("    tolerance accuracy: ", "    gate accuracy: ")), story[failing:]
+    assert f"concept change: streaming new scans labelled by a new convention ({convention})" in \
+        next(line for line in story if line.startswith("concept change: ")), story[failing:]
     detected = story.index(next(line for line in story if line.startswith("change detected by ")))
     assert "trigger performance fired" in story[detected] or "trigger drift fired" in story[detected], story[detected]
-    promoted = next(i for i, line in enumerate(story) if i > detected and line.startswith("ModelPromoted: v"))
-    assert any(line.startswith("  inference answers with") for line in story[promoted:]), story[detected:]
+    promoted = next(i for i, line in enumerate(story) if i > detected and line.startswith("ModelPromoted: v")
+                    and "(holdout -" not in line)  # judged on the new concept, not a challenger winning live
+    assert any(line.startswith("  inference answers with v") and "(the new convention's label" in line
+               for line in story[promoted:]), story[detected:]
+    return int(story[promoted].split(": v")[1].split()[0])
 
 
 def test_the_demo_without_a_stack_says_so_without_a_traceback() -> None:
