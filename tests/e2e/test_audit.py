@@ -5,8 +5,8 @@ code decodes what is audited.
 The run makes every event type appear: samples of two models, retrain requests, candidates, two
 promotions and a rollback of digits, a rejection of diabetes (an impossible r2 gate), the query
 log, a request shadow-scored by the champion digits' second promotion replaced, the scheduler paused
-and resumed, a training that fails (breast-cancer has no rows), a quarantined sample, and dead letters from two bad records
-we publish ourselves. Set ``REFIT_AUDIT_DUMP=<path>``
+and resumed, a training that fails (breast-cancer has no rows), a quarantined sample, a configuration
+changed at run time, and dead letters from two bad records we publish ourselves. Set ``REFIT_AUDIT_DUMP=<path>``
 to keep every validated record as JSON lines (the source of the examples in docs/events.md).
 """
 
@@ -118,7 +118,12 @@ def drive(stack: Stack) -> dict[str, int]:
         quarantine = client.post(f"{monitor}/v1/models/diabetes/quarantine", headers=TOKEN, json={
             "sample_ids": [json.loads(first_row)["sample_id"]], "reason": "audit: a mislabelled row"})
         assert quarantine.status_code == 200, quarantine.text
-    return {topics.SAMPLES: len(digits) + len(diabetes) + len(BAD_RECORDS), topics.RETRAIN_REQUESTS: 4 + 2 * 3 + 1,
+        # An operator changes the diabetes safeguard at run time (ModelConfigured).
+        safeguard = client.get(f"{monitor}/v1/models/diabetes/config").json()["safeguard"]
+        configured = client.put(f"{monitor}/v1/models/diabetes/config/safeguard", headers=TOKEN,
+                                json={**safeguard, "min_holdout": 40})
+        assert configured.status_code == 200, configured.text
+    return {topics.SAMPLES: len(digits) + len(diabetes) + len(BAD_RECORDS), topics.RETRAIN_REQUESTS: 4 + 2 * 3 + 2,
             topics.CANDIDATES: 3 + 1, topics.DECISIONS: 4, topics.PREDICTIONS: 1 + len(bodies) + 2,
             topics.DEAD_LETTERS: 2 * len(BAD_RECORDS)}  # trainer and monitor each dead-letter each
 
