@@ -51,9 +51,10 @@ def test_config_scheduler_and_a_sample_count_trigger(stack_factory, specs_file) 
 
         rows = digits_waves(3)[0]
         post_rows(client, stack.url("ingest"), "digits", rows)
-        # paused: the monitor counted every new sample (past the threshold of 200), yet nothing fired
+        # paused: the monitor counted every new sample (past the threshold of 200) and evaluated its triggers
+        # after all of them, yet nothing fired
         counted = wait(lambda: (t := client.get(f"{monitor}/v1/models/digits/triggers").json())["new_samples"]
-                       >= 200 and t)
+                       >= 200 and t["observed"] >= len(rows) and t["evaluated"] >= t["observed"] and t)
         assert counted["fired"] == [] and counted["running"] is False
 
         client.post(f"{monitor}/v1/scheduler/start", headers=TOKEN)
