@@ -60,7 +60,7 @@ $(VENV)/.bench-stamp: pyproject.toml $(STAMP)
 bench: $(VENV)/.bench-stamp wrk kafka
 	$(VENV)/bin/python bench/inference_peers.py $(BENCH_ARGS)
 	$(VENV)/bin/python bench/sample_to_serving.py --waves 20
-	$(VENV)/bin/python bench/ingest_throughput.py --broker kafka --rounds 5
+	$(VENV)/bin/python bench/ingest_throughput.py --broker kafka --rounds 5 --ingest-workers 0
 
 clean:
 	rm -rf $(VENV) .refit .kafka test-artifacts

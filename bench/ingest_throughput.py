@@ -59,14 +59,17 @@ PATHS = ("raw", "publisher", "ingest")
 
 
 class CpuMeter:
-    """CPU seconds (user + system) each process spent between :meth:`start` and :meth:`stop`."""
+    """CPU seconds (user + system) each process spent between :meth:`start` and :meth:`stop`; ingest's
+    with its worker processes (``--ingest-workers``)."""
 
     def __init__(self, pids: dict[str, int]) -> None:
         self.procs = {name: psutil.Process(pid) for name, pid in pids.items()}
         self._start: dict[str, float] = {}
 
     def _now(self) -> dict[str, float]:
-        return {name: sum(p.cpu_times()[:2]) for name, p in self.procs.items()}
+        return {name: sum(sum(q.cpu_times()[:2]) for q in (p, *(p.children(recursive=True) if name == "ingest"
+                                                                  else ())))
+                for name, p in self.procs.items()}
 
     def start(self) -> None:
         self._start = self._now()
@@ -231,13 +234,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=9, help="rounds (at most 20)")
     parser.add_argument("--clients", type=int, default=4, help="concurrent HTTP clients / publisher calls")
     parser.add_argument("--time-limit", type=float, default=600, help="give up after this many seconds")
+    parser.add_argument("--ingest-workers", type=int, default=1,
+                        help="ingest worker processes (REFIT_INGEST_WORKERS; 0 = one per core)")
     parser.add_argument("--broker", choices=["embedded", "kafka"], default="embedded",
                         help="the embedded broker (default) or Apache Kafka (`make kafka`'s jars)")
     args = parser.parse_args()
     args.rows, args.rounds = min(args.rows, 100_000), min(args.rounds, 20)
     with tempfile.TemporaryDirectory() as tmp:
-        stack = Stack(state_dir=Path(tmp), specs_path=SPECS, env={"REFIT_INGEST_LOG_LEVEL": "WARNING"},
-                      broker=args.broker)
+        stack = Stack(state_dir=Path(tmp), specs_path=SPECS, broker=args.broker,
+                      env={"REFIT_INGEST_LOG_LEVEL": "WARNING", "REFIT_INGEST_WORKERS": str(args.ingest_workers)})
         (stack.state_dir / "logs").mkdir()
         try:
             stack.start_broker()

@@ -139,6 +139,8 @@ class IngestSettings(CommonSettings):
     api_keys: tuple[SecretStr, ...] = _f(
         (), "JSON list of producer keys; when set, `Authorization: Bearer <key>` is required (required outside "
         "local mode: an open ingest lets anyone on the network write training data)")
+    workers: int = _f(1, "worker processes, each with its own socket on the port (SO_REUSEPORT) and its own "
+                         "producer; 0 = one per core", ge=0)
     max_batch_rows: int = _f(1000, "samples per batch request", ge=1)
     max_body_bytes: int = _f(8 * 1024 * 1024, "request body limit (413 above)", ge=1024)
     publish_timeout_s: float = _f(10.0, "how long to wait for the broker's acknowledgement (503 after)", gt=0)

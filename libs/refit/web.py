@@ -29,6 +29,7 @@ from refit.errors import BrokerUnavailableError
 from refit.lifecycle import Background
 from refit.logs import configure
 from refit.settings import CommonSettings, DataReads
+from refit.workers import serve_worker, supervise, worker_index
 
 
 class BodyTooLarge(Exception):
@@ -365,11 +366,19 @@ def _dependency_answers(dependant: Any) -> set[int]:
 S = TypeVar("S", bound=CommonSettings)
 
 
-def run(service: str, settings: S, create_app: Callable[[S], Any]) -> None:
-    """A service's ``main``: its logs configured, its app created and served (:func:`serve`)."""
+def run(service: str, settings: S, create_app: Callable[[S], Any], workers: int = 1) -> None:
+    """A service's ``main``: its logs configured, its app created and served (:func:`serve`); with more
+    than one worker, this process supervises ``workers`` copies of ``services.<service>``, each serving
+    the port on its own SO_REUSEPORT socket (:mod:`refit.workers`)."""
     configure(service, settings.log_level, settings.log_json)
     tracing.configure(service, settings.trace_file)
-    serve(create_app(settings), settings)
+    index = worker_index()
+    if index is None and workers > 1:
+        raise SystemExit(supervise(f"services.{service}", workers))
+    if index is None:
+        serve(create_app(settings), settings)
+    else:
+        serve_worker(create_app(settings), settings.host, settings.port)
 
 
 def serve(app: Any, settings: CommonSettings) -> None:

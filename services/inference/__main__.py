@@ -7,29 +7,24 @@ With more than one worker this process only supervises ``workers`` copies of its
 from __future__ import annotations
 
 import os
+from typing import Any
 
-from refit import tracing
-from refit.logs import configure
 from refit.settings import InferenceSettings
-from refit.workers import serve_worker, supervise, worker_index
+from refit.web import run
+from refit.workers import worker_index
+
+
+def build(settings: InferenceSettings) -> Any:
+    from services.inference.app import create_app
+
+    index = worker_index()  # a worker names itself in logs, stats and its Kafka client id
+    return create_app(settings if index is None else
+                      settings.model_copy(update={"replica_id": f"{settings.replica_id}-w{index}"}))
 
 
 def main() -> None:
     settings = InferenceSettings()
-    configure("inference", settings.log_level, settings.log_json)
-    tracing.configure("inference", settings.trace_file)
-    workers = settings.workers or os.cpu_count() or 1
-    index = worker_index()
-    if index is None and workers > 1:
-        raise SystemExit(supervise("services.inference", workers))
-    from refit.web import serve
-    from services.inference.app import create_app
-
-    if index is None:
-        serve(create_app(settings), settings)
-    else:
-        worker = settings.model_copy(update={"replica_id": f"{settings.replica_id}-w{index}"})
-        serve_worker(create_app(worker), settings.host, settings.port)
+    run("inference", settings, build, workers=settings.workers or os.cpu_count() or 1)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """One inference replica with a worker per core (REFIT_INFERENCE_WORKERS): every worker follows
 every decision and swaps on its own, the kernel spreads connections over the workers, and
-/metrics answers with the sums of all of them."""
+/metrics answers with the sums of all of them. Ingest runs two workers in the same stack
+(REFIT_INGEST_WORKERS): every sample of the test goes through them."""
 
 from __future__ import annotations
 
@@ -31,9 +32,14 @@ def requests_counted(url: str) -> float:
                                             text, re.M))
 
 
+def samples_counted(url: str) -> float:
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    return sum(float(v) for v in re.findall(r'^refit_samples_ingested_total\{[^}]*\} (\S+)$', text, re.M))
+
+
 def test_every_worker_swaps_and_metrics_are_summed(stack_factory, specs_file) -> None:
     stack = stack_factory(specs_file(only=("digits",), digits={"triggers": QUIET_TRIGGERS}),
-                          env={"REFIT_INFERENCE_WORKERS": "2"})
+                          env={"REFIT_INFERENCE_WORKERS": "2", "REFIT_INGEST_WORKERS": "2"})
     url = stack.url("inference-0")
     with httpx.Client(timeout=30) as client:
         first, second, row = two_champions(client, stack)
@@ -55,3 +61,12 @@ def test_every_worker_swaps_and_metrics_are_summed(stack_factory, specs_file) ->
             with httpx.Client(timeout=10) as fresh:
                 assert fresh.post(f"{url}/v1/models/digits/predict", json={"features": row}).json()["version"] == first
         assert requests_counted(url) - before == sent
+
+        # Ingest's two workers: each sample, posted on a new connection, accepted once and counted in the sum.
+        ingest, before = stack.url("ingest"), samples_counted(stack.url("ingest"))
+        for i in range(40):
+            with httpx.Client(timeout=10) as fresh:
+                response = fresh.post(f"{ingest}/v1/samples", json={"model": "digits", "features": row, "label": "3",
+                                                                    "idempotency_key": f"workers-{i}"})
+                assert response.status_code == 202, response.text
+        assert samples_counted(ingest) - before == 40
