@@ -56,8 +56,10 @@ $(VENV)/.bench-stamp: pyproject.toml $(STAMP)
 	$(VENV)/bin/pip install --quiet -e ".[test,bench]"
 	touch $@
 
-# refit inference against its FastAPI ceiling, a predict_proba app and MLflow (docs/benchmarks.md).
+# refit inference against its FastAPI ceiling, the serving stacks users pick (each in an environment
+# of its own under .bench/, pins in pyproject.toml) and Debian's nginx (docs/benchmarks.md).
 bench: $(VENV)/.bench-stamp wrk kafka
+	$(VENV)/bin/python bench/peer_envs.py
 	$(VENV)/bin/python bench/inference_peers.py $(BENCH_ARGS)
 	$(VENV)/bin/python bench/sample_to_serving.py --waves 20
 	$(VENV)/bin/python bench/ingest_throughput.py --broker kafka --rounds 5 --ingest-workers 0

@@ -1,27 +1,37 @@
-"""refit inference against its ceiling and its peers, round-robin in one run.
+"""refit inference against its ceiling, its peers and the wire, round-robin in one run.
 
-    make bench        # installs wrk and the bench extra (MLflow), then runs this with its defaults
+    make bench        # installs wrk, the peers' environments and nginx, then runs this with its defaults
     .venv/bin/python bench/inference_peers.py --rounds 3 --seconds 5
 
-Servers, each one process on loopback, started here and stopped by PID:
+Servers, each on loopback, started here and stopped by PID:
 
+- **nginx** (the wire): Debian's nginx, one worker, answering the same POST with a constant JSON
+  body: the fastest server this machine runs, the physical anchor;
 - **ceiling**: FastAPI on refit's server stack (uvicorn, uvloop, httptools, one worker) that
   parses the same JSON body and answers a constant (``bench/peers.py``);
 - **refit**: an inference replica of a real local stack (embedded broker, the four services),
   serving champions the stack trained and promoted: ``digits-lr`` (the repo's digits spec,
   a logistic regression) and ``digits-rf`` (100 trees);
-- **sklearn**: FastAPI on the same stack calling the scikit-learn pipeline's ``predict_proba``;
-- **mlflow**: ``mlflow models serve --env-manager local`` (one worker) for the same pipeline,
-  saved with ``pyfunc_predict_fn="predict_proba"``.
+- the peers, each serving the same scikit-learn pipeline's ``predict_proba`` in one worker, from
+  an environment of its own (``bench/peer_envs.py``, pins in ``pyproject.toml``), in its own
+  protocol: **sklearn** (FastAPI on refit's stack, ``bench/peers.py``), **mlflow** (``mlflow
+  models serve --env-manager local``, saved with ``pyfunc_predict_fn="predict_proba"``),
+  **mlserver** (``mlserver-sklearn``, ``parallel_workers: 0``, V2 asking for ``predict_proba``),
+  **kserve** (``kserve.ModelServer``, V2, ``bench/peer_kserve.py``), **pytriton** (Triton's
+  server through PyTriton, V2, ``bench/peer_pytriton.py``), **litserve** (``bench/peer_litserve.py``)
+  and **bentoml** (``bench/peer_bento.py``).
+
+A peer that cannot be started is reported with its reason (its log's tail) and left out of that
+case; it is never dropped silently.
 
 The scikit-learn pipeline is built from the same spec (``services.trainer.fit.build_pipeline``)
 and fitted on the same 1,797 digits rows refit's trainer was given. Load: ``wrk`` (one thread,
-``--connections`` keep-alive connections, ``--seconds`` per run), for single-row and 64-row
-bodies ``{"inputs": [[64 numbers], ...]}``; every (model, batch) case runs the servers in
-turn, A B C D, rotating the order each round. Per case: median over rounds of requests/s, p50
-and p99, the errors (non-2xx and socket errors), the server's RSS after the runs, and the
-ratios to the ceiling and to MLflow. Then the workers phase: refit with one worker per core
-(``REFIT_INFERENCE_WORKERS=0``) against the single-worker ceiling, round-robin again.
+keep-alive connections, ``--seconds`` per run), for single-row and 64-row bodies; every (model,
+rows, connections) case runs the servers in turn, rotating the order each round. Per case: median
+over rounds of requests/s, p50 and p99, the errors (non-2xx and socket errors), the server's RSS
+after the runs (children included), and the ratios: each server to the wire, refit to each server.
+Then the workers phase: refit with one worker per core (``REFIT_INFERENCE_WORKERS=0``) against the
+single-worker ceiling, round-robin again.
 
 The shadow case (``--cases shadow-1``) measures what shadow scoring costs: in the same replica,
 ``digits-lr`` (no challenger) against ``digits-shadow`` (the same spec and rows, retrained once, so
@@ -61,6 +71,9 @@ from refit.specs import ModelSpecs, load_specs  # noqa: E402
 from refit.stack import Stack, free_port, wait_http  # noqa: E402
 from services.trainer.fit import build_pipeline  # noqa: E402
 
+sys.path.insert(0, str(REPO / "bench"))
+import peer_envs  # noqa: E402
+
 MODELS = {"digits-lr": "lr", "digits-rf": "rf"}
 SHADOWED = "digits-shadow"  # digits-lr's spec, with a challenger
 WRK_SCRIPT = """
@@ -93,6 +106,7 @@ class Server:
     proc: subprocess.Popen[bytes] | None = None   # ours to stop (refit's belongs to the stack)
     settle: Callable[[], None] = lambda: None      # after a run: wait for work the run left queued
     body: Path | None = None                       # its own body (another protocol), else the case's
+    protocol: str = "v1"                           # which of the case's bodies it takes (``bodies``)
     traceparent: str | None = None                 # sent with every request (a sampled trace)
 
     def cpu_s(self) -> float:
@@ -175,24 +189,102 @@ def start_process(name: str, argv: list[str], port: int, path: str, health: str,
     return server
 
 
-def peers_for(model: str, pipeline_path: Path, mlflow_dir: Path, logs: Path) -> list[Server]:
-    sk_port, ml_port = free_port(), free_port()
-    sklearn = start_process(f"sklearn-{model}", [sys.executable, str(REPO / "bench" / "peers.py"), "sklearn",
-                                                   "--model", str(pipeline_path), "--port", str(sk_port)],
-                            sk_port, "/predict", "/docs", log_dir=logs)
-    try:
-        mlflow = start_process(f"mlflow-{model}", [str(Path(sys.executable).parent / "mlflow"), "models", "serve",
-                                                     "-m", str(mlflow_dir), "--env-manager", "local", "-h", "127.0.0.1",
-                                                     "-p", str(ml_port), "-w", "1"],
-                               ml_port, "/invocations", "/ping",
-                               # MLflow runs `uvicorn` by name: the venv's bin must be on PATH.
-                               env={"PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"},
-                               log_dir=logs)
-    except Exception:
-        sklearn.stop()  # ours: never leave it running when MLflow cannot start
-        raise
-    return [Server("sklearn", sklearn.url, sklearn.pid, sklearn.proc), Server("mlflow", mlflow.url, mlflow.pid,
-                                                                              mlflow.proc)]
+NGINX_CONF = """worker_processes 1;
+daemon off;
+pid {home}/nginx.pid;
+error_log {home}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {home}/body;
+    proxy_temp_path {home}/proxy;
+    fastcgi_temp_path {home}/fastcgi;
+    uwsgi_temp_path {home}/uwsgi;
+    scgi_temp_path {home}/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            default_type application/json;
+            return 200 '{{"model":"digits","version":1,"predictions":[{{"label":"0"}}]}}';
+        }}
+    }}
+}}
+"""
+
+
+def start_nginx(work: Path, logs: Path) -> Server:
+    """The wire: Debian's nginx, one worker, a constant JSON answer to any request."""
+    home, port = work / "nginx", free_port()
+    home.mkdir(exist_ok=True)
+    (home / "nginx.conf").write_text(NGINX_CONF.format(home=home, port=port))
+    return start_process("nginx", [str(peer_envs.nginx()), "-p", str(home), "-c", str(home / "nginx.conf"),
+                                   "-e", str(home / "error.log")], port, "/predict", "/", log_dir=logs)
+
+
+def peer_launchers(model: str, pipeline: Path, mlflow_dir: Path, work: Path) -> dict[str, Callable[[int], tuple[
+        list[str], str, str, str, dict[str, str], Path | None]]]:
+    """Per peer: given a port, its argv, prediction path, health path, protocol, environment and cwd."""
+    bench = REPO / "bench"
+
+    def python(name: str) -> str:
+        return str(peer_envs.ensure(name) / "python")
+
+    def mlserver(port: int) -> tuple[list[str], str, str, str, dict[str, str], Path | None]:
+        home = work / f"mlserver-{model}"
+        home.mkdir(exist_ok=True)
+        (home / "settings.json").write_text(json.dumps({
+            "host": "127.0.0.1", "http_port": port, "grpc_port": free_port(), "metrics_port": free_port(),
+            "parallel_workers": 0, "debug": False}))
+        (home / "model-settings.json").write_text(json.dumps({
+            "name": "digits", "implementation": "mlserver_sklearn.SKLearnModel",
+            "parameters": {"uri": str(pipeline)}}))
+        return ([str(peer_envs.ensure("mlserver") / "mlserver"), "start", str(home)],
+                "/v2/models/digits/infer", "/v2/models/digits/ready", "mlserver", {}, None)
+
+    return {
+        "sklearn": lambda port: ([sys.executable, str(bench / "peers.py"), "sklearn", "--model", str(pipeline),
+                                  "--port", str(port)], "/predict", "/docs", "v1", {}, None),
+        # MLflow runs `uvicorn` by name: the venv's bin must be on PATH.
+        "mlflow": lambda port: ([str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m",
+                                 str(mlflow_dir), "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port),
+                                 "-w", "1"], "/invocations", "/ping", "v1",
+                                {"PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}, None),
+        "mlserver": mlserver,
+        "kserve": lambda port: ([python("kserve"), str(bench / "peer_kserve.py"), "--model", str(pipeline),
+                                 "--port", str(port)], "/v2/models/digits/infer", "/v2/models/digits/ready", "v2",
+                                {}, None),
+        "pytriton": lambda port: ([python("pytriton"), str(bench / "peer_pytriton.py"), "--model", str(pipeline),
+                                   "--port", str(port)], "/v2/models/digits/infer", "/v2/models/digits/ready",
+                                  "v2", {}, None),
+        "litserve": lambda port: ([python("litserve"), str(bench / "peer_litserve.py"), "--model", str(pipeline),
+                                   "--port", str(port)], "/predict", "/health", "v1", {}, None),
+        "bentoml": lambda port: ([str(peer_envs.ensure("bentoml") / "bentoml"), "serve", "peer_bento:Digits",
+                                  "--host", "127.0.0.1", "--port", str(port)], "/predict", "/readyz", "v1",
+                                 {"BENCH_MODEL": str(pipeline), "BENTOML_DO_NOT_TRACK": "true"}, bench),
+    }
+
+
+def peers_for(model: str, pipeline: Path, mlflow_dir: Path, work: Path, wanted: list[str],
+              unavailable: dict[str, str], say: Callable[[str], None]) -> list[Server]:
+    """The peers of ``wanted`` serving ``model``'s pipeline; one that cannot start goes to ``unavailable``
+    with its reason (the exception and its log's tail), and the others still run."""
+    logs, servers = work / "logs", []
+    for name, launch in peer_launchers(model, pipeline, mlflow_dir, work).items():
+        if name not in wanted:
+            continue
+        try:
+            port = free_port()
+            argv, path, health, protocol, env, cwd = launch(port)
+            server = start_process(f"{name}-{model}", argv, port, path, health, env=env, log_dir=logs, cwd=cwd)
+        except Exception as exc:  # noqa: BLE001 (reported, not hidden: the report lists it with its reason)
+            log = logs / f"{name}-{model}.log"
+            tail = log.read_text(errors="replace").strip().splitlines()[-3:] if log.exists() else []
+            unavailable[f"{name} ({model})"] = f"{type(exc).__name__}: {exc}" + (f" — {' / '.join(tail)}" if tail else "")
+            say(f"  {name} could not start for {model}: {unavailable[f'{name} ({model})']}")
+            continue
+        server.name, server.protocol = name, protocol
+        servers.append(server)
+    return servers
 
 
 def train_peers(specs: ModelSpecs, work: Path) -> dict[str, tuple[Path, Path]]:
@@ -214,21 +306,19 @@ def train_peers(specs: ModelSpecs, work: Path) -> dict[str, tuple[Path, Path]]:
     return out
 
 
-def bodies(work: Path) -> dict[int, Path]:
+def bodies(work: Path) -> dict[tuple[str, int], Path]:
+    """The same rows in each protocol, single-row and 64-row: refit's ``/v1`` body ``{"inputs": rows}``
+    (also MLflow's, LitServe's and BentoML's), the Open Inference Protocol's one FP32 tensor
+    ``[N, 64]`` named ``input``, and the same asking MLServer for ``predict_proba``."""
     rows = [[float(v) for v in r["features"].values()] for r in sample_rows("digits", 7)[:64]]
     out = {}
     for size in (1, 64):
-        out[size] = work / f"body-{size}.json"
-        out[size].write_text(json.dumps({"inputs": rows[:size]}))
+        tensor = {"name": "input", "shape": [size, 64], "datatype": "FP32", "data": rows[:size]}
+        for protocol, body in (("v1", {"inputs": rows[:size]}), ("v2", {"inputs": [tensor]}),
+                               ("mlserver", {"inputs": [tensor], "outputs": [{"name": "predict_proba"}]})):
+            out[protocol, size] = work / f"body-{protocol}-{size}.json"
+            out[protocol, size].write_text(json.dumps(body))
     return out
-
-
-def v2_body(work: Path) -> Path:
-    """The single-row body in the Open Inference Protocol: one FP32 tensor of shape [1, 64]."""
-    row = [float(v) for v in sample_rows("digits", 7)[0]["features"].values()]
-    path = work / "body-v2-1.json"
-    path.write_text(json.dumps({"inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP32", "data": row}]}))
-    return path
 
 
 def check_answers(servers: list[Server], body: Path) -> None:
@@ -261,19 +351,35 @@ def round_robin(servers: list[Server], body: Path, rounds: int, seconds: float, 
 
 
 def table(cases: dict[str, Case]) -> str:
-    lines = ["| case | server | req/s | p50 ms | p99 ms | requests | errors | RSS MiB | × ceiling | × MLflow |"
-             " p99 / ceiling p99 |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| case | server | req/s | p50 ms | p99 ms | requests | errors | RSS MiB | × wire | × ceiling"
+             " | refit × it |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for label, case in cases.items():
         ceiling = case.median("ceiling", "rps")
-        ceiling_p99 = case.median("ceiling", "p99_ms")
-        mlflow = case.median("mlflow", "rps") if "mlflow" in case.runs else None
+        wire = case.median("nginx", "rps") if "nginx" in case.runs else None
+        refit = next((case.median(n, "rps") for n in case.runs if n.startswith("refit")), None)
         for name, runs in case.runs.items():
             rps = case.median(name, "rps")
             lines.append(
                 f"| {label} | {name} | {rps:,.0f} | {case.median(name, 'p50_ms'):.2f} | {case.median(name, 'p99_ms'):.2f}"
                 f" | {sum(r.requests for r in runs):,} | {sum(r.errors for r in runs)} | {case.rss.get(name, 0):.0f}"
-                f" | {rps / ceiling:.2f} | {f'{rps / mlflow:.1f}' if mlflow else '-'}"
-                f" | {case.median(name, 'p99_ms') / ceiling_p99:.2f} |")
+                f" | {f'{rps / wire:.3f}' if wire else '-'} | {rps / ceiling:.2f}"
+                f" | {f'{refit / rps:.1f}' if refit and not name.startswith('refit') else '-'} |")
+    return "\n".join(lines)
+
+
+def verdicts(cases: dict[str, Case]) -> str:
+    """Per case, refit against the fastest serving stack and the wire."""
+    lines = ["| case | refit req/s | fastest peer | its req/s | refit × fastest peer | refit × wire |",
+             "|---|---|---|---|---|---|"]
+    for label, case in cases.items():
+        peers = [n for n in case.runs if n in STACKS]
+        if "refit" not in case.runs or not peers:
+            continue
+        refit = case.median("refit", "rps")
+        fastest = max(peers, key=lambda n: case.median(n, "rps"))
+        wire = case.median("nginx", "rps")
+        lines.append(f"| {label} | {refit:,.0f} | {fastest} | {case.median(fastest, 'rps'):,.0f}"
+                     f" | {refit / case.median(fastest, 'rps'):.2f} | {refit / wire:.3f} |")
     return "\n".join(lines)
 
 
@@ -328,8 +434,13 @@ def with_challenger(client: httpx.Client, stack: Stack, say: Callable[[str], Non
                   settle=drained)
 
 
-def against_peers(args: argparse.Namespace, stack: Stack, specs: ModelSpecs, work: Path, body: dict[int, Path],
-                  servers: list[Server], cases: dict[str, Case], say: Callable[[str], None]) -> None:
+STACKS = ["mlflow", "mlserver", "kserve", "pytriton", "litserve", "bentoml"]  # serving stacks users pick
+PEERS = ["sklearn", *STACKS]  # and the FastAPI app a user would write
+
+
+def against_peers(args: argparse.Namespace, stack: Stack, specs: ModelSpecs, work: Path,
+                  body: dict[tuple[str, int], Path], servers: list[Server], cases: dict[str, Case],
+                  unavailable: dict[str, str], say: Callable[[str], None]) -> None:
     """The peers' cases and the workers phase (the servers started are appended to ``servers``)."""
     wanted, logs = args.cases.split(","), work / "logs"
     fitted = train_peers(specs, work) if any(c[:2] in MODELS.values() for c in wanted) else {}
@@ -337,21 +448,25 @@ def against_peers(args: argparse.Namespace, stack: Stack, specs: ModelSpecs, wor
     ceiling = start_process("ceiling", [sys.executable, str(REPO / "bench" / "peers.py"), "ceiling",
                                         "--port", str(ceiling_port)], ceiling_port, "/predict", "/docs",
                             log_dir=logs)
-    servers.append(ceiling)
+    wire = start_nginx(work, logs)
+    servers.extend([ceiling, wire])
     for name, short in MODELS.items():
         if not any(c.startswith(short) for c in wanted):
             continue
-        peers = peers_for(name, *fitted[name], logs)
+        peers = peers_for(name, *fitted[name], work, args.peers.split(","), unavailable, say)
         servers.extend(peers)
         refit = Server("refit", f"{stack.url('inference-0')}/v1/models/{name}/predict",
                        stack.procs["inference-0"].pid)
         for size in (1, 64):
-            label = f"{short}-{size}"
-            if label not in wanted:
+            if f"{short}-{size}" not in wanted:
                 continue
-            say(f"  case {label}: {name}, {size}-row requests, c{args.connections}")
-            cases[label] = round_robin([ceiling, refit, *peers], body[size], args.rounds, args.seconds,
-                                       args.connections, say)
+            for peer in peers:
+                peer.body = body[peer.protocol, size]
+            for connections in map(int, args.connections.split(",")):
+                label = f"{short}-{size} c{connections}"
+                say(f"  case {label}: {name}, {size}-row requests, {connections} connections")
+                cases[label] = round_robin([wire, ceiling, refit, *peers], body["v1", size], args.rounds,
+                                           args.seconds, connections, say)
         for peer in peers:
             peer.stop()
     if not args.no_workers:
@@ -361,13 +476,14 @@ def against_peers(args: argparse.Namespace, stack: Stack, specs: ModelSpecs, wor
         cores = os.cpu_count()
         refit_n = Server(f"refit×{cores}", f"{stack.url('inference-0')}/v1/models/digits-lr/predict",
                          stack.procs["inference-0"].pid)
+        connections = int(args.connections.split(",")[0])
         say(f"  case lr-1 with one refit worker per core ({cores}) against the one-worker ceiling")
-        cases[f"lr-1 workers={cores}"] = round_robin([ceiling, refit_n], body[1], args.rounds, args.seconds,
-                                                    args.connections, say)
+        cases[f"lr-1 c{connections} workers={cores}"] = round_robin([ceiling, refit_n], body["v1", 1], args.rounds,
+                                                                    args.seconds, connections, say)
 
 
 def tracing_case(args: argparse.Namespace, stack: Stack, work: Path, body: Path, servers: list[Server],
-                 say: Callable[[str], None]) -> Case:
+                 connections: int, say: Callable[[str], None]) -> Case:
     """Replicas started the same way, serving the same champion of digits-lr from the same monitor: this
     tree with tracing off, one from ``--baseline-src`` (a tree without tracing, or any other), and this
     tree with tracing on (a span file) and every request sampled. (The stack's own replica is not one of
@@ -389,16 +505,18 @@ def tracing_case(args: argparse.Namespace, stack: Stack, work: Path, body: Path,
         if "sampled" in name:
             server.traceparent = f"00-{'1' * 32}-{'2' * 16}-01"
         replicas.append(server)
-    say(f"  case trace-1: digits-lr, one row, c{args.connections}: {', '.join(s.name for s in replicas)}")
-    return round_robin(replicas, body, args.rounds, args.seconds, args.connections, say)
+    say(f"  case trace-1: digits-lr, one row, c{connections}: {', '.join(s.name for s in replicas)}")
+    return round_robin(replicas, body, args.rounds, args.seconds, connections, say)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=5.0, help="length of each wrk run")
-    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--connections", default="16,64", help="the peers' cases run at each of these (the "
+                        "other cases at the first)")
     parser.add_argument("--cases", default="lr-1,lr-64,rf-1,rf-64,shadow-1,v2-1", help="which cases to run")
+    parser.add_argument("--peers", default=",".join(PEERS), help="which peers to run")
     parser.add_argument("--no-workers", action="store_true", help="skip the one-worker-per-core phase")
     parser.add_argument("--baseline-src", type=Path, default=None,
                         help="trace-1: also a replica from this source tree (e.g. a worktree of a commit before "
@@ -419,6 +537,8 @@ def main() -> None:
     stack = Stack(work / "stack", specs_path, env={"REFIT_INFERENCE_WORKERS": "1"})
     servers: list[Server] = []
     cases: dict[str, Case] = {}
+    unavailable: dict[str, str] = {}
+    connections = int(args.connections.split(",")[0])
     try:
         say(f"starting a local stack in {work} and training digits-lr and digits-rf …")
         stack.start()
@@ -439,20 +559,20 @@ def main() -> None:
                            stack.procs["inference-0"].pid)
             with httpx.Client(timeout=60) as client:
                 shadowed = with_challenger(client, stack, say)
-                say(f"  case shadow-1: digits-lr without a challenger, {SHADOWED} with one, c{args.connections}")
-                cases["shadow-1"] = round_robin([refit, shadowed], body[1], args.rounds, args.seconds,
-                                                args.connections, say)
+                say(f"  case shadow-1: digits-lr without a challenger, {SHADOWED} with one, c{connections}")
+                cases["shadow-1"] = round_robin([refit, shadowed], body["v1", 1], args.rounds, args.seconds,
+                                                connections, say)
         if "v2-1" in wanted:
             replica = stack.url("inference-0")
             pid = stack.procs["inference-0"].pid
             protocols = [Server("refit /v1", f"{replica}/v1/models/digits-lr/predict", pid),
-                         Server("refit /v2", f"{replica}/v2/models/digits-lr/infer", pid, body=v2_body(work))]
-            say(f"  case v2-1: digits-lr, one row, /v1 against the Open Inference Protocol, c{args.connections}")
-            cases["v2-1"] = round_robin(protocols, body[1], args.rounds, args.seconds, args.connections, say)
+                         Server("refit /v2", f"{replica}/v2/models/digits-lr/infer", pid, body=body["v2", 1])]
+            say(f"  case v2-1: digits-lr, one row, /v1 against the Open Inference Protocol, c{connections}")
+            cases["v2-1"] = round_robin(protocols, body["v1", 1], args.rounds, args.seconds, connections, say)
         if "trace-1" in wanted:
-            cases["trace-1"] = tracing_case(args, stack, work, body[1], servers, say)
+            cases["trace-1"] = tracing_case(args, stack, work, body["v1", 1], servers, connections, say)
         if any(c[:2] in MODELS.values() for c in wanted) or not args.no_workers:
-            against_peers(args, stack, specs, work, body, servers, cases, say)
+            against_peers(args, stack, specs, work, body, servers, cases, unavailable, say)
     finally:
         for server in servers:
             server.stop()
@@ -461,6 +581,11 @@ def main() -> None:
     protocols = cases.pop("v2-1", None)
     traced = cases.pop("trace-1", None)
     report = table(cases) if cases else ""
+    if cases:
+        report += "\n\nrefit against the fastest peer and the wire, per case:\n\n" + verdicts(cases)
+    if unavailable:
+        report += "\n\nPeers that could not be started here:\n\n" + "\n".join(
+            f"- {name}: {why}" for name, why in unavailable.items())
     if protocols is not None:
         report += "\n\nThe Open Inference Protocol (V2) against /v1, one row, same replica, same run:\n\n" + \
             ratio_table(protocols, "refit /v1", "protocol")
