@@ -3,8 +3,8 @@
     python bench/peers.py ceiling --port 9000
     python bench/peers.py sklearn --model model.joblib --port 9001
 
-``ceiling`` is FastAPI on refit's own server stack (``refit.web.serve``'s uvicorn settings:
-uvloop, httptools, no access log, one worker) that reads and parses the same JSON body refit
+``ceiling`` is FastAPI on refit's own server stack (``refit.server.config``: uvloop, httptools,
+responses written in one piece, no access log, one worker) that reads and parses the same JSON body refit
 does (orjson) and answers a constant: nothing refit does per request can be cheaper on this
 stack than parsing and answering. ``sklearn`` is the hand-written alternative a user would
 write: the same stack, the scikit-learn pipeline's ``predict_proba``, and refit's answer shape.
@@ -21,6 +21,8 @@ import orjson
 import uvicorn
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import Response
+
+from refit.server import config
 
 CONSTANT = orjson.dumps({"model": "digits", "version": 1, "predictions": [{"label": "0"}]})
 
@@ -62,9 +64,8 @@ def main() -> None:
     parser.add_argument("--model", help="a joblib-saved scikit-learn pipeline (sklearn only)")
     args = parser.parse_args()
     app = ceiling_app() if args.kind == "ceiling" else sklearn_app(args.model)
-    # Exactly refit.web.serve's settings, so the ceiling is refit's own stack.
-    uvicorn.run(app, host="127.0.0.1", port=args.port, loop="uvloop", http="httptools",
-                log_config=None, access_log=False)
+    # Exactly refit's server settings, so the ceiling is refit's own stack.
+    uvicorn.Server(config(app, "127.0.0.1", args.port)).run()
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from refit import tracing
 from refit.errors import BrokerUnavailableError
 from refit.lifecycle import Background
 from refit.logs import configure
+from refit.server import config as server_config
 from refit.settings import CommonSettings, DataReads
 from refit.workers import serve_worker, supervise, worker_index
 
@@ -382,9 +383,8 @@ def run(service: str, settings: S, create_app: Callable[[S], Any], workers: int 
 
 
 def serve(app: Any, settings: CommonSettings) -> None:
-    """Run one worker on uvloop + httptools (measured fastest on this stack)."""
-    run_server(app, uvicorn.Config(app, host=settings.host, port=settings.port, loop="uvloop", http="httptools",
-                                   log_config=None, access_log=False, timeout_graceful_shutdown=10))
+    """Run one worker with refit's server settings (:func:`refit.server.config`)."""
+    run_server(app, server_config(app, settings.host, settings.port))
 
 
 def run_server(app: Any, config: uvicorn.Config, **run: Any) -> None:

@@ -89,10 +89,7 @@ def _forget(metrics_dir: str, pid: int) -> None:
 
 def serve_worker(app: Any, host: str, port: int) -> None:
     """Serve ``app`` as one supervised worker: refit's uvicorn settings on a SO_REUSEPORT socket."""
-    import uvicorn
-
+    from refit.server import config
     from refit.web import run_server
 
-    config = uvicorn.Config(app, host=host, port=port, loop="uvloop", http="httptools", log_config=None,
-                            access_log=False, timeout_graceful_shutdown=10)
-    run_server(app, config, sockets=[reuse_port_socket(host, port)])
+    run_server(app, config(app, host, port), sockets=[reuse_port_socket(host, port)])
