@@ -47,10 +47,11 @@ run: install
 test: install browser promtool kafka
 	$(VENV)/bin/pytest
 
-# Debian's wrk, the load generator of the benchmarks.
+# Debian's wrk, the load generator of the benchmarks, and the system Python's venv module (PyTriton's
+# environment is built on /usr/bin/python3.11: bench/peer_envs.py).
 wrk:
-	@command -v wrk >/dev/null || { $(SUDO) apt-get update -q && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends wrk; }
+	@{ command -v wrk && /usr/bin/python3.11 -c 'import ensurepip'; } >/dev/null 2>&1 || { $(SUDO) apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends wrk python3.11-venv; }
 
 $(VENV)/.bench-stamp: pyproject.toml $(STAMP)
 	$(VENV)/bin/pip install --quiet -e ".[test,bench]"
@@ -61,8 +62,9 @@ $(VENV)/.bench-stamp: pyproject.toml $(STAMP)
 bench: $(VENV)/.bench-stamp wrk kafka
 	$(VENV)/bin/python bench/peer_envs.py
 	$(VENV)/bin/python bench/inference_peers.py $(BENCH_ARGS)
+	$(VENV)/bin/python bench/many_models.py --models 100,1000
 	$(VENV)/bin/python bench/sample_to_serving.py --waves 20
 	$(VENV)/bin/python bench/ingest_throughput.py --broker kafka --rounds 5 --ingest-workers 0
 
 clean:
-	rm -rf $(VENV) .refit .kafka test-artifacts
+	rm -rf $(VENV) .refit .kafka .bench test-artifacts

@@ -113,6 +113,7 @@ class Server:
     body: Path | None = None                       # its own body (another protocol), else the case's
     protocol: str = "v1"                           # which of the case's bodies it takes (``bodies``)
     traceparent: str | None = None                 # sent with every request (a sampled trace)
+    lua: str = ""                                  # more of wrk's script (e.g. a ``request`` function)
 
     def cpu_s(self) -> float:
         process = psutil.Process(self.pid)
@@ -160,10 +161,11 @@ def _ms(text: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
-def wrk(url: str, body: Path, seconds: float, connections: int, traceparent: str | None = None) -> Run:
+def wrk(url: str, body: Path, seconds: float, connections: int, traceparent: str | None = None,
+        lua: str = "") -> Run:
     """One bounded wrk run (one thread, ``seconds`` long, 10 s request timeout), parsed."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write(WRK_SCRIPT)
+        script.write(WRK_SCRIPT + lua)
     try:
         out = subprocess.run(
             ["wrk", "-t1", f"-c{connections}", f"-d{round(seconds)}s", "--latency", "--timeout", "10s", "-s", script.name, url],
@@ -178,7 +180,9 @@ def wrk(url: str, body: Path, seconds: float, connections: int, traceparent: str
     sockets = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     errors = (int(non2xx.group(1)) if non2xx else 0) + (sum(map(int, sockets.groups())) if sockets else 0)
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    return Run(rps, _ms(latency["50"]), _ms(latency["99"]), requests, errors)
+    # No distribution when no request completed (every one timed out): no latency, all errors.
+    p50, p99 = (_ms(latency["50"]), _ms(latency["99"])) if "99" in latency else (float("nan"), float("nan"))
+    return Run(rps, p50, p99, requests, errors)
 
 
 def start_process(name: str, argv: list[str], port: int, path: str, health: str, env: dict[str, str] | None = None,
@@ -340,12 +344,12 @@ def round_robin(servers: list[Server], body: Path, rounds: int, seconds: float, 
     case = Case({s.name: [] for s in servers})
     check_answers(servers, body)
     for server in servers:  # warm-up, discarded
-        wrk(server.url, server.body or body, 1, connections, server.traceparent)
+        wrk(server.url, server.body or body, 1, connections, server.traceparent, server.lua)
     for number in range(rounds):
         order = servers[number % len(servers):] + servers[:number % len(servers)]
         for server in order:
             before = server.cpu_s()
-            run = wrk(server.url, server.body or body, seconds, connections, server.traceparent)
+            run = wrk(server.url, server.body or body, seconds, connections, server.traceparent, server.lua)
             server.settle()
             run.cpu_us = (server.cpu_s() - before) / max(run.requests, 1) * 1e6
             case.runs[server.name].append(run)
@@ -472,6 +476,8 @@ def against_peers(args: argparse.Namespace, stack: Stack, specs: ModelSpecs, wor
                 say(f"  case {label}: {name}, {size}-row requests, {connections} connections")
                 cases[label] = round_robin([wire, ceiling, refit, *peers], body["v1", size], args.rounds,
                                            args.seconds, connections, say)
+                done = {k: c for k, c in cases.items() if "ceiling" in c.runs}  # kept if a later case fails
+                args.out.with_suffix(".partial.md").write_text(table(done) + "\n")
         for peer in peers:
             peer.stop()
     if not args.no_workers:
