@@ -128,13 +128,22 @@ class Server:
             return float("nan")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        """The server and every process it started (its own session: LitServe's workers, Triton, BentoML's
+        circus, outlive a SIGTERM to their parent alone)."""
+        if self.proc is None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        except ProcessLookupError:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # what is left of the group
+        except ProcessLookupError:
+            pass
 
 
 @dataclass
@@ -188,7 +197,8 @@ def wrk(url: str, body: Path, seconds: float, connections: int, traceparent: str
 def start_process(name: str, argv: list[str], port: int, path: str, health: str, env: dict[str, str] | None = None,
                   log_dir: Path | None = None, cwd: Path | None = None) -> Server:
     log = open(log_dir / f"{name}.log", "ab") if log_dir else subprocess.DEVNULL  # noqa: SIM115
-    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, cwd=cwd)
+    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, cwd=cwd,
+                            start_new_session=True)  # its own process group: stopped with every child
     server = Server(name, f"http://127.0.0.1:{port}{path}", proc.pid, proc)
     try:
         wait_http(f"http://127.0.0.1:{port}{health}", timeout_s=120, proc=proc)
