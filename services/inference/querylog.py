@@ -40,31 +40,33 @@ class RecordPublisher(Protocol):
 
 
 class Batches(ABC, Generic[Item]):
-    """The queue's two sides: :meth:`put` never waits; :meth:`run` drains, encodes (in a worker thread),
-    publishes in batches with a few retries, and counts what it drops. Subclasses say how to encode."""
+    """What is offered never waits; :meth:`run` takes batches, encodes them (in a worker thread),
+    publishes them with a few retries, and counts what it drops. Subclasses say how items wait
+    (:meth:`_take`, :meth:`queued`) and how they are encoded."""
 
-    linger_s = 0.0  # after the first item of a batch, wait this long for more (fewer, larger batches)
     names = ("enqueued", "published", "dropped_queue_full", "dropped_unpublished", "dropped_too_large",
              "dropped_invalid")
 
     def __init__(self, publisher: RecordPublisher, replica_id: str, capacity: int, batch_size: int) -> None:
-        self.publisher, self.replica_id, self.batch_size = publisher, replica_id, batch_size
+        self.publisher, self.replica_id, self.capacity, self.batch_size = publisher, replica_id, capacity, batch_size
         self.source = cloudevent_source(f"refit-{replica_id}")  # as the replica's Publisher
-        self.queue: asyncio.Queue[Item] = asyncio.Queue(capacity)
         self.counts: Counter[str] = Counter()
         self.broker_ok = True
 
-    def put(self, item: Item) -> None:
-        try:
-            self.queue.put_nowait(item)
-        except asyncio.QueueFull:
-            self.counts["dropped_queue_full"] += 1
-        else:
-            self.counts["enqueued"] += 1
-
     def stats(self) -> dict[str, Any]:
-        return {"publishing": True, "queued": self.queue.qsize(), "capacity": self.queue.maxsize,
+        return {"publishing": True, "queued": self.queued(), "capacity": self.capacity,
                 **{n: self.counts[n] for n in self.names}}
+
+    @abstractmethod
+    def queued(self) -> int:
+        """Requests waiting to be encoded."""
+
+    @abstractmethod
+    async def _take(self, stop: asyncio.Event) -> list[Item]:
+        """The next batch, after waiting for a first item; empty when stopping (nothing left, or no broker)."""
+
+    def requests_in(self, batch: list[Item]) -> int:
+        return len(batch)
 
     @abstractmethod
     def encode(self, batch: list[Item]) -> list[Record]:
@@ -76,23 +78,6 @@ class Batches(ABC, Generic[Item]):
             return False
         return True
 
-    async def _take(self, stop: asyncio.Event) -> list[Item]:
-        """The next batch: waits for a first item (or ``stop``), then takes what is already queued."""
-        while True:
-            if stop.is_set() and (self.queue.empty() or not self.broker_ok):
-                return []
-            try:
-                first = await asyncio.wait_for(self.queue.get(), timeout=0.5)
-                break
-            except TimeoutError:
-                continue
-        if self.linger_s and not stop.is_set() and self.queue.qsize() < self.batch_size:
-            await asyncio.sleep(self.linger_s)
-        batch = [first]
-        while len(batch) < self.batch_size and not self.queue.empty():
-            batch.append(self.queue.get_nowait())
-        return batch
-
     async def run(self, stop: asyncio.Event) -> None:
         """Publish until ``stop``; then flush what is queued if the broker answers, else drop it."""
         while batch := await self._take(stop):
@@ -101,9 +86,9 @@ class Batches(ABC, Generic[Item]):
                 if records:
                     await self._publish(records, stop)
             except Exception as exc:  # publishing must never take the replica (its task group) down
-                self.counts["dropped_unpublished"] += len(batch)
+                self.counts["dropped_unpublished"] += self.requests_in(batch)
                 log.error("events dropped", kind=type(self).__name__, events=len(batch), error=repr(exc))
-        self.counts["dropped_unpublished"] += self.queue.qsize()
+        self.counts["dropped_unpublished"] += self.queued()
 
     async def _publish(self, records: list[Record], stop: asyncio.Event) -> None:
         async def attempt() -> None:
@@ -126,8 +111,35 @@ class Batches(ABC, Generic[Item]):
 class QueryLog(Batches[Logged]):
     """Predictions on their way to ``refit.predictions``: never in the request's way."""
 
+    def __init__(self, publisher: RecordPublisher, replica_id: str, capacity: int, batch_size: int) -> None:
+        super().__init__(publisher, replica_id, capacity, batch_size)
+        self.queue: asyncio.Queue[Logged] = asyncio.Queue(capacity)
+
     def offer(self, served: Served, request_id: str, rows: list[Any], predicted: Prediction) -> None:
-        self.put((served, request_id, rows, predicted))
+        try:
+            self.queue.put_nowait((served, request_id, rows, predicted))
+        except asyncio.QueueFull:
+            self.counts["dropped_queue_full"] += 1
+        else:
+            self.counts["enqueued"] += 1
+
+    def queued(self) -> int:
+        return self.queue.qsize()
+
+    async def _take(self, stop: asyncio.Event) -> list[Logged]:
+        """Waits for a first prediction (or ``stop``), then takes what is already queued."""
+        while True:
+            if stop.is_set() and (self.queue.empty() or not self.broker_ok):
+                return []
+            try:
+                first = await asyncio.wait_for(self.queue.get(), timeout=0.5)
+                break
+            except TimeoutError:
+                continue
+        batch = [first]
+        while len(batch) < self.batch_size and not self.queue.empty():
+            batch.append(self.queue.get_nowait())
+        return batch
 
     def encode(self, batch: list[Logged]) -> list[Record]:
         records: list[Record] = []

@@ -3,6 +3,7 @@ monitor pairs them with the labels that arrive."""
 
 from __future__ import annotations
 
+import asyncio
 import doctest
 
 import numpy as np
@@ -21,7 +22,7 @@ from refit.errors import SchemaError
 from refit.events import SampleIngested, ShadowOutputs, ShadowScored
 from refit.onnx_model import META_FEATURES, META_INPUT_KIND, META_TASK, OnnxModel
 from refit.specs import load_specs
-from services.inference.serving import Served
+from services.inference.serving import Champions, Served
 from services.inference.shadow import Shadow
 from services.monitor.challengers import Challenger, Shadows, challenge
 from tests.conftest import SPECS
@@ -122,21 +123,40 @@ def test_a_label_pairs_the_served_outputs_when_they_wait_and_is_scored_here_othe
 async def test_served_rows_are_scored_by_the_challengers_of_the_champion_that_served_them() -> None:
     champion, challenger = ridge(flip=False), ridge(flip=True)
     served = Served("diabetes", 1, "a" * 64, 1, champion)
-    shadow = Shadow.__new__(Shadow)
-    super(Shadow, shadow).__init__(RecordingPublisher(), "inference-0", capacity=10, batch_size=2)
+    shadow = Shadow(Champions(load_specs(SPECS), None, b"k"), RecordingPublisher(), "inference-0",  # type: ignore[arg-type]
+                    capacity=3, batch_size=2)
     shadow.ready = {"diabetes": (1, ((Contender(2, "b" * 64, "candidate"), challenger),))}
     one = champion.matrix([ROWS[0]["features"]])
     two = champion.matrix([ROWS[1]["features"], ROWS[2]["features"]])
     shadow.offer(served, "single", one, champion.run(one))
     shadow.offer(served, "pair", two, champion.run(two))
     shadow.offer(Served("diabetes", 3, "c" * 64, 2, champion), "other", one, champion.run(one))  # not v1: skipped
-    assert shadow.stats()["enqueued"] == 2
-    batch = [shadow.queue.get_nowait() for _ in range(2)]
+    assert (shadow.stats()["enqueued"], shadow.stats()["queued"]) == (2, 2)
+    batch = await shadow._take(asyncio.Event())  # a batch's worth waits (2 requests): taken at once
+    assert shadow.stats()["queued"] == 0
 
     records = shadow.encode(batch)
     events = [ShadowScored.model_validate(orjson.loads(value)) for _, _, value, _ in records]
-    assert [e.keys for e in events] == [["single"], ["pair#0", "pair#1"]]  # at most 2 rows an event
+    assert [e.keys for e in events] == [["single", "pair#0"], ["pair#1"]]  # at most 2 rows an event
     both = np.concatenate([one, two])
     assert [v for e in events for v in e.values or []] == pytest.approx(champion.run(both).values)
     assert [v for e in events for v in e.challengers[0].values or []] == pytest.approx(challenger.run(both).values)
     assert (events[0].version, events[0].challengers[0].version, events[0].challengers[0].role) == (1, 2, "candidate")
+
+
+async def test_what_waits_is_bounded_and_what_is_refused_is_counted() -> None:
+    champion = ridge(flip=False)
+    served = Served("diabetes", 1, "a" * 64, 1, champion)
+    shadow = Shadow(Champions(load_specs(SPECS), None, b"k"), RecordingPublisher(), "inference-0",  # type: ignore[arg-type]
+                    capacity=3, batch_size=500)
+    shadow.ready = {"diabetes": (1, ((Contender(2, "b" * 64, "candidate"), ridge(flip=True)),))}
+    one = champion.matrix([ROWS[0]["features"]])
+    for i in range(5):
+        shadow.offer(served, f"r{i}", one, champion.run(one))
+    assert {k: shadow.stats()[k] for k in ("enqueued", "queued", "dropped_queue_full")} == \
+        {"enqueued": 3, "queued": 3, "dropped_queue_full": 2}
+    stop = asyncio.Event()
+    stop.set()  # stopping: what waits is still taken (the broker answered), without lingering
+    batch = await shadow._take(stop)
+    assert [w.keys for w in batch] == [["r0", "r1", "r2"]]
+    assert await shadow._take(stop) == []  # nothing left: the task ends
