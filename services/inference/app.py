@@ -37,8 +37,12 @@ log = structlog.get_logger("inference")
 # refused (413) before being read whole into memory.
 MAX_BYTES_PER_ROW = 16 * 1024
 
-def _signed_champion(response: httpx.Response) -> tuple[bytes, str] | None:
-    """The champion's signed decision from the monitor's answer; None when there is none yet (404).
+Signed = tuple[bytes, str]
+
+
+def _signed_champion(response: httpx.Response) -> tuple[Signed, list[Signed]] | None:
+    """The champion's signed decision from the monitor's answer, and the model's other recent signed
+    decisions (``recent``: none from a monitor that sends none); None when there is no champion yet (404).
 
     ValueError for any other answer (a monitor still starting, or something that is not one).
     """
@@ -47,10 +51,19 @@ def _signed_champion(response: httpx.Response) -> tuple[bytes, str] | None:
     if response.status_code != 200:
         raise ValueError(f"HTTP {response.status_code}")
     body = response.json()
-    if not isinstance(body, dict) or not isinstance(body.get("decision"), str) or \
-            not isinstance(body.get("signature"), str):
+    if not isinstance(body, dict):
         raise ValueError("not a champion's signed decision")
-    return body["decision"].encode(), body["signature"]
+    recent = body.get("recent", [])
+    if not isinstance(recent, list):
+        raise ValueError("recent decisions are not a list")
+    return _signed(body), [_signed(item) for item in recent]
+
+
+def _signed(item: Any) -> Signed:
+    if not isinstance(item, dict) or not isinstance(item.get("decision"), str) or \
+            not isinstance(item.get("signature"), str):
+        raise ValueError("not a signed decision")
+    return item["decision"].encode(), item["signature"]
 
 
 async def follow_monitor(settings: InferenceSettings, champions: Champions, stop: asyncio.Event) -> None:
@@ -76,8 +89,11 @@ async def follow_monitor(settings: InferenceSettings, champions: Champions, stop
                 except (httpx.HTTPError, ValueError) as exc:
                     log.info("monitor not answering", model=name, error=repr(exc))
                     break
-                if champion is not None and await champions.apply(*champion, MONITOR) and started:
-                    log.warning("caught up from the monitor: the decisions topic had not brought it", model=name)
+                if champion is not None:
+                    for earlier in champion[1]:  # before the champion: its challengers, for the shadow
+                        champions.learn(*earlier)
+                    if await champions.apply(*champion[0], MONITOR) and started:
+                        log.warning("caught up from the monitor: the decisions topic had not brought it", model=name)
                 pending.discard(name)
             await _fetch_priors(client, champions)
             if pending:

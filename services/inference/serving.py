@@ -102,14 +102,9 @@ class Champions:
     async def apply(self, payload: bytes, signature: str | None, source: str, trace: str | None = None) -> Outcome:
         """Follow one decision from ``source`` (``topic``, or ``monitor``: its answer wins); a swap it
         makes is a span, the child of ``trace`` (the decision's traceparent), when tracing."""
-        try:
-            signing.verify(self.key, payload, signature)
-            event = parse_event(payload, (ModelPromoted, CandidateRejected, ModelRolledBack))
-        except SignatureError as exc:
-            return self._refuse("signature", str(exc), source)
-        except EventDecodeError as exc:
-            return self._refuse("decode", str(exc), source)
-        assert isinstance(event, (ModelPromoted, CandidateRejected, ModelRolledBack))
+        event = self._authentic(payload, signature, source)
+        if isinstance(event, Outcome):
+            return event
         lock = self._locks.get(event.model)
         if lock is None:
             return self._refuse("unconfigured", f"no model named {event.model!r} is configured here", source,
@@ -129,6 +124,28 @@ class Champions:
             with tracing.span("swap", trace, model=event.model, version=event.version, source=source) \
                     if trace is not None else nullcontext():
                 return await self._swap(event, source, authoritative)
+
+    def learn(self, payload: bytes, signature: str | None) -> bool:
+        """Tell the followers an earlier decision the monitor signed (those beside its champion answer);
+        nothing is swapped. False when it cannot be used (refused and counted, as :meth:`apply` does)."""
+        event = self._authentic(payload, signature, MONITOR)
+        if isinstance(event, Outcome) or event.model not in self._locks:
+            return False
+        for follower in self.followers:
+            follower(event)
+        return True
+
+    def _authentic(self, payload: bytes, signature: str | None, source: str) -> Decision | Outcome:
+        """The decision, if its signature holds and it reads as one; else the refusal."""
+        try:
+            signing.verify(self.key, payload, signature)
+            event = parse_event(payload, (ModelPromoted, CandidateRejected, ModelRolledBack))
+        except SignatureError as exc:
+            return self._refuse("signature", str(exc), source)
+        except EventDecodeError as exc:
+            return self._refuse("decode", str(exc), source)
+        assert isinstance(event, (ModelPromoted, CandidateRejected, ModelRolledBack))
+        return event
 
     async def _swap(self, event: Decision, source: str, authoritative: bool) -> Outcome:
         """Under the model's lock: load, check and warm the decision's model if it is newer, then swap."""

@@ -10,6 +10,7 @@ from collections import Counter
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 import yaml
 
@@ -210,3 +211,32 @@ def test_a_candidate_rejected_on_the_holdout_but_better_on_labeled_requests_is_p
     assert promoted["live"]["shadow_pairs"] == promoted["live"]["pairs"]
     assert promoted["reasons"][0].startswith("better than champion v1 on live labeled traffic")
     assert stats["dropped_queue_full"] == stats["dropped_unpublished"] == stats["dropped_invalid"] == 0
+
+
+def test_a_restarted_replica_shadow_scores_the_previous_champion_again(stack_factory, tmp_path) -> None:
+    """v1 promoted, then v2 over it: the replica shadow-scores v1, the previous champion, for live rollback.
+    Restarted, it read neither decision from the topic; it learns v1's from beside the monitor's champion
+    answer and scores v1 again (live rollback is not blind after a restart)."""
+    stack = stack_factory(spec_file(tmp_path))
+    ingest, monitor, replica = stack.url("ingest"), stack.url("monitor"), stack.url("inference-0")
+    expected = {"champion": 2, "challengers": [{"version": 1, "role": "previous"}]}
+
+    def shadowing() -> Any:
+        return client.get(f"{replica}/v1/stats").json()["shadow"]["models"].get("flip")
+
+    with httpx.Client(timeout=30) as client:
+        for version, (tag, flip) in enumerate([("b1", True), ("a", False)], start=1):
+            post_rows(client, ingest, "flip", concept(tag, flip=flip))
+            client.post(f"{monitor}/v1/models/flip/retrain", json={"reason": f"v{version}"}, headers=TOKEN)
+            decision = wait_for_decisions(client, monitor, "flip", version)[0]
+            assert (decision["event_type"], decision["version"]) == ("ModelPromoted", version), decision["reasons"]
+        before = wait_for(shadowing, lambda m: m == expected)
+
+        recent = client.get(f"{monitor}/v1/models/flip/champion").json()["recent"]
+        stack.restart("inference-0")
+        after = wait_for(shadowing, lambda m: m == expected)
+
+    assert [(d["event_type"], d["version"]) for d in (orjson.loads(r["decision"]) for r in recent)] == [
+        ("ModelPromoted", 1)]  # beside the champion's answer, signed: what a replica learns its challengers from
+    assert before == expected
+    assert after == expected

@@ -12,6 +12,7 @@ import pytest
 from refit import signing
 from refit.artifacts import LocalArtifactStore
 from refit.core.serving import SESSION_BYTES_PER_ARTIFACT_BYTE, headroom_for
+from refit.core.shadow import Contender, ShadowPlan
 from refit.datasets import sample_rows
 from refit.events import ModelPromoted, ModelRolledBack
 from refit.memory import available_bytes
@@ -182,3 +183,26 @@ def test_refused_decisions_say_why(tmp_path: Path) -> None:
     assert champions.refused == {"signature": 2, "load": 0, "decode": 0, "memory": 0, "unconfigured": 1,
                                  "sequence": 0}
     assert champions.served == {}
+
+
+def test_earlier_decisions_the_monitor_signed_teach_the_shadow_and_swap_nothing(tmp_path: Path) -> None:
+    """A replica that starts after the decisions topic dropped the older decisions (retention) learns the
+    champion's challengers from those beside the monitor's answer; a forged one is refused and counted."""
+    specs = load_specs(REPO / "config" / "models.yaml")
+    store = LocalArtifactStore(tmp_path)
+    first, second = two_digits_models(specs, store, 300, 250)
+    champions = Champions(specs, store, KEY)
+    plan = ShadowPlan()
+    champions.followers.append(lambda e: plan.follow(e.event_type, e.sequence, e.version, e.digest))
+    forged_payload, _ = promotion(second, 3, 3)
+
+    async def scenario() -> None:
+        assert await champions.apply(*promotion(second, 2, 2), "monitor")  # the champion's answer first
+        assert champions.learn(*promotion(first, 1, 1))                    # then what came before it
+        assert not champions.learn(forged_payload, signing.sign(b"another key", forged_payload))
+        assert not champions.learn(*promotion(first, 1, 1, model="ghost"))  # not configured here
+
+    asyncio.run(scenario())
+    assert plan.challengers(serving=2) == (Contender(1, first, "previous"),)
+    assert (champions.served["digits"].version, champions.swaps) == (2, 1)  # learning swapped nothing
+    assert champions.refused["signature"] == 1

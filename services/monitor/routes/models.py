@@ -33,15 +33,24 @@ async def decisions(name: ModelName, monitor: MonitorDep,
     return [decision_json(d) for d in monitor.registry.decisions(name, limit)]
 
 
+RECENT = 10  # other decisions in the champion's answer: enough to name its challengers
+
+
 @router.get("/v1/models/{name}/champion")
-async def champion(name: ModelName, monitor: MonitorDep) -> dict[str, str]:
+async def champion(name: ModelName, monitor: MonitorDep) -> dict[str, Any]:
     """The decision that made the current champion, its bytes exactly as published, signed with the
     monitor's current key: a replica follows it across a change of key (a local state made before
-    `refit up` had a key of its own, or a rotated production key)."""
+    `refit up` had a key of its own, or a rotated production key). ``recent``: the model's newest
+    other decisions (up to 10, oldest first), signed the same way; a replica that starts learns from
+    them which versions challenge the champion (the one it replaced, a rejected candidate newer than
+    it), to shadow-score them."""
     serving = monitor.registry.serving(name)
     if serving is None:
         raise HTTPException(404, f"model {name!r} has no champion yet")
-    return {"decision": serving.payload.decode(), "signature": monitor.decider.sign(serving.payload)}
+    recent = [d for d in monitor.registry.decisions(name, RECENT + 1) if d.sequence != serving.sequence][:RECENT]
+    return {"decision": serving.payload.decode(), "signature": monitor.decider.sign(serving.payload),
+            "recent": [{"decision": d.payload.decode(), "signature": monitor.decider.sign(d.payload)}
+                       for d in reversed(recent)]}
 
 
 @router.get("/v1/models/{name}/versions")
