@@ -90,7 +90,7 @@ async def follow_monitor(settings: InferenceSettings, champions: Champions, stop
                     log.info("monitor not answering", model=name, error=repr(exc))
                     break
                 if champion is not None:
-                    for earlier in champion[1]:  # before the champion: its challengers, for the shadow
+                    for earlier in champion[1]:  # the other recent decisions: the champion's challengers, for the shadow
                         champions.learn(*earlier)
                     if await champions.apply(*champion[0], MONITOR) and started:
                         log.warning("caught up from the monitor: the decisions topic had not brought it", model=name)
