@@ -16,7 +16,7 @@ from typing import Any
 
 import structlog
 
-from refit.core.changes import ADWIN
+from refit.core.changes import ADWIN, change_point
 from refit.core.drift import DriftPolicy, check_level, detect_drift
 from refit.core.filerows import FILE_SOURCE
 from refit.core.triggers import Live
@@ -28,6 +28,7 @@ from services.monitor.sessions import Champion
 
 _PENDING_MAX = 5000
 KEEP = 4 * _PENDING_MAX  # observed samples kept per model: the scored ones a change is located in
+_MIN_SEGMENT = 10  # samples on either side of a located change
 _SHADOW_MAX = 50_000  # rows per model: about 15 MB
 log = structlog.get_logger("monitor.observer")
 
@@ -48,6 +49,11 @@ class Observed:
     held: tuple[str, ...] = ()
     # The samples scored, oldest first, and the ones since a change ADWIN just detected (not yet recorded).
     scored: deque[tuple[str, datetime]] = field(default_factory=lambda: deque(maxlen=KEEP))
+    # The detector's input, per sample (id, arrival, signal): the current champion's only (it scored
+    # the samples from ``signals_from`` on). ``unsaved`` holds (sequence, signal) until the store has them.
+    signals: deque[tuple[str, datetime, float]] = field(default_factory=lambda: deque(maxlen=KEEP))
+    signals_from: int = 0
+    unsaved: list[tuple[int, float]] = field(default_factory=list)
     change: list[tuple[str, datetime]] | None = None
     challengers: dict[int, Challenger] = field(default_factory=dict)  # by version
     # Positions in the model's sequence of observed samples: the latest, the latest scored, the latest
@@ -60,6 +66,20 @@ class Observed:
     drift_checks: int = 0  # drift tests against this champion's reference: each spends part of drift_alpha
     shadows: Shadows = field(default_factory=lambda: Shadows(_SHADOW_MAX))  # served rows waiting for labels
     files: Counter[str] = field(default_factory=Counter)  # rows from changed files (refit ingest watch), by file
+
+    def take_unsaved(self) -> list[tuple[int, float]]:
+        unsaved, self.unsaved = self.unsaved, []
+        return unsaved
+
+    def since_change(self, width: int) -> list[tuple[str, datetime]]:
+        """The samples after the most likely change point among the newest ``width`` the detector saw
+        (:func:`refit.core.changes.change_point` of their signals); all ``width`` scored samples when
+        too few signals are known to locate it."""
+        window = list(self.signals)[-max(width, 1):]
+        if len(window) < 2 * _MIN_SEGMENT:
+            return list(self.scored)[-max(width, 1):]
+        located = window[change_point([signal for _, _, signal in window], _MIN_SEGMENT):]
+        return [(sample_id, at) for sample_id, at, _ in located]
 
     def add(self, sample: SampleIngested) -> None:
         if sample.source and sample.source.startswith(FILE_SOURCE):
@@ -91,12 +111,15 @@ class Observed:
         return {"version": self.version, "errors": list(self.errors), "window": self.errors.maxlen,
                 "detector": self.detector.state(), "change_detected": self.change_detected, "drift": self.drift,
                 "seen": self.seen, "scored_upto": self.scored_upto, "consumed_at": self.consumed_at,
-                "checked_at": self.checked_at, "drift_checks": self.drift_checks, "files": dict(self.files)}
+                "checked_at": self.checked_at, "drift_checks": self.drift_checks, "files": dict(self.files),
+                "signals_from": self.signals_from}
 
     @classmethod
-    def restored(cls, state: dict[str, Any] | None, samples: list[tuple[int, SampleIngested]]) -> Observed:
-        """Rebuild from a :meth:`state` and the newest observed samples (sequence, sample), oldest first:
-        unscored ones are pending again, those since the evidence was consumed are recent again."""
+    def restored(cls, state: dict[str, Any] | None, samples: list[tuple[int, SampleIngested]],
+                 signals: list[tuple[int, float]] | None = None) -> Observed:
+        """Rebuild from a :meth:`state`, the newest observed samples (sequence, sample) and the saved
+        signals (sequence, signal), oldest first: unscored samples are pending again, those since the
+        evidence was consumed are recent again, the champion's signals locate a change again."""
         observed = cls()
         observed.seen = max(samples[-1][0] if samples else 0, state["seen"] if state else 0)
         if state is not None:
@@ -107,6 +130,10 @@ class Observed:
             observed.scored_upto, observed.consumed_at = state["scored_upto"], state["consumed_at"]
             observed.checked_at, observed.drift_checks = state["checked_at"], state["drift_checks"]
             observed.files = Counter(state.get("files", {}))  # a state saved before this field: none
+            observed.signals_from = state.get("signals_from", observed.scored_upto + 1)
+            by_seq = {seq: sample for seq, sample in samples}
+            observed.signals.extend((by_seq[seq].sample_id, by_seq[seq].occurred_at, v) for seq, v in signals or ()
+                                    if observed.signals_from <= seq <= observed.scored_upto and seq in by_seq)
         saved = state["seen"] if state else 0
         for seq, sample in samples:
             if seq > saved and seq > observed.consumed_at and sample.source and sample.source.startswith(FILE_SOURCE):
@@ -127,6 +154,8 @@ def score(spec: ModelSpec, observed: Observed, champion: Champion, performance_w
     if new_champion:
         observed.version, observed.change_detected, observed.drift_checks = champion.version, False, 0
         observed.errors = deque(maxlen=performance_window)
+        observed.signals.clear()
+        observed.signals_from = observed.scored_upto + 1
         observed.detector = ADWIN()
     taken = [observed.pending.popleft() for _ in range(len(observed.pending))]  # more may arrive meanwhile
     if taken:
@@ -141,20 +170,25 @@ def score(spec: ModelSpec, observed: Observed, champion: Champion, performance_w
     if observed.challengers:
         challenge(spec, observed.challengers, batch, rows, outputs, observed.shadows)
     scale = 3 * champion.scores.get("rmse", 1.0) or 1.0
-    for sample, output in zip(batch, outputs, strict=True):
+    for (seq, sample), output in zip(taken, outputs, strict=True):
         observed.scored.append((sample.sample_id, sample.occurred_at))
+        if champion.trained_until is not None and sample.occurred_at <= champion.trained_until:
+            continue  # it came with the champion's training data (in it, or held out beside it): not live
         if spec.task == "classification":
             error = signal = 0.0 if str(output) == str(sample.label) else 1.0
         else:
             error = abs(float(output) - float(sample.label))
             signal = min(error / scale, 1.0)  # ADWIN's bound wants values in [0, 1]
         observed.detector.update(signal)
+        observed.signals.append((sample.sample_id, sample.occurred_at, signal))
+        observed.unsaved.append((seq, signal))
         observed.errors.append(error)
         if observed.detector.drift_detected:
             observed.change_detected = True
-            # ADWIN keeps the longest recent window with one mean: the change began where it starts.
-            observed.change = list(observed.scored)[-max(observed.detector.width, 1):]
-            keep = min(observed.detector.width, len(observed.errors))
+            # ADWIN keeps the longest recent window with one mean: the change is in it, located by
+            # the split of its signals (its start, a bucket boundary, is often far before the change).
+            observed.change = observed.since_change(observed.detector.width)
+            keep = min(len(observed.change), len(observed.errors))
             recent = list(observed.errors)[-keep:]
             observed.errors.clear()
             observed.errors.extend(recent)

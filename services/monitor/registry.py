@@ -266,6 +266,12 @@ class Registry:
     def pending(self) -> list[Version]:
         return self._version("status = 'pending' ORDER BY created_at", ())
 
+    def undecided(self, model: str) -> tuple[int, datetime] | None:
+        """(version, arrival) of the model's oldest candidate still waiting for its decision, duplicates aside."""
+        found = self._all("SELECT version, created_at FROM versions WHERE model = ? AND status = 'pending'"
+                          " AND duplicate_of IS NULL ORDER BY version LIMIT 1", (model,))
+        return (int(found[0][0]), datetime.fromisoformat(found[0][1])) if found else None
+
     def newest_unpromoted(self, model: str, after: int) -> tuple[int, str] | None:
         """(version, digest) of the model's newest candidate after version ``after`` that was not promoted
         (rejected, or not judged yet), duplicates aside."""

@@ -22,6 +22,8 @@ class Champion:
     since: datetime
     model: OnnxModel
     scores: dict[str, float]
+    # the newest sample its training window held: what arrived up to then is not live evidence of it
+    trained_until: datetime | None = None
 
 
 class Sessions:
@@ -69,4 +71,5 @@ class Sessions:
             loaded = self.load(serving.digest)
         except (ArtifactError, ModelLoadError):
             return None
-        return Champion(serving.version, serving.decided_at, loaded, (version.scores if version else None) or {})
+        return Champion(serving.version, serving.decided_at, loaded, (version.scores if version else None) or {},
+                        version.candidate.training.last_sample_at if version else None)

@@ -76,6 +76,8 @@ class HoldoutLog(Protocol):
 
     def version(self, model: str, version: int) -> Version | None: ...
 
+    def undecided(self, model: str) -> tuple[int, datetime] | None: ...
+
 
 class Triggers:
     """Per model: observe, evaluate the policy, and request retraining when it fires.
@@ -93,7 +95,7 @@ class Triggers:
         self.runconfig = RunConfig(specs, store, publisher)  # applies what an operator set before a restart
         self.metrics = metrics or Metrics("monitor")
         self.champions, self.clock = champions, clock
-        self.observed = {name: Observed.restored(store.watch(name), store.observed(name, KEEP))
+        self.observed = {name: Observed.restored(store.watch(name), store.observed(name, KEEP), store.signals(name))
                          for name in specs.names()}
         self._act = asyncio.Lock()
 
@@ -153,7 +155,7 @@ class Triggers:
                 try:
                     await self._tick(spec)
                 finally:  # what was scored and consumed survives a restart
-                    self.store.save_watch(spec.name, watch.state(), KEEP)
+                    self.store.save_watch(spec.name, watch.state(), KEEP, watch.take_unsaved())
                     watch.evaluated = upto
             except (DriftInputError, ValueError) as exc:  # a window that cannot be judged waits
                 log.warning("trigger evaluation skipped", model=spec.name, error=str(exc))
@@ -198,7 +200,8 @@ class Triggers:
                           in_flight=in_flight, last_fired_at=last_fired, due=due_runs, drift=watch.drift, live=live,
                           rejected=self.holdout.rejection_streaks(spec.name, spec.training.holdout_fraction),
                           changed_files=dict(watch.files),
-                          concept=self._concept(spec, champion))
+                          concept=self._concept(spec, champion), undecided=self.holdout.undecided(spec.name),
+                          settling=self._settling(spec))
         assessment = evaluate(config, signals) if self.running or in_flight else Assessment(None)
         watch.held = assessment.held
         if assessment.gave_up is not None:
@@ -218,9 +221,9 @@ class Triggers:
                 self._record_change(spec, [(s.sample_id, s.occurred_at) for s in recent],
                                     "the drift tests of inputs and labels")
             elif fire.kind == "performance" and not fire.evidence.get("change_detected"):
-                # a significant drop is a change too: the concept the champion learnt no longer holds
-                # over the live window, so the trainer's window and the judging start there
-                self._record_change(spec, list(watch.scored)[-fire.evidence["window"]:],
+                # a significant drop is a change too: the concept the champion learnt no longer holds,
+                # so the trainer's window and the judging start where its live error most likely rose
+                self._record_change(spec, watch.since_change(len(watch.signals) or fire.evidence["window"]),
                                     "a significant drop of the champion's live performance")
             await self._request(spec.name, fire.kind, fire.reason, self._with_change(spec, fire.kind, fire.evidence, champion),
                                 attempts, fire.retry_of)
@@ -267,6 +270,15 @@ class Triggers:
             return evidence
         return {**evidence, "change": {"changed_at": latest[0].changed_at.isoformat(),
                                        "after_seq": latest[0].after_seq, "detector": latest[0].detector}}
+
+    def _settling(self, spec: ModelSpec) -> tuple[int, int] | None:
+        """After the latest detected change, while fewer than ``min_holdout`` holdout rows followed it:
+        (rows so far, min_holdout)."""
+        latest = self.holdout.changes(spec.name, limit=1) if spec.safeguard.judge_on_current_concept else []
+        if not latest:
+            return None
+        rows = self.holdout.holdout_size(spec.name, latest[0].after_seq)
+        return (rows, spec.safeguard.min_holdout) if rows < spec.safeguard.min_holdout else None
 
     def _concept(self, spec: ModelSpec, champion: Champion | None) -> tuple[int, int] | None:
         """When the champion was trained after the latest detected change: the training rows of the

@@ -44,7 +44,8 @@ async def feed(monitor: Monitor, ks: range, redeliver: int | None = None) -> lis
         shown = monitor.triggers.describe("diabetes")
         seen.append({"batch": k, "new_samples": shown["new_samples"], "live": shown["live"],
                      "fired": [(f["kind"], f["evidence"].get("window")) for f in shown["fired"]],
-                     "drift": shown["drift"], "changes": [c["after_seq"] for c in shown["changes"]]})
+                     "drift": shown["drift"], "changes": [c["after_seq"] for c in shown["changes"]],
+                     "held": [h.split(":")[0] for h in shown["held"]]})  # without request ids
     return seen
 
 
@@ -82,5 +83,8 @@ async def test_rows_of_a_changed_file_before_a_restart_still_fire_data_change_af
     restarted = await run(tmp_path / "restarted", candidate, restart=True, config=config)
 
     fired = [(s["batch"], s["fired"]) for s in straight if s["fired"]]
-    assert fired[0] == (HALF + 1, [("data_change", None)])  # the 200th new row, after the restart's point
+    # Due at the 200th new row (batch 9), after the restart's point; held until the safeguard can judge
+    # a candidate on the concept that began when the labels turned (min_holdout rows of it: batch 13).
+    assert fired[0] == (HALF + 5, [("data_change", None)])
+    assert "a concept change was detected" in straight[HALF + 1]["held"]
     assert restarted == straight

@@ -115,6 +115,24 @@ def test_one_training_in_flight_then_retries_with_backoff_then_gives_up() -> Non
     assert gave_up.fire is None and gave_up.gave_up == exhausted
 
 
+def test_a_candidate_waiting_for_its_decision_holds_every_automatic_trigger_until_the_timeout() -> None:
+    # Its training answered the request (nothing in flight), but until it is judged the live evidence
+    # is still that of the champion it may replace: a second training would answer the same evidence.
+    s = spec(new_samples=10, timeout_minutes=30)
+    waiting = evaluate(s, signals(undecided=(4, NOW - timedelta(minutes=2))))
+    assert waiting.fire is None and waiting.held == ("candidate v4 awaits its decision (120s of 30 min)",)
+    # A candidate the safeguard cannot judge for longer than the timeout holds nothing any more.
+    assert kind(evaluate(s, signals(undecided=(4, NOW - timedelta(minutes=30))))) == "sample_count"
+    assert kind(evaluate(s, signals())) == "sample_count"
+
+
+def test_after_a_detected_change_nothing_fires_until_the_safeguard_can_judge_the_new_concept() -> None:
+    s = spec(new_samples=10)
+    held = evaluate(s, signals(settling=(12, 30)))
+    assert held.fire is None and held.held[0].startswith("a concept change was detected: 12 holdout rows")
+    assert kind(evaluate(s, signals(settling=None))) == "sample_count"
+
+
 def test_rows_from_a_changed_file_fire_data_change_with_the_file_in_the_evidence() -> None:
     files = {"b.csv": 40, "a.csv": 80}
     fire = evaluate(spec(data_change=True, min_new_samples=100), signals(new_samples=120, changed_files=files)).fire

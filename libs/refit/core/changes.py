@@ -33,7 +33,7 @@ A model wrong on one sample in four, then on three in four, from sample 400 on:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal, Protocol, runtime_checkable
 
 
@@ -232,3 +232,32 @@ class ADWIN:
                 if abs(s0 / n0 - (self._total - s0) / n1) >= bound:
                     return True
         return False
+
+
+def change_point(values: Sequence[float], min_segment: int = 10) -> int:
+    """Where the mean of ``values`` most likely changed: the index of the first value after the change.
+
+    The least-squares split for one change in the mean (the CUSUM estimator): the ``k`` that maximises
+    ``|mean(values[k:]) - mean(values[:k])| * sqrt(k (n - k) / n)``, each side at least ``min_segment``
+    long; 0 when ``values`` are too few to split. A detector says *that* the mean changed; ADWIN's
+    window after a detection starts at a bucket boundary, often hundreds of values before the change
+    (its buckets double in size with age), and a window started there mixes two concepts. This says
+    *where*:
+
+    >>> change_point([0.0, 1.0, 0.0, 0.0] * 10 + [1.0] * 30)  # wrong on one in four, then always
+    40
+    >>> change_point([0.0] * 5 + [1.0] * 5)
+    0
+    """
+    n = len(values)
+    if n < 2 * min_segment:
+        return 0
+    total, prefix, best, best_k = math.fsum(values), 0.0, -1.0, 0
+    for k in range(1, n - min_segment + 1):
+        prefix += values[k - 1]
+        if k < min_segment:
+            continue
+        score = abs((total - prefix) / (n - k) - prefix / k) * math.sqrt(k * (n - k) / n)
+        if score > best:
+            best, best_k = score, k
+    return best_k

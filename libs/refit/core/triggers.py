@@ -119,6 +119,12 @@ class Signals:
     # when the champion was trained after the latest detected change: the training rows of the current
     # concept there are now, and those the champion learnt from
     concept: tuple[int, int] | None = None
+    # the oldest candidate waiting for its decision (version, arrival): until it is decided, the live
+    # evidence is still the champion's it may replace
+    undecided: tuple[int, datetime] | None = None
+    # after a detected change, while the safeguard could not yet judge a candidate on the current
+    # concept: its holdout rows so far, and the least it judges on (``min_holdout``)
+    settling: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -234,6 +240,15 @@ def evaluate(spec: TriggersSpec, s: Signals) -> Assessment:
         return Assessment(Fire(flight.kind, f"retry {flight.attempts} of {spec.max_retries}: {outcome} "
                                f"{waited.total_seconds() / 60:.1f} min after request {flight.request_id}",
                                evidence, retry_of=flight.request_id))
+    if s.undecided is not None and s.now - s.undecided[1] < timedelta(minutes=spec.timeout_minutes):
+        version, arrived = s.undecided
+        return Assessment(None, (f"candidate v{version} awaits its decision ({(s.now - arrived).total_seconds():.0f}s"
+                                 f" of {spec.timeout_minutes:g} min)",))
+    if s.settling is not None:
+        rows, needed = s.settling
+        return Assessment(None, (f"a concept change was detected: {rows} holdout rows of the new concept, "
+                                 f"the safeguard judges on {needed} (a candidate trained now would wait for "
+                                 f"them, on fewer rows than it could have learnt from)",))
     wanted: list[Fire] = []
     backing_off: list[str] = []
     for fire in _wanted(spec, s):
