@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 import numpy as np
 import structlog
@@ -43,6 +44,7 @@ class Challenger:
     test: PairedTest
     champion_version: int
     shadow_pairs: int = 0  # pairs whose challenger prediction inference made on the served request
+    fresh_after: datetime | None = None  # pairs only on samples after the newest either model was trained with
 
     def evidence(self) -> LiveEvidence:
         return LiveEvidence(challenger_version=self.version, champion_version=self.champion_version,
@@ -163,5 +165,9 @@ def challenge(spec: ModelSpec, challengers: dict[int, Challenger], samples: Sequ
             if row is not None:
                 champion_losses[i] = _loss(spec, row.champion, labels[i])
                 challenger_losses[i] = _loss(spec, row.challengers[challenger.version], labels[i])
-                challenger.shadow_pairs += bool(np.isfinite(champion_losses[i]) and np.isfinite(challenger_losses[i]))
+        if challenger.fresh_after is not None:  # a model is not judged on rows it (or its rival) learnt
+            stale = [i for i, s in enumerate(samples) if s.occurred_at <= challenger.fresh_after]
+            champion_losses[stale] = challenger_losses[stale] = np.nan
+        challenger.shadow_pairs += sum(1 for i, row in enumerate(shadowed) if row is not None
+                                       and np.isfinite(champion_losses[i]) and np.isfinite(challenger_losses[i]))
         compare(challenger, champion_losses, challenger_losses)

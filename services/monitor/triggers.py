@@ -239,8 +239,16 @@ class Triggers:
         kept = {c.version: c for c in watch.challengers.values() if c.champion_version == champion.version}
         watch.challengers = {
             version: kept.get(version) or Challenger(version, role, model, PairedTest(
-                alpha=spec.safeguard.live_alpha, min_pairs=spec.safeguard.min_holdout), champion.version)
+                alpha=spec.safeguard.live_alpha, min_pairs=spec.safeguard.min_holdout), champion.version,
+                fresh_after=self._trained_until(spec.name, champion, version))
             for version, role, model in wanted}
+
+    def _trained_until(self, model: str, champion: Champion, version: int) -> datetime | None:
+        """The newest sample either the champion or challenger ``version`` was trained with: a pair on an
+        older one would score a model on rows it learnt (or on rows of the time it learnt)."""
+        found = self.holdout.version(model, version)
+        cutoffs = [c for c in (champion.trained_until, found.candidate.training.last_sample_at if found else None) if c]
+        return max(cutoffs) if cutoffs else None
 
     async def _decide_on_live_evidence(self, spec: ModelSpec, watch: Observed) -> bool:
         """Promote a candidate significantly better than the champion on live labels; roll back a

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import doctest
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import onnx
@@ -115,6 +116,22 @@ def test_a_label_pairs_the_served_outputs_when_they_wait_and_is_scored_here_othe
     assert (test.test.pairs, test.shadow_pairs, test.test.wins) == (40, 20, 20 + own_wins)
     assert own_wins < 10  # scored here, the model of the turned-around target mostly loses
     assert list(shadows.rows) == []  # every waiting row was taken by its label, used or not
+
+
+def test_no_pair_is_made_on_a_sample_from_before_either_model_was_trained() -> None:
+    """Samples that arrived up to the newest training cutoff of the two (``fresh_after``) may be rows a model
+    learnt: the challenger here would win every one of them; only the later ones are paired."""
+    champion, challenger_model = ridge(flip=False), ridge(flip=True)
+    rows = [r["features"] for r in ROWS[300:340]]
+    at = [datetime(2026, 12, 1, tzinfo=UTC) + timedelta(seconds=i) for i in range(40)]
+    samples = [SampleIngested(model="diabetes", sample_id=f"s{i}", features=r["features"], label=400.0 - r["label"],
+                              occurred_at=at[i], request_id=f"req-{i}") for i, r in enumerate(ROWS[300:340])]
+    shadows = Shadows(1000)
+    shadows.add(scored([f"req-{i}" for i in range(40)], [0.0] * 40, [400.0 - r["label"] for r in ROWS[300:340]]))
+    test = Challenger(2, "candidate", challenger_model, PairedTest(min_pairs=10), champion_version=1,
+                      fresh_after=at[29])
+    challenge(SPEC, {2: test}, samples, rows, champion.run(champion.matrix(rows)).values or [], shadows)
+    assert (test.test.pairs, test.shadow_pairs, test.test.wins) == (10, 10, 10)
 
 
 # -- inference's side: the served rows scored by the challengers --------------------------------------------------------

@@ -1,0 +1,44 @@
+"""The monitor's observer: which samples are live evidence of the champion, and where a change is located."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from refit.events import SampleIngested
+from services.monitor.observer import Observed, score
+from services.monitor.sessions import Champion
+from tests.unit.test_shadow import ROWS, SPEC, ridge
+
+T0 = datetime(2026, 12, 1, tzinfo=UTC)
+
+
+def samples(n: int, shift_from: int, shift: float = 0.0) -> list[SampleIngested]:
+    """The diabetes rows as a stream, one second apart, their target moved by ``shift`` from ``shift_from`` on."""
+    return [SampleIngested(model="diabetes", sample_id=f"s{i}", features=r["features"],
+                           label=r["label"] + (shift if i >= shift_from else 0.0), occurred_at=T0 + timedelta(seconds=i))
+            for i, r in enumerate((ROWS * 3)[:n])]
+
+
+def test_samples_that_came_with_the_champions_training_data_are_not_live_evidence_of_it() -> None:
+    champion = Champion(1, T0, ridge(flip=False), {"rmse": 50.0}, trained_until=T0 + timedelta(seconds=99))
+    observed = Observed()
+    for sample in samples(300, shift_from=300):
+        observed.add(sample)
+    score(SPEC, observed, champion, performance_window=200)
+    assert len(observed.scored) == 300  # every sample is scored (and so not scored again)
+    assert [sample_id for sample_id, _, _ in observed.signals][:1] == ["s100"] and len(observed.signals) == 200
+    assert [seq for seq, _ in observed.unsaved] == list(range(101, 301))  # their positions, for a restart
+
+
+def test_a_detected_change_is_located_where_the_errors_split_not_where_adwins_window_starts() -> None:
+    champion = Champion(1, T0, ridge(flip=False), {"rmse": 50.0})
+    observed, located = Observed(), []
+    for i, sample in enumerate(samples(1200, shift_from=800, shift=60.0)):
+        observed.add(sample)
+        score(SPEC, observed, champion, performance_window=200)
+        if observed.change is not None:
+            located.append((i + 1 - observed.detector.width, int(observed.change[0][0].removeprefix("s"))))
+            observed.change = None
+    window_start, first = located[0]
+    assert window_start < 800 - 100, located  # ADWIN's window reached far into the old concept
+    assert abs(first - 800) <= 10, located
