@@ -29,6 +29,7 @@ from services.monitor.sessions import Champion
 _PENDING_MAX = 5000
 KEEP = 4 * _PENDING_MAX  # observed samples kept per model: the scored ones a change is located in
 _MIN_SEGMENT = 10  # samples on either side of a located change
+Signal = tuple[int, str, datetime, float]  # position, sample id, arrival, the detector's input for it
 _SHADOW_MAX = 50_000  # rows per model: about 15 MB
 log = structlog.get_logger("monitor.observer")
 
@@ -49,11 +50,11 @@ class Observed:
     held: tuple[str, ...] = ()
     # The samples scored, oldest first, and the ones since a change ADWIN just detected (not yet recorded).
     scored: deque[tuple[str, datetime]] = field(default_factory=lambda: deque(maxlen=KEEP))
-    # The detector's input, per sample (id, arrival, signal): the current champion's only (it scored
-    # the samples from ``signals_from`` on). ``unsaved`` holds (sequence, signal) until the store has them.
-    signals: deque[tuple[str, datetime, float]] = field(default_factory=lambda: deque(maxlen=KEEP))
+    # The detector's input, per sample: the current champion's only, from position ``signals_from`` on
+    # (its holdout rows first, then the samples it scored). ``unsaved`` holds them until the store has them.
+    signals: deque[Signal] = field(default_factory=lambda: deque(maxlen=KEEP))
     signals_from: int = 0
-    unsaved: list[tuple[int, float]] = field(default_factory=list)
+    unsaved: list[Signal] = field(default_factory=list)
     change: list[tuple[str, datetime]] | None = None
     challengers: dict[int, Challenger] = field(default_factory=dict)  # by version
     # Positions in the model's sequence of observed samples: the latest, the latest scored, the latest
@@ -67,7 +68,7 @@ class Observed:
     shadows: Shadows = field(default_factory=lambda: Shadows(_SHADOW_MAX))  # served rows waiting for labels
     files: Counter[str] = field(default_factory=Counter)  # rows from changed files (refit ingest watch), by file
 
-    def take_unsaved(self) -> list[tuple[int, float]]:
+    def take_unsaved(self) -> list[Signal]:
         unsaved, self.unsaved = self.unsaved, []
         return unsaved
 
@@ -78,8 +79,8 @@ class Observed:
         window = list(self.signals)[-max(width, 1):]
         if len(window) < 2 * _MIN_SEGMENT:
             return list(self.scored)[-max(width, 1):]
-        located = window[change_point([signal for _, _, signal in window], _MIN_SEGMENT):]
-        return [(sample_id, at) for sample_id, at, _ in located]
+        located = window[change_point([signal for *_, signal in window], _MIN_SEGMENT):]
+        return [(sample_id, at) for _, sample_id, at, _ in located]
 
     def add(self, sample: SampleIngested) -> None:
         if sample.source and sample.source.startswith(FILE_SOURCE):
@@ -116,9 +117,9 @@ class Observed:
 
     @classmethod
     def restored(cls, state: dict[str, Any] | None, samples: list[tuple[int, SampleIngested]],
-                 signals: list[tuple[int, float]] | None = None) -> Observed:
+                 signals: list[Signal] | None = None) -> Observed:
         """Rebuild from a :meth:`state`, the newest observed samples (sequence, sample) and the saved
-        signals (sequence, signal), oldest first: unscored samples are pending again, those since the
+        signals, oldest first: unscored samples are pending again, those since the
         evidence was consumed are recent again, the champion's signals locate a change again."""
         observed = cls()
         observed.seen = max(samples[-1][0] if samples else 0, state["seen"] if state else 0)
@@ -131,9 +132,7 @@ class Observed:
             observed.checked_at, observed.drift_checks = state["checked_at"], state["drift_checks"]
             observed.files = Counter(state.get("files", {}))  # a state saved before this field: none
             observed.signals_from = state.get("signals_from", observed.scored_upto + 1)
-            by_seq = {seq: sample for seq, sample in samples}
-            observed.signals.extend((by_seq[seq].sample_id, by_seq[seq].occurred_at, v) for seq, v in signals or ()
-                                    if observed.signals_from <= seq <= observed.scored_upto and seq in by_seq)
+            observed.signals.extend(s for s in signals or () if observed.signals_from <= s[0] <= observed.scored_upto)
         saved = state["seen"] if state else 0
         for seq, sample in samples:
             if seq > saved and seq > observed.consumed_at and sample.source and sample.source.startswith(FILE_SOURCE):
@@ -147,41 +146,61 @@ class Observed:
         return observed
 
 
-def score(spec: ModelSpec, observed: Observed, champion: Champion, performance_window: int) -> bool:
+def _error(spec: ModelSpec, output: object, label: object, scale: float) -> tuple[float, float]:
+    """A sample's error, and the detector's input for it (in [0, 1], as ADWIN's bound wants)."""
+    if spec.task == "classification":
+        error = 0.0 if str(output) == str(label) else 1.0
+        return error, error
+    error = abs(float(output) - float(label))  # type: ignore[arg-type]
+    return error, min(error / scale, 1.0)
+
+
+def _outputs(champion: Champion, rows: list[dict[str, float]] | list[str]) -> list[object]:
+    predicted = champion.model.run(champion.model.matrix(rows))  # type: ignore[arg-type]
+    return list(predicted.labels if predicted.labels is not None else predicted.values or [])
+
+
+def score(spec: ModelSpec, observed: Observed, champion: Champion, performance_window: int,
+          reference: Holdout | None = None) -> bool:
     """Score the samples that arrived since the last call with the champion; True when the champion
-    is a new one (the live window and the detector then start over)."""
+    is a new one (the live window and the detector then start over). A new champion's detector first
+    sees its errors on ``reference`` (holdout rows, oldest first: out of its training set, of the time
+    it was trained), so that live errors unlike them are a change from the first live sample on."""
     new_champion = observed.version != champion.version
+    scale = 3 * champion.scores.get("rmse", 1.0) or 1.0
     if new_champion:
         observed.version, observed.change_detected, observed.drift_checks = champion.version, False, 0
         observed.errors = deque(maxlen=performance_window)
         observed.signals.clear()
-        observed.signals_from = observed.scored_upto + 1
         observed.detector = ADWIN()
+        primed = reference.ids if reference is not None else []
+        observed.signals_from = observed.scored_upto + 1 - len(primed)
+        at = champion.trained_until or champion.since
+        for i, (sample_id, output, label) in enumerate(zip(
+                primed, _outputs(champion, reference.rows) if primed else [], reference.labels if primed else [],
+                strict=True)):
+            _, signal = _error(spec, output, label, scale)
+            observed.detector.update(signal)  # an alarm within the reference is not a change of the live data
+            observed.signals.append((observed.signals_from + i, sample_id, at, signal))
+            observed.unsaved.append(observed.signals[-1])
     taken = [observed.pending.popleft() for _ in range(len(observed.pending))]  # more may arrive meanwhile
     if taken:
         observed.scored_upto = taken[-1][0]
     batch = [sample for _, sample in taken]
     if not batch:
         return new_champion
-    model = champion.model
-    rows = [s.text for s in batch] if model.input_kind == "text" else [s.features for s in batch]
-    predicted = model.run(model.matrix(rows))  # type: ignore[arg-type]
-    outputs = predicted.labels if predicted.labels is not None else predicted.values or []
+    rows = [s.text for s in batch] if champion.model.input_kind == "text" else [s.features for s in batch]
+    outputs = _outputs(champion, rows)
     if observed.challengers:
-        challenge(spec, observed.challengers, batch, rows, outputs, observed.shadows)
-    scale = 3 * champion.scores.get("rmse", 1.0) or 1.0
+        challenge(spec, observed.challengers, batch, rows, outputs, observed.shadows)  # type: ignore[arg-type]
     for (seq, sample), output in zip(taken, outputs, strict=True):
         observed.scored.append((sample.sample_id, sample.occurred_at))
         if champion.trained_until is not None and sample.occurred_at <= champion.trained_until:
             continue  # it came with the champion's training data (in it, or held out beside it): not live
-        if spec.task == "classification":
-            error = signal = 0.0 if str(output) == str(sample.label) else 1.0
-        else:
-            error = abs(float(output) - float(sample.label))
-            signal = min(error / scale, 1.0)  # ADWIN's bound wants values in [0, 1]
+        error, signal = _error(spec, output, sample.label, scale)
         observed.detector.update(signal)
-        observed.signals.append((sample.sample_id, sample.occurred_at, signal))
-        observed.unsaved.append((seq, signal))
+        observed.signals.append((seq, sample.sample_id, sample.occurred_at, signal))
+        observed.unsaved.append(observed.signals[-1])
         observed.errors.append(error)
         if observed.detector.drift_detected:
             observed.change_detected = True

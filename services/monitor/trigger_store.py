@@ -42,7 +42,8 @@ CREATE TABLE IF NOT EXISTS observed (
 CREATE UNIQUE INDEX IF NOT EXISTS observed_by_seq ON observed (model, seq);
 CREATE TABLE IF NOT EXISTS watch (model TEXT PRIMARY KEY, state BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS signals (
-    model TEXT NOT NULL, seq INTEGER NOT NULL, signal REAL NOT NULL, PRIMARY KEY (model, seq)
+    model TEXT NOT NULL, seq INTEGER NOT NULL, sample_id TEXT NOT NULL, occurred_at TEXT NOT NULL,
+    signal REAL NOT NULL, PRIMARY KEY (model, seq)
 );
 """
 
@@ -110,23 +111,26 @@ class TriggerStore:
         return [(seq, SampleIngested.model_validate_json(raw)) for seq, raw in reversed(rows)]
 
     def save_watch(self, model: str, state: dict[str, Any], keep: int,
-                   signals: list[tuple[int, float]] | None = None) -> None:
-        """The observer's state after an evaluation, with the champion's signals of the samples it scored
-        since (sequence, signal); observed samples older than the newest ``keep`` go, and signals of
+                   signals: list[tuple[int, str, datetime, float]] | None = None) -> None:
+        """The observer's state after an evaluation, with the champion's signals since (position, sample
+        id, arrival, signal); observed samples older than the newest ``keep`` go, and signals of
         an earlier champion (before ``state["signals_from"]``) too."""
         with self._lock, transaction(self._db):
             self._db.execute("INSERT INTO watch (model, state) VALUES (?, ?) ON CONFLICT (model) DO UPDATE SET"
                              " state = excluded.state", (model, orjson.dumps(state)))
             self._db.execute("DELETE FROM observed WHERE model = ? AND seq <= ?", (model, state["seen"] - keep))
-            self._db.executemany("INSERT OR REPLACE INTO signals (model, seq, signal) VALUES (?, ?, ?)",
-                                 [(model, seq, signal) for seq, signal in signals or ()])
+            self._db.executemany("INSERT OR REPLACE INTO signals (model, seq, sample_id, occurred_at, signal)"
+                                 " VALUES (?, ?, ?, ?, ?)", [(model, seq, sample_id, at.isoformat(), signal)
+                                                             for seq, sample_id, at, signal in signals or ()])
             self._db.execute("DELETE FROM signals WHERE model = ? AND (seq <= ? OR seq < ?)",
                              (model, state["seen"] - keep, state.get("signals_from", 0)))
 
-    def signals(self, model: str) -> list[tuple[int, float]]:
+    def signals(self, model: str) -> list[tuple[int, str, datetime, float]]:
         """The saved signals (the current champion's), oldest first."""
         with self._lock:
-            return self._db.execute("SELECT seq, signal FROM signals WHERE model = ? ORDER BY seq", (model,)).fetchall()
+            rows = self._db.execute("SELECT seq, sample_id, occurred_at, signal FROM signals WHERE model = ?"
+                                    " ORDER BY seq", (model,)).fetchall()
+        return [(seq, sample_id, datetime.fromisoformat(at), signal) for seq, sample_id, at, signal in rows]
 
     def watch(self, model: str) -> dict[str, Any] | None:
         row = self._one("SELECT state FROM watch WHERE model = ?", (model,))

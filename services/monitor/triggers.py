@@ -170,7 +170,8 @@ class Triggers:
         champion = self.champions.champion(spec.name)
         if champion is not None:
             self._challenge(spec, watch, champion)
-            if await asyncio.to_thread(score, spec, watch, champion, config.performance_window):
+            reference = self._reference(spec, config) if watch.version != champion.version else None
+            if await asyncio.to_thread(score, spec, watch, champion, config.performance_window, reference):
                 # a new champion: drift is measured against the holdout as it was at its promotion
                 self.store.set_reference(spec.name, self.holdout.holdout_top_seq(spec.name))
             if watch.change is not None:
@@ -278,6 +279,14 @@ class Triggers:
             return evidence
         return {**evidence, "change": {"changed_at": latest[0].changed_at.isoformat(),
                                        "after_seq": latest[0].after_seq, "detector": latest[0].detector}}
+
+    def _reference(self, spec: ModelSpec, config: TriggersSpec) -> Holdout:
+        """A new champion's reference errors: the newest ``performance_window`` holdout rows of the current
+        concept, oldest first (rows it was judged on, never trained on)."""
+        changes = self.holdout.changes(spec.name, limit=1) if spec.safeguard.judge_on_current_concept else []
+        newest = self.holdout.holdout_until(spec.name, None, config.performance_window,
+                                            after_seq=changes[0].after_seq if changes else 0)
+        return Holdout(newest.ids[::-1], newest.rows[::-1], newest.labels[::-1])  # type: ignore[arg-type]
 
     def _settling(self, spec: ModelSpec) -> tuple[int, int] | None:
         """After the latest detected change, while fewer than ``min_holdout`` holdout rows followed it:

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 from refit.events import SampleIngested
 from services.monitor.observer import Observed, score
+from services.monitor.registry import Holdout
 from services.monitor.sessions import Champion
 from tests.unit.test_shadow import ROWS, SPEC, ridge
 
@@ -26,8 +27,8 @@ def test_samples_that_came_with_the_champions_training_data_are_not_live_evidenc
         observed.add(sample)
     score(SPEC, observed, champion, performance_window=200)
     assert len(observed.scored) == 300  # every sample is scored (and so not scored again)
-    assert [sample_id for sample_id, _, _ in observed.signals][:1] == ["s100"] and len(observed.signals) == 200
-    assert [seq for seq, _ in observed.unsaved] == list(range(101, 301))  # their positions, for a restart
+    assert [sample_id for _, sample_id, _, _ in observed.signals][:1] == ["s100"] and len(observed.signals) == 200
+    assert [seq for seq, *_ in observed.unsaved] == list(range(101, 301))  # their positions, for a restart
 
 
 def test_a_detected_change_is_located_where_the_errors_split_not_where_adwins_window_starts() -> None:
@@ -42,3 +43,24 @@ def test_a_detected_change_is_located_where_the_errors_split_not_where_adwins_wi
     window_start, first = located[0]
     assert window_start < 800 - 100, located  # ADWIN's window reached far into the old concept
     assert abs(first - 800) <= 10, located
+
+
+def test_a_champion_unlike_its_holdout_from_the_first_live_sample_on_is_a_change_located_there() -> None:
+    # Its holdout rows are the reference the detector sees first: live errors unlike theirs are a change,
+    # although every live error is like every other one. Rows the ridge never learnt, on both sides.
+    champion = Champion(1, T0, ridge(flip=False), {"rmse": 50.0})
+    unseen = ROWS[300:]
+    reference = Holdout([f"h{i}" for i in range(len(unseen))], [r["features"] for r in unseen],
+                        [str(r["label"]) for r in unseen])
+    live = [SampleIngested(model="diabetes", sample_id=f"s{i}", features=r["features"], label=r["label"] + 120.0,
+                           occurred_at=T0 + timedelta(seconds=i)) for i, r in enumerate(unseen)]
+    changes = []
+    for primed in (None, reference):
+        observed, located = Observed(), None
+        for sample in live:
+            observed.add(sample)
+            score(SPEC, observed, champion, performance_window=200, reference=primed)
+            if observed.change is not None and located is None:
+                located = observed.change[0][0]
+        changes.append(located)
+    assert changes == [None, "s0"]
