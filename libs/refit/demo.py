@@ -268,23 +268,30 @@ def show_concept_change(client: httpx.Client, ingest_url: str, monitor_url: str,
     rows, sent = new_convention(run, shift=shift), 0
     say(f"concept change: streaming new scans labelled by a new convention ({convention(shift)}), "
         "100 every 0.3 s")
-    seen, detected, deadline = newest_sequence(client, monitor_url, model), False, time.monotonic() + timeout_s
+    seen, deadline = newest_sequence(client, monitor_url, model), time.monotonic() + timeout_s
+    detected: str | None = None  # when the change was detected
+    fired = False
     while time.monotonic() < deadline:
         if sent < len(rows):
             sent += post_rows(client, ingest_url, model, rows[sent:sent + 100])
         triggers = client.get(f"{monitor_url}/v1/models/{model}/triggers").json()
-        if not detected and len(triggers["changes"]) > changes_before:
+        if detected is None and len(triggers["changes"]) > changes_before:
             change = triggers["changes"][0]
-            fired = [f for f in triggers["fired"] if f["kind"] in ("performance", "drift")][:1]
-            say(f"change detected by {change['detector']} at {change['detected_at'][11:19]}"
-                + (f"; trigger {fired[0]['kind']} fired: {fired[0]['reason']}" if fired else ""))
-            detected = True
+            detected = change["detected_at"]
+            say(f"change detected by {change['detector']} at {detected[11:19]}")
+        if detected is not None and not fired:
+            # It waits until the safeguard can judge the new concept (min_holdout holdout rows of it).
+            after = [f for f in triggers["fired"] if f["kind"] in ("performance", "drift")
+                     and f["occurred_at"] >= detected[:19]]
+            if after:
+                say(f"  trigger {after[0]['kind']} fired: {after[0]['reason']}")
+                fired = True
         for decision in decisions_after(client, monitor_url, model, seen):
             seen = decision["sequence"]
             say(describe(decision))
             if decision["event_type"] == "CandidateRejected":
                 say("  failing checks: " + "; ".join(failing_checks(decision)))
-            if detected and decision["event_type"] == "ModelPromoted" and decision["version"] > champion \
+            if detected is not None and decision["event_type"] == "ModelPromoted" and decision["version"] > champion \
                     and decision["holdout"]:  # judged on the new concept (a challenger may win live before)
                 show_inference(client, inference_url, model, decision, rows[0], say, "the new convention's label")
                 return

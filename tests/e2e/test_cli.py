@@ -133,7 +133,8 @@ def tell_the_digits_story(story: list[str], convention: str) -> int:
     assert f"concept change: streaming new scans labelled by a new convention ({convention})" in \
         next(line for line in story if line.startswith("concept change: ")), story[failing:]
     detected = story.index(next(line for line in story if line.startswith("change detected by ")))
-    assert "trigger performance fired" in story[detected] or "trigger drift fired" in story[detected], story[detected]
+    trigger = next(line for line in story[detected:] if line.startswith("  trigger "))
+    assert trigger.startswith(("  trigger performance fired", "  trigger drift fired")), story[detected:]
     promoted = next(i for i, line in enumerate(story) if i > detected and line.startswith("ModelPromoted: v")
                     and "(holdout -" not in line)  # judged on the new concept, not a challenger winning live
     assert any(line.startswith("  inference answers with v") and "(the new convention's label" in line
