@@ -65,9 +65,15 @@ async def _broker_answers(bootstrap: str) -> bool:
 
 
 async def _create_topics(settings: CommonSettings) -> None:
-    from refit.kafka import ensure_topics
+    """refit's topics, retried for a while: a broker of a cluster that just started may not be ready
+    yet (NodeNotReadyError on a three-node Apache Kafka)."""
+    from aiokafka.errors import KafkaError
 
-    await ensure_topics(settings)
+    from refit.kafka import ensure_topics
+    from refit.lifecycle import retry
+
+    await retry("topics", lambda: ensure_topics(settings), retry_on=(KafkaError, OSError, asyncio.TimeoutError),
+                tries=12, first=0.2, cap=2.0)
 
 
 def wait_for_broker(bootstrap: str, timeout_s: float = 30.0) -> None:

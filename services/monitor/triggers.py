@@ -308,7 +308,8 @@ class Triggers:
             return None
         share = spec.training.holdout_fraction
         rows = round(self.holdout.holdout_size(spec.name, latest[0].after_seq) * (1 - share) / share)
-        return rows, version.candidate.training.rows_trained
+        # the trainer reads at most window_max_rows: a catch-up cannot learn from more than that
+        return min(rows, spec.training.window_max_rows), version.candidate.training.rows_trained
 
     def _record_change(self, spec: ModelSpec, since: list[tuple[str, datetime]], detector: str) -> bool:
         """Record a concept change that began with the first of ``since`` (the samples after it): the

@@ -20,7 +20,7 @@ def sea(variant: int, seed: int, n: int, tag: str) -> list[dict]:
              "idempotency_key": f"{tag}-{k}"} for k, (x, y) in enumerate(synth.SEA(variant=variant, seed=seed).take(n))]
 
 
-def spec_file(tmp_path):
+def spec_file(tmp_path, window_rows: int = 600):
     path = tmp_path / "models.yaml"
     path.write_text(yaml.safe_dump({"models": [{
         "name": "sea", "task": "classification", "labels": ["0", "1"],
@@ -29,7 +29,7 @@ def spec_file(tmp_path):
         "safeguard": {"min_holdout": 50, "metrics": [{"name": "accuracy", "min": 0.7}]},
         # Only the monitor's triggers (and the first manual request) start trainings here.
         "training": {"min_new_samples": None, "min_samples": 100, "holdout_fraction": 0.2,
-                     "holdout_max_rows": 150, "window_max_rows": 600},
+                     "holdout_max_rows": 150, "window_max_rows": window_rows},
         "triggers": {"max_age_days": None, "performance": True, "performance_window": 200, "accuracy_drop": 0.1,
                      "drift": True, "drift_window": 300, "min_new_samples": 100, "cooldown_minutes": 0,
                      "timeout_minutes": 5},
