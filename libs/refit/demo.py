@@ -264,7 +264,8 @@ def show_concept_change(client: httpx.Client, ingest_url: str, monitor_url: str,
     """Post digits labelled by a new convention; say the change a trigger detects and the promotion after it."""
     history = client.get(f"{monitor_url}/v1/models/{model}/decisions", params={"limit": 1000}).json()
     champion = next((d["version"] for d in history if d["event_type"] in ("ModelPromoted", "ModelRolledBack")), 0)
-    changes_before = len(client.get(f"{monitor_url}/v1/models/{model}/triggers").json()["changes"])
+    known = client.get(f"{monitor_url}/v1/models/{model}/triggers").json()["changes"]  # newest first
+    last_known = known[0]["detected_at"] if known else ""
     rows, sent = new_convention(run, shift=shift), 0
     say(f"concept change: streaming new scans labelled by a new convention ({convention(shift)}), "
         "100 every 0.3 s")
@@ -275,8 +276,9 @@ def show_concept_change(client: httpx.Client, ingest_url: str, monitor_url: str,
         if sent < len(rows):
             sent += post_rows(client, ingest_url, model, rows[sent:sent + 100])
         triggers = client.get(f"{monitor_url}/v1/models/{model}/triggers").json()
-        if detected is None and len(triggers["changes"]) > changes_before:
-            change = triggers["changes"][0]
+        new = [c for c in triggers["changes"] if c["detected_at"] > last_known]
+        if detected is None and new:
+            change = new[-1]  # the first detected since the stream began
             detected = change["detected_at"]
             say(f"change detected by {change['detector']} at {detected[11:19]}")
         if detected is not None and not fired:
@@ -293,10 +295,23 @@ def show_concept_change(client: httpx.Client, ingest_url: str, monitor_url: str,
                 say("  failing checks: " + "; ".join(failing_checks(decision)))
             if detected is not None and decision["event_type"] == "ModelPromoted" and decision["version"] > champion \
                     and decision["holdout"]:  # judged on the new concept (a challenger may win live before)
+                if not fired:  # it fired and its candidate was promoted between two looks: say which one
+                    say_trigger_of(client, monitor_url, model, decision["version"], say)
                 show_inference(client, inference_url, model, decision, rows[0], say, "the new convention's label")
                 return
         time.sleep(0.3)
     raise StackTimeoutError(f"no promotion after a detected change of {model} within {timeout_s:g} s")
+
+
+def say_trigger_of(client: httpx.Client, monitor_url: str, model: str, version: int,
+                   say: Callable[[str], None]) -> None:
+    """Say the trigger whose request ``version`` answered."""
+    versions = client.get(f"{monitor_url}/v1/models/{model}/versions").json()
+    request = next((v["retrain_request_id"] for v in versions if v["version"] == version), None)
+    fired = client.get(f"{monitor_url}/v1/models/{model}/triggers").json()["fired"]
+    found = next((f for f in fired if f["request_id"] == request), None)
+    if found is not None:
+        say(f"  trigger {found['kind']} fired: {found['reason']}")
 
 
 def two_champions(client: httpx.Client, ingest_url: str, monitor_url: str, replica_urls: list[str], token: str,

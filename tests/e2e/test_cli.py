@@ -133,8 +133,9 @@ def tell_the_digits_story(story: list[str], convention: str) -> int:
     assert f"concept change: streaming new scans labelled by a new convention ({convention})" in \
         next(line for line in story if line.startswith("concept change: ")), story[failing:]
     detected = story.index(next(line for line in story if line.startswith("change detected by ")))
-    trigger = next(line for line in story[detected:] if line.startswith("  trigger "))
-    assert trigger.startswith(("  trigger performance fired", "  trigger drift fired")), story[detected:]
+    trigger = next((line for line in story[detected:] if line.startswith("  trigger ")), None)
+    assert trigger is not None and trigger.startswith(
+        ("  trigger performance fired", "  trigger drift fired", "  trigger catch_up fired")), story[detected:]
     promoted = next(i for i, line in enumerate(story) if i > detected and line.startswith("ModelPromoted: v")
                     and "(holdout -" not in line)  # judged on the new concept, not a challenger winning live
     assert any(line.startswith("  inference answers with v") and "(the new convention's label" in line
