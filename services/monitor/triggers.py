@@ -194,6 +194,7 @@ class Triggers:
         due_runs = self._due(spec.name, config, now) if self.running else ()
         if not config.data_change:
             watch.files.clear()  # nothing will consume them
+        current = self._current_concept(spec)
         live = live_metric(spec, watch, champion)
         if live is not None:
             self.metrics.live_metric.labels(spec.name, live.metric).set(live.live)
@@ -201,8 +202,8 @@ class Triggers:
                           in_flight=in_flight, last_fired_at=last_fired, due=due_runs, drift=watch.drift, live=live,
                           rejected=self.holdout.rejection_streaks(spec.name, spec.training.holdout_fraction),
                           changed_files=dict(watch.files),
-                          concept=self._concept(spec, champion), undecided=self.holdout.undecided(spec.name),
-                          settling=self._settling(spec))
+                          concept=self._concept(spec, champion, current), undecided=self.holdout.undecided(spec.name),
+                          settling=self._settling(spec, current))
         assessment = evaluate(config, signals) if self.running or in_flight else Assessment(None)
         watch.held = assessment.held
         if assessment.gave_up is not None:
@@ -288,26 +289,31 @@ class Triggers:
                                             after_seq=changes[0].after_seq if changes else 0)
         return Holdout(newest.ids[::-1], newest.rows[::-1], newest.labels[::-1])  # type: ignore[arg-type]
 
-    def _settling(self, spec: ModelSpec) -> tuple[int, int] | None:
+    def _current_concept(self, spec: ModelSpec) -> tuple[Change, int] | None:
+        """The latest detected change and the holdout rows that followed it (None when the spec does
+        not judge on the current concept, or no change was detected): read once per evaluation."""
+        latest = self.holdout.changes(spec.name, limit=1) if spec.safeguard.judge_on_current_concept else []
+        return (latest[0], self.holdout.holdout_size(spec.name, latest[0].after_seq)) if latest else None
+
+    @staticmethod
+    def _settling(spec: ModelSpec, current: tuple[Change, int] | None) -> tuple[int, int] | None:
         """After the latest detected change, while fewer than ``min_holdout`` holdout rows followed it:
         (rows so far, min_holdout)."""
-        latest = self.holdout.changes(spec.name, limit=1) if spec.safeguard.judge_on_current_concept else []
-        if not latest:
+        if current is None or current[1] >= spec.safeguard.min_holdout:
             return None
-        rows = self.holdout.holdout_size(spec.name, latest[0].after_seq)
-        return (rows, spec.safeguard.min_holdout) if rows < spec.safeguard.min_holdout else None
+        return current[1], spec.safeguard.min_holdout
 
-    def _concept(self, spec: ModelSpec, champion: Champion | None) -> tuple[int, int] | None:
+    def _concept(self, spec: ModelSpec, champion: Champion | None,
+                 current: tuple[Change, int] | None) -> tuple[int, int] | None:
         """When the champion was trained after the latest detected change: the training rows of the
         current concept there are now (estimated from its holdout rows) and the rows it learnt from."""
-        latest = self.holdout.changes(spec.name, limit=1) if spec.safeguard.judge_on_current_concept else []
-        if not latest or champion is None or latest[0].detected_at > champion.since:
+        if current is None or champion is None or current[0].detected_at > champion.since:
             return None
         version = self.holdout.version(spec.name, champion.version)
         if version is None:
             return None
         share = spec.training.holdout_fraction
-        rows = round(self.holdout.holdout_size(spec.name, latest[0].after_seq) * (1 - share) / share)
+        rows = round(current[1] * (1 - share) / share)
         # the trainer reads at most window_max_rows: a catch-up cannot learn from more than that
         return min(rows, spec.training.window_max_rows), version.candidate.training.rows_trained
 
