@@ -225,7 +225,14 @@ def through_refit(stream: Stream, chunk: int, pace: float, state: Path) -> Outco
                             ).raise_for_status()
 
             post(0, FIRST)
-            time.sleep(1)
+            # the first model learns from all of them: a request before the trainer stored them all would
+            # train on fewer, and each run would start from another model
+            deadline = time.monotonic() + 60
+            while sum(client.get(f"{stack.url('trainer')}/v1/stats").json()[part].get("fresh", 0)
+                      for part in ("samples", "holdout_skipped", "quarantined")) < FIRST:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"the trainer did not store the first {FIRST} samples within 60 s")
+                time.sleep(0.1)
             client.post(f"{monitor}/v1/models/fresh/retrain", json={"reason": "first model"}, headers=TOKEN)
             deadline = time.monotonic() + 120
             while client.get(f"{replica}/v1/models").json()[0]["version"] is None:

@@ -1,7 +1,8 @@
 """What the trigger engine observes per model between evaluations.
 
 Every labeled sample that arrives is first scored by the champion (prequential: before anyone
-trains on it), feeding a rolling live metric and an ADWIN detector on the error stream. A recent
+trains on it), feeding a rolling live metric and change detectors on the error stream (ADWIN; for a
+regression also a CUSUM, which finds a moderate rise of continuous errors sooner). A recent
 window of inputs is kept for the drift tests, which compare it with a reference window (the
 holdout rows that had arrived when the champion was promoted). Synchronous and CPU-bound: the
 engine calls :func:`score` and :func:`drift` from a worker thread.
@@ -16,7 +17,7 @@ from typing import Any
 
 import structlog
 
-from refit.core.changes import ADWIN, change_point
+from refit.core.changes import ADWIN, CUSUM, change_point
 from refit.core.drift import DriftPolicy, check_level, detect_drift
 from refit.core.filerows import FILE_SOURCE
 from refit.core.triggers import Live
@@ -45,6 +46,7 @@ class Observed:
     version: int | None = None
     errors: deque[float] = field(default_factory=lambda: deque(maxlen=200))
     detector: ADWIN = field(default_factory=ADWIN)
+    cusum: CUSUM | None = None  # a regression's: absolute errors are continuous, a CUSUM finds their rise sooner
     change_detected: bool = False
     drift: dict[str, Any] | None = None
     held: tuple[str, ...] = ()
@@ -56,6 +58,7 @@ class Observed:
     signals_from: int = 0
     unsaved: list[Signal] = field(default_factory=list)
     change: list[tuple[str, datetime]] | None = None
+    change_by: str = ""  # the detector that found it
     challengers: dict[int, Challenger] = field(default_factory=dict)  # by version
     # Positions in the model's sequence of observed samples: the latest, the latest scored, the latest
     # when evidence was last consumed, and when drift was last tested.
@@ -113,7 +116,7 @@ class Observed:
                 "detector": self.detector.state(), "change_detected": self.change_detected, "drift": self.drift,
                 "seen": self.seen, "scored_upto": self.scored_upto, "consumed_at": self.consumed_at,
                 "checked_at": self.checked_at, "drift_checks": self.drift_checks, "files": dict(self.files),
-                "signals_from": self.signals_from}
+                "signals_from": self.signals_from, "cusum": self.cusum.state() if self.cusum else None}
 
     @classmethod
     def restored(cls, state: dict[str, Any] | None, samples: list[tuple[int, SampleIngested]],
@@ -127,6 +130,9 @@ class Observed:
             observed.version, observed.change_detected = state["version"], state["change_detected"]
             observed.errors = deque(state["errors"], maxlen=state["window"])
             observed.detector.restore(state["detector"])
+            if state.get("cusum") is not None:  # a state saved before it: ADWIN alone until the next champion
+                observed.cusum = CUSUM()
+                observed.cusum.restore(state["cusum"])
             observed.drift = state["drift"]
             observed.scored_upto, observed.consumed_at = state["scored_upto"], state["consumed_at"]
             observed.checked_at, observed.drift_checks = state["checked_at"], state["drift_checks"]
@@ -155,6 +161,16 @@ def _error(spec: ModelSpec, output: object, label: object, scale: float) -> tupl
     return error, min(error / scale, 1.0)
 
 
+def _detect(observed: Observed, signal: float) -> str:
+    """Feed the champion's detectors one signal; the one that found a change, or ""."""
+    observed.detector.update(signal)
+    if observed.cusum is not None:
+        observed.cusum.update(signal)
+        if observed.cusum.drift_detected and not observed.detector.drift_detected:
+            return "CUSUM on the champion's live error"
+    return "ADWIN on the champion's live error" if observed.detector.drift_detected else ""
+
+
 def _outputs(champion: Champion, rows: list[dict[str, float]] | list[str]) -> list[object]:
     predicted = champion.model.run(champion.model.matrix(rows))  # type: ignore[arg-type]
     return list(predicted.labels if predicted.labels is not None else predicted.values or [])
@@ -173,6 +189,7 @@ def score(spec: ModelSpec, observed: Observed, champion: Champion, performance_w
         observed.errors = deque(maxlen=performance_window)
         observed.signals.clear()
         observed.detector = ADWIN()
+        observed.cusum = CUSUM() if spec.task == "regression" else None
         primed = reference.ids if reference is not None else []
         observed.signals_from = observed.scored_upto + 1 - len(primed)
         at = champion.trained_until or champion.since
@@ -180,7 +197,7 @@ def score(spec: ModelSpec, observed: Observed, champion: Champion, performance_w
                 primed, _outputs(champion, reference.rows) if primed else [], reference.labels if primed else [],
                 strict=True)):
             _, signal = _error(spec, output, label, scale)
-            observed.detector.update(signal)  # an alarm within the reference is not a change of the live data
+            _detect(observed, signal)  # an alarm within the reference is not a change of the live data
             observed.signals.append((observed.signals_from + i, sample_id, at, signal))
             observed.unsaved.append(observed.signals[-1])
     taken = [observed.pending.popleft() for _ in range(len(observed.pending))]  # more may arrive meanwhile
@@ -198,12 +215,12 @@ def score(spec: ModelSpec, observed: Observed, champion: Champion, performance_w
         if champion.trained_until is not None and sample.occurred_at <= champion.trained_until:
             continue  # it came with the champion's training data (in it, or held out beside it): not live
         error, signal = _error(spec, output, sample.label, scale)
-        observed.detector.update(signal)
+        by = _detect(observed, signal)
         observed.signals.append((seq, sample.sample_id, sample.occurred_at, signal))
         observed.unsaved.append(observed.signals[-1])
         observed.errors.append(error)
-        if observed.detector.drift_detected:
-            observed.change_detected = True
+        if by:
+            observed.change_detected, observed.change_by = True, by
             # ADWIN keeps the longest recent window with one mean: the change is in it, located by
             # the split of its signals (its start, a bucket boundary, is often far before the change).
             observed.change = observed.since_change(observed.detector.width)

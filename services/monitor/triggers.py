@@ -175,7 +175,7 @@ class Triggers:
                 # a new champion: drift is measured against the holdout as it was at its promotion
                 self.store.set_reference(spec.name, self.holdout.holdout_top_seq(spec.name))
             if watch.change is not None:
-                if self._record_change(spec, watch.change, "ADWIN on the champion's live error"):
+                if self._record_change(spec, watch.change, watch.change_by):
                     watch.challengers = {}  # pairs of the concept that ended decide nothing about this one
                 watch.change = None
             if await self._decide_on_live_evidence(spec, watch):
@@ -320,7 +320,8 @@ class Triggers:
     def _record_change(self, spec: ModelSpec, since: list[tuple[str, datetime]], detector: str) -> bool:
         """Record a concept change that began with the first of ``since`` (the samples after it): the
         holdout rows from the first of them on are the current concept. A change detected before
-        ``min_holdout`` rows followed the previous one is the same change, still settling."""
+        ``min_holdout`` rows followed the previous one is the same change, still settling; so is one
+        located where (or before) the latest recorded change is."""
         latest = self.holdout.changes(spec.name, limit=1)
         if latest and len(self.holdout.holdout_after(spec.name, latest[0].after_seq, spec.safeguard.min_holdout).ids) \
                 < spec.safeguard.min_holdout:
@@ -328,6 +329,8 @@ class Triggers:
         first = next((i for i, _ in since if is_holdout(i, spec.training.holdout_fraction, spec.name)), None)
         seq = self.holdout.holdout_seq(spec.name, first) if first is not None else None
         after = seq - 1 if seq is not None else self.holdout.holdout_top_seq(spec.name)
+        if latest and after <= latest[0].after_seq:
+            return False  # located where the latest is: a second detector found the same change
         self.holdout.record_change(spec.name, after, since[0][1], detector)
         log.info("concept change recorded", model=spec.name, after_seq=after, changed_at=since[0][1].isoformat(),
                  detector=detector)

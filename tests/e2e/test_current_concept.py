@@ -67,7 +67,8 @@ def test_a_change_is_recorded_judged_after_and_caught_up_on(stack_factory, tmp_p
     assert window["rows"] == decision["holdout"]["size"] >= 50
     automatic = [f for f in triggers["fired"] if f["kind"] in ("performance", "drift")]
     assert automatic and automatic[-1]["evidence"]["change"]["after_seq"] in {c["after_seq"] for c in changes}
-    assert change["detector"] in ("ADWIN on the champion's live error", "the drift tests of inputs and labels",
+    assert change["detector"] in ("ADWIN on the champion's live error", "CUSUM on the champion's live error",
+                                  "the drift tests of inputs and labels",
                                   "a significant drop of the champion's live performance")
 
     fired = next((f for f in later["fired"] if f["kind"] == "catch_up"), None)

@@ -16,10 +16,10 @@ import orjson
 import pytest
 
 from refit.core import changes
-from refit.core.changes import ADWIN, ChangeDetector, PageHinkley, change_point
+from refit.core.changes import ADWIN, CUSUM, ChangeDetector, PageHinkley, change_point
 
 Factory = Callable[[], ChangeDetector]
-DETECTORS: dict[str, Factory] = {"page_hinkley": PageHinkley, "adwin": ADWIN}
+DETECTORS: dict[str, Factory] = {"page_hinkley": PageHinkley, "adwin": ADWIN, "cusum": CUSUM}
 
 
 @pytest.fixture(params=sorted(DETECTORS))
@@ -42,6 +42,15 @@ def errors(seed: int, *segments: tuple[int, float]) -> list[float]:
     """A seeded 0/1 error stream: ``(length, error rate)`` segments one after another."""
     rng = np.random.default_rng(seed)
     return np.concatenate([rng.random(n) < rate for n, rate in segments]).astype(float).tolist()
+
+
+def regression_signals(seed: int, *segments: tuple[int, float], heavy: bool = False) -> list[float]:
+    """A seeded stream of the monitor's regression signals: absolute errors over three times the
+    holdout RMSE (1 here), capped at 1; ``(length, RMSE)`` segments, normal or Student-t(3) errors."""
+    rng = np.random.default_rng(seed)
+    parts = [(rng.standard_t(3, size=n) / math.sqrt(3) if heavy else rng.normal(size=n)) * rmse
+             for n, rmse in segments]
+    return np.minimum(np.abs(np.concatenate(parts)) / 3, 1.0).tolist()
 
 
 def false_alarms(make: Factory, seeds: range, n: int = 10_000, rate: float = 0.1) -> int:
@@ -120,7 +129,7 @@ def test_non_finite_values_are_refused(make: Factory, bad: float) -> None:
 
 # name: (false alarms on 10 x 10,000 stationary samples at error rate 0.1 (measured),
 #        mean delay after 0.1 -> 0.3 over 30 seeds (measured), bound on it)
-MEASURED = {"page_hinkley": (0, 130.9, 150), "adwin": (0, 148.8, 170)}
+MEASURED = {"page_hinkley": (0, 130.9, 150), "adwin": (0, 148.8, 170), "cusum": (2, 63.9, 80)}
 
 
 @pytest.mark.parametrize("name", sorted(DETECTORS))
@@ -169,10 +178,48 @@ def test_adwin_window_statistics_are_those_of_the_newest_values() -> None:
             assert detector.variance == pytest.approx(window.var(), abs=1e-12)
 
 
+@pytest.mark.parametrize("heavy", [False, True])
+def test_cusum_finds_a_regression_error_rise_several_times_sooner_than_adwin_with_no_more_false_alarms(
+        heavy: bool) -> None:
+    """What the monitor runs it beside ADWIN for (measured with these seeds, ``docs/drift.md``): on
+    100 x 10,000 stationary signals 16 false alarms with normal errors, 29 with Student-t(3) ones (ADWIN
+    0 and 0: it pays for them in delay); after the RMSE rises by 40 %, median delays 71 / 103.5 against
+    ADWIN's 248 / 408."""
+    stationary = [regression_signals(seed, (10_000, 1.0), heavy=heavy) for seed in range(100)]
+    assert sum(len(alarms(CUSUM(), s)) for s in stationary) <= (29 if heavy else 16)
+    found: dict[str, list[float]] = {"cusum": [], "adwin": []}
+    for seed in range(10_000, 10_100):
+        stream = regression_signals(seed, (1000, 1.0), (2000, 1.4), heavy=heavy)
+        for name in found:
+            after = [i for i in alarms(DETECTORS[name](), stream) if i >= 1000]
+            found[name].append(after[0] - 999 if after else math.inf)
+    assert np.median(found["cusum"]) <= (120 if heavy else 80)
+    assert 2 * np.median(found["cusum"]) <= np.median(found["adwin"])
+
+
+def test_cusum_starts_afresh_after_an_alarm_and_tests_nothing_during_its_warmup() -> None:
+    detector = CUSUM(warmup=100)
+    assert alarms(detector, [0.2] * 100 + [0.9] * 50) == [100]  # the first value above a constant baseline
+    # the 49 values after the alarm began a new baseline; nothing is tested before it has 100
+    assert alarms(detector, [0.9] * 50 + [0.95]) == []
+    assert len(alarms(detector, [1.0] * 5)) == 1  # tested from the next value on: a few far above it alarm
+
+
+def test_cusum_restored_from_its_state_continues_exactly_as_the_original() -> None:
+    stream = regression_signals(5, (700, 1.0), (700, 2.0))
+    original = CUSUM()
+    first = alarms(original, stream[:600])
+    restored = CUSUM()
+    restored.restore(orjson.loads(orjson.dumps(original.state())))
+    assert first == [] and alarms(restored, stream[600:]) == alarms(original, stream[600:]) != []
+    assert restored.statistic == original.statistic
+
+
 @pytest.mark.parametrize("cls, kwargs", [
     (PageHinkley, {"threshold": 0}), (PageHinkley, {"delta": -1}),
     (PageHinkley, {"mode": "sideways"}), (ADWIN, {"delta": 0}), (ADWIN, {"delta": 1}),
-    (ADWIN, {"clock": 0}), (ADWIN, {"max_buckets": 1})])
+    (ADWIN, {"clock": 0}), (ADWIN, {"max_buckets": 1}), (CUSUM, {"h": 0}), (CUSUM, {"k": -1}),
+    (CUSUM, {"warmup": 1})])
 def test_invalid_parameters_are_refused(cls: type, kwargs: dict[str, object]) -> None:
     with pytest.raises(ValueError):
         cls(**kwargs)

@@ -64,3 +64,31 @@ def test_a_champion_unlike_its_holdout_from_the_first_live_sample_on_is_a_change
                 located = observed.change[0][0]
         changes.append(located)
     assert changes == [None, "s0"]
+
+
+def run(observed: Observed, champion: Champion, stream: list[SampleIngested]) -> list[tuple[int, str]]:
+    """Observe and score the stream sample by sample: where a change was found, and by which detector."""
+    found = []
+    for i, sample in enumerate(stream):
+        observed.add(sample)
+        score(SPEC, observed, champion, performance_window=200)
+        if observed.change is not None:
+            found.append((i, observed.change_by))
+            observed.change = None
+    return found
+
+
+def test_a_moderate_rise_of_a_regressions_error_is_found_by_the_cusum_and_a_restart_finds_it_at_the_same_sample() -> None:
+    champion = Champion(1, T0, ridge(flip=False), {"rmse": 50.0})
+    stream = samples(1300, shift_from=700, shift=30.0)  # the ridge's RMSE rises by about a quarter
+    found = run(Observed(), champion, stream)
+    assert found and found[0][1] == "CUSUM on the champion's live error" and 700 <= found[0][0] < 1000, found
+    adwin_only = Observed()
+    score(SPEC, adwin_only, champion, performance_window=200)  # the champion's detectors exist from here on
+    adwin_only.cusum = None
+    assert all(at > found[0][0] for at, _ in run(adwin_only, champion, stream)), "ADWIN alone is later, or silent"
+
+    before = Observed()
+    run(before, champion, stream[:600])
+    restored = Observed.restored(before.state(), list(enumerate(stream[:600], start=1)), list(before.signals))
+    assert [(at + 600, by) for at, by in run(restored, champion, stream[600:])] == found

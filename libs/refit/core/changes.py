@@ -12,6 +12,10 @@ numbers), so the same stream always alarms at the same positions.
 * :class:`ADWIN` — adaptive windowing (Bifet & Gavaldà, 2007): keeps the longest recent
   window whose older and newer parts have statistically equal means; scale-free, with a
   false-alarm probability bounded by ``delta`` per check.
+* :class:`CUSUM` — Page's CUSUM on values standardised by the mean and spread of those before
+  them (self-starting); tuned to a rise of a quarter of a standard deviation, which it finds
+  several times sooner than ADWIN on continuous values (a regression's errors). Not for 0/1 streams with
+  rare errors: one error is then many standard deviations, and a few close together alarm.
 
 Defaults fit 0/1 error streams; ``docs/drift.md`` gives their measured false-alarm counts
 and detection delays.
@@ -232,6 +236,62 @@ class ADWIN:
                 if abs(s0 / n0 - (self._total - s0) / n1) >= bound:
                     return True
         return False
+
+
+class CUSUM:
+    """Page's upper CUSUM for a rise in the mean, self-starting.
+
+    Each value is standardised by the mean and standard deviation of the values before it,
+    ``z = (x - mean) / sd``; the statistic ``S = max(0, S + z - k)`` alarms above ``h``, and the
+    detector then starts afresh (baseline too: the values after a change are the new normal).
+    Nothing is tested before ``warmup`` values have set the baseline. ``k`` is half the rise it
+    is tuned to (0.125: a rise of a quarter of a standard deviation, about what a 20 % rise of a
+    regression's RMSE does to its absolute errors); ``h`` trades delay for false alarms. The defaults were measured on the
+    monitor's regression signals (absolute errors over three times the holdout RMSE, capped at 1):
+    16 false alarms in 1,000,000 stationary values (ADWIN: 0), a 40 % rise of the RMSE found after a
+    median of 71 values (ADWIN: 248; ``docs/drift.md``).
+    """
+
+    def __init__(self, k: float = 0.125, h: float = 31.0, warmup: int = 100) -> None:
+        if k < 0 or h <= 0 or warmup < 2:
+            raise ValueError("CUSUM needs k >= 0, h > 0 and warmup >= 2")
+        self.k, self.h, self.warmup = k, h, warmup
+        self.reset()
+
+    @property
+    def drift_detected(self) -> bool:
+        return self._drift
+
+    @property
+    def statistic(self) -> float:
+        return self._s
+
+    def reset(self) -> None:
+        self._drift = False
+        self._n, self._mean, self._m2, self._s = 0, 0.0, 0.0, 0.0
+
+    def state(self) -> dict[str, Any]:
+        """Everything it holds, as plain JSON values: :meth:`restore` continues from it exactly."""
+        return {"n": self._n, "mean": self._mean, "m2": self._m2, "s": self._s, "drift": self._drift}
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        self._n, self._mean, self._m2 = int(state["n"]), float(state["mean"]), float(state["m2"])
+        self._s, self._drift = float(state["s"]), bool(state["drift"])
+
+    def update(self, x: float) -> None:
+        value = _finite(x)
+        self._drift = False
+        if self._n >= self.warmup:
+            sd = math.sqrt(self._m2 / (self._n - 1)) or 1e-12  # a constant baseline: any rise is one
+            self._s = max(0.0, self._s + (value - self._mean) / sd - self.k)
+            if self._s > self.h:
+                self.reset()
+                self._drift = True
+                return
+        self._n += 1
+        delta = value - self._mean
+        self._mean += delta / self._n
+        self._m2 += delta * (value - self._mean)
 
 
 def change_point(values: Sequence[float], min_segment: int = 10) -> int:
