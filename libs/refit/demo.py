@@ -305,13 +305,17 @@ def show_concept_change(client: httpx.Client, ingest_url: str, monitor_url: str,
 
 def say_trigger_of(client: httpx.Client, monitor_url: str, model: str, version: int,
                    say: Callable[[str], None]) -> None:
-    """Say the trigger whose request ``version`` answered."""
+    """Say what asked for ``version``: the trigger whose request it answered, or the trainer's own count of
+    new samples (``training.min_new_samples``), which trains without the monitor asking and may come first."""
     versions = client.get(f"{monitor_url}/v1/models/{model}/versions").json()
-    request = next((v["retrain_request_id"] for v in versions if v["version"] == version), None)
+    made = next((v for v in versions if v["version"] == version), None)
     fired = client.get(f"{monitor_url}/v1/models/{model}/triggers").json()["fired"]
-    found = next((f for f in fired if f["request_id"] == request), None)
+    found = next((f for f in fired if made is not None and f["request_id"] == made["retrain_request_id"]), None)
     if found is not None:
         say(f"  trigger {found['kind']} fired: {found['reason']}")
+    elif made is not None and made["retrain_request_id"] is None:
+        say("  trained by the trainer's own count of new samples (training.min_new_samples), before any "
+            "trigger asked")
 
 
 def two_champions(client: httpx.Client, ingest_url: str, monitor_url: str, replica_urls: list[str], token: str,

@@ -319,18 +319,17 @@ class Triggers:
 
     def _record_change(self, spec: ModelSpec, since: list[tuple[str, datetime]], detector: str) -> bool:
         """Record a concept change that began with the first of ``since`` (the samples after it): the
-        holdout rows from the first of them on are the current concept. A change detected before
-        ``min_holdout`` rows followed the previous one is the same change, still settling; so is one
-        located where (or before) the latest recorded change is."""
-        latest = self.holdout.changes(spec.name, limit=1)
-        if latest and len(self.holdout.holdout_after(spec.name, latest[0].after_seq, spec.safeguard.min_holdout).ids) \
-                < spec.safeguard.min_holdout:
-            return False
+        holdout rows from the first of them on are the current concept. A change located fewer than
+        ``min_holdout`` holdout rows after the latest recorded one (or before it) is that change again:
+        ADWIN alarms more than once after a change, a second detector may alarm on it too, each located a
+        few rows apart, and a concept the safeguard could not judge on its own is no new one."""
         first = next((i for i, _ in since if is_holdout(i, spec.training.holdout_fraction, spec.name)), None)
         seq = self.holdout.holdout_seq(spec.name, first) if first is not None else None
         after = seq - 1 if seq is not None else self.holdout.holdout_top_seq(spec.name)
-        if latest and after <= latest[0].after_seq:
-            return False  # located where the latest is: a second detector found the same change
+        latest = self.holdout.changes(spec.name, limit=1)
+        if latest and (self.holdout.holdout_size(spec.name, latest[0].after_seq)
+                       - self.holdout.holdout_size(spec.name, after)) < spec.safeguard.min_holdout:
+            return False
         self.holdout.record_change(spec.name, after, since[0][1], detector)
         log.info("concept change recorded", model=spec.name, after_seq=after, changed_at=since[0][1].isoformat(),
                  detector=detector)

@@ -134,8 +134,13 @@ def tell_the_digits_story(story: list[str], convention: str) -> int:
         next(line for line in story if line.startswith("concept change: ")), story[failing:]
     detected = story.index(next(line for line in story if line.startswith("change detected by ")))
     trigger = next((line for line in story[detected:] if line.startswith("  trigger ")), None)
+    # what asked for the candidate after the change: a trigger, or the trainer's own count of new samples
+    # (training.min_new_samples: 300 in the digits spec), which may train before the trigger is due
+    trigger = trigger or next((line for line in story[detected:] if line.startswith("  trained by the trainer's own")),
+                              None)
     assert trigger is not None and trigger.startswith(
-        ("  trigger performance fired", "  trigger drift fired", "  trigger catch_up fired")), story[detected:]
+        ("  trigger performance fired", "  trigger drift fired", "  trigger catch_up fired",
+         "  trained by the trainer's own count of new samples")), story[detected:]
     promoted = next(i for i, line in enumerate(story) if i > detected and line.startswith("ModelPromoted: v")
                     and "(holdout -" not in line)  # judged on the new concept, not a challenger winning live
     assert any(line.startswith("  inference answers with v") and "(the new convention's label" in line

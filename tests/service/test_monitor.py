@@ -20,6 +20,7 @@ from skl2onnx import to_onnx
 from skl2onnx.common.data_types import FloatTensorType
 from sklearn.linear_model import Ridge
 
+from refit.core.split import is_holdout
 from refit.datasets import sample_rows
 from refit.events import (ArtifactRef, CandidateTrained, ConversionCheck, InputSignature, SampleIngested,
                           TrainingStats)
@@ -450,3 +451,27 @@ async def test_the_champion_is_served_signed_with_the_monitors_current_key(monit
         answer = TestClient(app).get("/v1/models/diabetes/champion").json()
     assert orjson.loads(answer["decision"]) == published[-1]
     signing.verify(b"a rotated key", answer["decision"].encode(), answer["signature"])
+
+
+# -- recording a concept change ------------------------------------------------------------------------------------
+
+
+def test_a_change_located_fewer_than_min_holdout_rows_after_the_latest_is_that_change_again(monitor: Monitor) -> None:
+    """ADWIN alarms more than once after a change (and a regression's CUSUM may alarm on it too), each alarm
+    located a few rows from the last: one change is recorded, not one per alarm; a change located a full
+    ``min_holdout`` rows later is a new one."""
+    fraction, top = SPEC.training.holdout_fraction, monitor.registry.holdout_top_seq("diabetes")
+    held = [i for i in range(len(HOLDOUT)) if is_holdout(f"h{i}", fraction, "diabetes")]
+
+    def located_at(i: int) -> bool:  # the change began with holdout row h{i}
+        return monitor.triggers._record_change(SPEC, [(f"h{i}", datetime.now(UTC))], "ADWIN")  # noqa: SLF001
+
+    first = held[0]
+    near = next(i for i in held if 0 < i - first < SPEC.safeguard.min_holdout)
+    far = next(i for i in held if i - first >= SPEC.safeguard.min_holdout)
+    assert located_at(first)
+    assert not located_at(near) and not located_at(first)  # the same change, located again
+    assert located_at(far)
+    assert not located_at(near)  # before the latest
+    assert [c.after_seq for c in monitor.registry.changes("diabetes")] == [
+        top - len(HOLDOUT) + far, top - len(HOLDOUT) + first]
