@@ -1,6 +1,6 @@
-"""The live-error detectors on the residuals of real fitted regression models (docs/drift.md).
+"""The live-error detectors on the errors of real fitted models (docs/drift.md).
 
-Offline, no stack, seeded. Two measurements:
+Offline, no stack, seeded. Three measurements:
 
 * **false alarms**: 100 models (a depth-6 tree, or a ridge regression every third seed) fitted on 400
   rows of a stationary 5-feature linear-plus-sine stream (normal noise, or Student-t(3) on odd seeds),
@@ -8,9 +8,12 @@ Offline, no stack, seeded. Two measurements:
   three times the holdout RMSE, capped at 1), the detector primed with the 100 holdout rows;
 * **the first change of bench/freshness.py's abrupt regression**, replayed for 12 random 80/20
   splits of its first 500 samples (the trainer's holdout split is another random one): samples from
-  the change to each detector's first alarm.
+  the change to each detector's first alarm;
+* **false alarms on classifications**: 40 models (logistic regressions on river's SEA, depth-8 trees
+  on its Agrawal functions) fitted on 400 samples, each watched over 10,000 further samples of the
+  same concept (0/1 errors; the models' error rates span 0.3% to 15%): ADWIN and the Bernoulli CUSUM.
 
-    .venv/bin/python bench/detectors.py                  # about 15 s
+    .venv/bin/python bench/detectors.py                  # about 20 s
     .venv/bin/python bench/detectors.py --h 31,36,24     # CUSUM thresholds to compare
 """
 
@@ -29,7 +32,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "libs"), str(REPO / "bench")]
 
 import freshness as fresh  # noqa: E402
-from refit.core.changes import ADWIN, CUSUM, ChangeDetector  # noqa: E402
+from refit.core.changes import ADWIN, CUSUM, BernoulliCUSUM, ChangeDetector  # noqa: E402
 from refit.specs import ModelSpec  # noqa: E402
 from services.trainer.fit import build_pipeline  # noqa: E402
 
@@ -87,6 +90,31 @@ def first_change_delays(detectors: dict[str, Callable[[], ChangeDetector]], spli
     return delays
 
 
+def classification_false_alarms(models: int = 40, samples: int = 10_000) -> tuple[dict[str, int], list[float]]:
+    import itertools
+
+    from river.datasets import synth
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.tree import DecisionTreeClassifier
+
+    detectors: dict[str, Callable[[], ChangeDetector]] = {"ADWIN": ADWIN, "Bernoulli CUSUM": BernoulliCUSUM}
+    counts, rates = dict.fromkeys(detectors, 0), []
+    for seed in range(models):
+        if seed % 2:
+            stream, model = synth.SEA(variant=seed % 4, seed=seed), LogisticRegression(max_iter=500)
+        else:
+            stream = synth.Agrawal(classification_function=[2, 4, 6, 1][seed // 2 % 4], seed=seed)
+            model = DecisionTreeClassifier(max_depth=8, random_state=0)
+        rows = list(itertools.islice(stream, 400 + samples))
+        x = np.array([list(features.values()) for features, _ in rows])
+        y = np.array([label for _, label in rows])
+        errors = (model.fit(x[:400], y[:400]).predict(x[400:]) != y[400:]).astype(float)
+        rates.append(float(errors.mean()))
+        for name, make in detectors.items():
+            counts[name] += len(first_alarm(make, [], errors.tolist(), every=True))
+    return counts, rates
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--h", default="31,36,24", help="CUSUM thresholds (k = 0.125)")
@@ -102,6 +130,11 @@ def main() -> None:
         found = [d for d in delays[name] if d is not None]
         median = f"{np.median(found):.0f}" if len(found) == len(delays[name]) else "not all found"
         print(f"| {name} | {alarms[name]} | {', '.join(str(d) for d in sorted(found))} | {median} |")
+    counts, rates = classification_false_alarms()
+    print(f"\nClassifications, {len(rates)} models x 10,000 samples (error rates {min(rates):.3f} to {max(rates):.3f}):")
+    print("| detector | false alarms |\n|---|---|")
+    for name, count in counts.items():
+        print(f"| {name} | {count} |")
 
 
 if __name__ == "__main__":

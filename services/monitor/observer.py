@@ -1,8 +1,9 @@
 """What the trigger engine observes per model between evaluations.
 
 Every labeled sample that arrives is first scored by the champion (prequential: before anyone
-trains on it), feeding a rolling live metric and change detectors on the error stream (ADWIN; for a
-regression also a CUSUM, which finds a moderate rise of continuous errors sooner). A recent
+trains on it), feeding a rolling live metric and change detectors on the error stream (ADWIN, and a
+CUSUM that finds a moderate rise sooner: standardised for a regression's errors, the Bernoulli
+likelihood ratio for a classification's). A recent
 window of inputs is kept for the drift tests, which compare it with a reference window (the
 holdout rows that had arrived when the champion was promoted). Synchronous and CPU-bound: the
 engine calls :func:`score` and :func:`drift` from a worker thread.
@@ -17,7 +18,7 @@ from typing import Any
 
 import structlog
 
-from refit.core.changes import ADWIN, CUSUM, change_point
+from refit.core.changes import ADWIN, CUSUM, BernoulliCUSUM, change_point, restored_cusum
 from refit.core.drift import DriftPolicy, check_level, detect_drift
 from refit.core.filerows import FILE_SOURCE
 from refit.core.triggers import Live
@@ -46,7 +47,7 @@ class Observed:
     version: int | None = None
     errors: deque[float] = field(default_factory=lambda: deque(maxlen=200))
     detector: ADWIN = field(default_factory=ADWIN)
-    cusum: CUSUM | None = None  # a regression's: absolute errors are continuous, a CUSUM finds their rise sooner
+    cusum: CUSUM | None = None  # beside ADWIN: finds a moderate rise of the errors sooner
     change_detected: bool = False
     drift: dict[str, Any] | None = None
     held: tuple[str, ...] = ()
@@ -131,8 +132,7 @@ class Observed:
             observed.errors = deque(state["errors"], maxlen=state["window"])
             observed.detector.restore(state["detector"])
             if state.get("cusum") is not None:  # a state saved before it: ADWIN alone until the next champion
-                observed.cusum = CUSUM()
-                observed.cusum.restore(state["cusum"])
+                observed.cusum = restored_cusum(state["cusum"])
             observed.drift = state["drift"]
             observed.scored_upto, observed.consumed_at = state["scored_upto"], state["consumed_at"]
             observed.checked_at, observed.drift_checks = state["checked_at"], state["drift_checks"]
@@ -189,7 +189,7 @@ def score(spec: ModelSpec, observed: Observed, champion: Champion, performance_w
         observed.errors = deque(maxlen=performance_window)
         observed.signals.clear()
         observed.detector = ADWIN()
-        observed.cusum = CUSUM() if spec.task == "regression" else None
+        observed.cusum = CUSUM() if spec.task == "regression" else BernoulliCUSUM()
         primed = reference.ids if reference is not None else []
         observed.signals_from = observed.scored_upto + 1 - len(primed)
         at = champion.trained_until or champion.since

@@ -252,6 +252,8 @@ class CUSUM:
     median of 71 values (ADWIN: 248; ``docs/drift.md``).
     """
 
+    kind = "normal"
+
     def __init__(self, k: float = 0.125, h: float = 31.0, warmup: int = 100) -> None:
         if k < 0 or h <= 0 or warmup < 2:
             raise ValueError("CUSUM needs k >= 0, h > 0 and warmup >= 2")
@@ -272,7 +274,8 @@ class CUSUM:
 
     def state(self) -> dict[str, Any]:
         """Everything it holds, as plain JSON values: :meth:`restore` continues from it exactly."""
-        return {"n": self._n, "mean": self._mean, "m2": self._m2, "s": self._s, "drift": self._drift}
+        return {"kind": self.kind, "n": self._n, "mean": self._mean, "m2": self._m2, "s": self._s,
+                "drift": self._drift}
 
     def restore(self, state: Mapping[str, Any]) -> None:
         self._n, self._mean, self._m2 = int(state["n"]), float(state["mean"]), float(state["m2"])
@@ -282,8 +285,7 @@ class CUSUM:
         value = _finite(x)
         self._drift = False
         if self._n >= self.warmup:
-            sd = math.sqrt(self._m2 / (self._n - 1)) or 1e-12  # a constant baseline: any rise is one
-            self._s = max(0.0, self._s + (value - self._mean) / sd - self.k)
+            self._s = max(0.0, self._s + self._step(value))
             if self._s > self.h:
                 self.reset()
                 self._drift = True
@@ -292,6 +294,42 @@ class CUSUM:
         delta = value - self._mean
         self._mean += delta / self._n
         self._m2 += delta * (value - self._mean)
+
+    def _step(self, value: float) -> float:
+        """The statistic's increment for ``value``, against the baseline of the values before it."""
+        sd = math.sqrt(self._m2 / (self._n - 1)) or 1e-12  # a constant baseline: any rise is one
+        return (value - self._mean) / sd - self.k
+
+
+class BernoulliCUSUM(CUSUM):
+    """Page's CUSUM of the likelihood ratio for 0/1 errors: has the error rate grown ``ratio``-fold?
+
+    The baseline rate is the smoothed rate of the values before, ``p0 = (errors + 1) / (n + 2)``; each
+    value adds ``log(p1 / p0)`` for an error and ``log((1 - p1) / (1 - p0))`` for a right answer, with
+    ``p1 = min(ratio * p0, (1 + p0) / 2)``, and ``h`` is in units of log-likelihood (a false alarm
+    about every ``exp(h)`` values when ``p0`` is known). The standardised :class:`CUSUM` is wrong for
+    these: one error of a model right 97 % of the time is six standard deviations.
+    """
+
+    kind = "bernoulli"
+
+    def __init__(self, ratio: float = 2.0, h: float = 9.0, warmup: int = 100) -> None:
+        if ratio <= 1:
+            raise ValueError("BernoulliCUSUM needs ratio > 1")
+        super().__init__(k=0.0, h=h, warmup=warmup)
+        self.ratio = ratio
+
+    def _step(self, value: float) -> float:
+        p0 = (self._mean * self._n + 1) / (self._n + 2)
+        p1 = min(self.ratio * p0, (1 + p0) / 2)
+        return value * math.log(p1 / p0) + (1 - value) * math.log((1 - p1) / (1 - p0))
+
+
+def restored_cusum(state: Mapping[str, Any]) -> CUSUM:
+    """The :class:`CUSUM` or :class:`BernoulliCUSUM` (default parameters) a :meth:`CUSUM.state` was taken of."""
+    detector = BernoulliCUSUM() if state.get("kind") == BernoulliCUSUM.kind else CUSUM()
+    detector.restore(state)
+    return detector
 
 
 def change_point(values: Sequence[float], min_segment: int = 10) -> int:
