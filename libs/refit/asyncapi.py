@@ -49,8 +49,8 @@ ROLES: dict[str, Role] = {
         producers=("ingest",), consumers=("trainer", "monitor")),
     topics.RETRAIN_REQUESTS: Role(
         purpose="Requests for a new candidate: an operator (API, CLI) or a monitor trigger; the pause and "
-                "resumption of automatic retraining; samples an operator quarantined; a model's configuration "
-                "changed at run time.",
+                "resumption of automatic retraining; the concept changes the monitor recorded (where every "
+                "training starts); samples an operator quarantined; a model's configuration changed at run time.",
         producers=("monitor",), consumers=("trainer",)),
     topics.CANDIDATES: Role(
         purpose="Fitted, converted and checked candidates with a claim check on their ONNX bytes.",

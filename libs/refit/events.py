@@ -117,6 +117,20 @@ class RetrainingResumed(Event):
     requested_by: str | None = None
 
 
+class ConceptChanged(Event):
+    """The monitor recorded a change of the model's concept (a detector on the champion's live error, the
+    drift tests, or a significant drop of its live performance). Every training after it starts its
+    window at ``changed_at``, the trainer's own ``training.min_new_samples`` path included, as the
+    safeguard judges on the holdout rows after it. Of redelivered or reordered events the latest
+    ``changed_at`` wins."""
+
+    topic: ClassVar[str] = topics.RETRAIN_REQUESTS
+    event_type: Literal["ConceptChanged"] = "ConceptChanged"
+    schema_version: Literal[1] = 1
+    changed_at: AwareDatetime
+    detector: str
+
+
 class SamplesQuarantined(Event):
     """An operator quarantined samples (``POST /v1/models/{name}/quarantine``): the monitor dropped them
     from its holdout, the trainer drops them from its dataset, and both keep them out if redelivered."""
@@ -404,6 +418,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         RetrainRequested,
         RetrainingPaused,
         RetrainingResumed,
+        ConceptChanged,
         SamplesQuarantined,
         ModelConfigured,
         CandidateTrained,

@@ -21,8 +21,8 @@ from refit.core.sequential import PairedTest
 from refit.core.split import is_holdout
 from refit.core.triggers import Assessment, Signals, evaluate
 from refit.errors import BrokerUnavailableError
-from refit.events import (RetrainingPaused, RetrainingResumed, RetrainRequested, SampleIngested, ShadowScored,
-                          TrainingFailed)
+from refit.events import (ConceptChanged, RetrainingPaused, RetrainingResumed, RetrainRequested, SampleIngested,
+                          ShadowScored, TrainingFailed)
 from refit.kafka import Publisher
 from refit.metrics import Metrics
 from refit.onnx_model import OnnxModel
@@ -175,7 +175,7 @@ class Triggers:
                 # a new champion: drift is measured against the holdout as it was at its promotion
                 self.store.set_reference(spec.name, self.holdout.holdout_top_seq(spec.name))
             if watch.change is not None:
-                if self._record_change(spec, watch.change, watch.change_by):
+                if await self._record_change(spec, watch.change, watch.change_by):
                     watch.challengers = {}  # pairs of the concept that ended decide nothing about this one
                 watch.change = None
             if await self._decide_on_live_evidence(spec, watch):
@@ -220,13 +220,13 @@ class Triggers:
             attempts = in_flight.attempts + 1 if fire.retry_of and in_flight else 1
             if fire.kind == "drift":
                 recent = list(watch.recent)[-config.drift_window:]
-                self._record_change(spec, [(s.sample_id, s.occurred_at) for s in recent],
-                                    "the drift tests of inputs and labels")
+                await self._record_change(spec, [(s.sample_id, s.occurred_at) for s in recent],
+                                          "the drift tests of inputs and labels")
             elif fire.kind == "performance" and not fire.evidence.get("change_detected"):
                 # a significant drop is a change too: the concept the champion learnt no longer holds,
                 # so the trainer's window and the judging start where its live error most likely rose
-                self._record_change(spec, watch.since_change(len(watch.signals) or fire.evidence["window"]),
-                                    "a significant drop of the champion's live performance")
+                await self._record_change(spec, watch.since_change(len(watch.signals) or fire.evidence["window"]),
+                                          "a significant drop of the champion's live performance")
             await self._request(spec.name, fire.kind, fire.reason, self._with_change(spec, fire.kind, fire.evidence, champion),
                                 attempts, fire.retry_of)
             if fire.kind == "drift":
@@ -317,12 +317,14 @@ class Triggers:
         # the trainer reads at most window_max_rows: a catch-up cannot learn from more than that
         return min(rows, spec.training.window_max_rows), version.candidate.training.rows_trained
 
-    def _record_change(self, spec: ModelSpec, since: list[tuple[str, datetime]], detector: str) -> bool:
+    async def _record_change(self, spec: ModelSpec, since: list[tuple[str, datetime]], detector: str) -> bool:
         """Record a concept change that began with the first of ``since`` (the samples after it): the
         holdout rows from the first of them on are the current concept. A change located fewer than
         ``min_holdout`` holdout rows after the latest recorded one (or before it) is that change again:
         ADWIN alarms more than once after a change, a second detector may alarm on it too, each located a
-        few rows apart, and a concept the safeguard could not judge on its own is no new one."""
+        few rows apart, and a concept the safeguard could not judge on its own is no new one. A recorded
+        change is published (``ConceptChanged``): the trainer starts every training after it there, its
+        own ``training.min_new_samples`` path included."""
         first = next((i for i, _ in since if is_holdout(i, spec.training.holdout_fraction, spec.name)), None)
         seq = self.holdout.holdout_seq(spec.name, first) if first is not None else None
         after = seq - 1 if seq is not None else self.holdout.holdout_top_seq(spec.name)
@@ -333,6 +335,7 @@ class Triggers:
         self.holdout.record_change(spec.name, after, since[0][1], detector)
         log.info("concept change recorded", model=spec.name, after_seq=after, changed_at=since[0][1].isoformat(),
                  detector=detector)
+        await self.publisher.publish(ConceptChanged(model=spec.name, changed_at=since[0][1], detector=detector))
         return True
 
     def _due(self, model: str, config: TriggersSpec, now: datetime) -> tuple[Due, ...]:

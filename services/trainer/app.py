@@ -23,9 +23,9 @@ from refit.artifacts import LocalArtifactStore
 from refit.core.schema import validate_sample
 from refit.core.split import is_holdout
 from refit.errors import BrokerUnavailableError, SchemaError, UnknownModelError
-from refit.events import (ArtifactRef, CandidateTrained, InputSignature, ModelConfigured, RetrainingPaused,
-                          RetrainingResumed, RetrainRequested, SampleIngested, SamplesQuarantined, TrainingFailed,
-                          TrainingStats)
+from refit.events import (ArtifactRef, CandidateTrained, ConceptChanged, InputSignature, ModelConfigured,
+                          RetrainingPaused, RetrainingResumed, RetrainRequested, SampleIngested, SamplesQuarantined,
+                          TrainingFailed, TrainingStats)
 from refit.kafka import ConsumerConfig, Incoming, Publisher, consume
 from refit.lifecycle import pause, retry
 from refit.metrics import Metrics, retired
@@ -98,6 +98,9 @@ class Trainer:
                     continue
                 if isinstance(event, (RetrainingPaused, RetrainingResumed)):
                     self.store.set_paused(event.model, isinstance(event, RetrainingPaused), event.occurred_at)
+                    continue
+                if isinstance(event, ConceptChanged):
+                    self.store.set_concept_change(event.model, event.changed_at)
                     continue
                 if isinstance(event, ModelConfigured):
                     try:
@@ -293,7 +296,7 @@ def create_app(settings: TrainerSettings, specs: ModelSpecs | None = None) -> Fa
                 work.start("consumer", consume(
                     settings, ConsumerConfig(name="trainer", subscribe=[topics.SAMPLES, topics.RETRAIN_REQUESTS],
                                              group_id="refit-trainer", expected=(SampleIngested, RetrainRequested,
-                                                                 RetrainingPaused, RetrainingResumed,
+                                                                 RetrainingPaused, RetrainingResumed, ConceptChanged,
                                                                  SamplesQuarantined, ModelConfigured),
                                              placement=trainer.ownership),
                     handler=trainer.handle, publisher=publisher, stop=work.stop, counts=trainer.consumer_counts,

@@ -9,7 +9,7 @@ import math
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +55,11 @@ CREATE TABLE IF NOT EXISTS positions (
 CREATE TABLE IF NOT EXISTS paused (
     model TEXT PRIMARY KEY,
     paused INTEGER NOT NULL,
+    changed_at TEXT NOT NULL
+);
+-- The latest concept change the monitor recorded (ConceptChanged): every training starts there.
+CREATE TABLE IF NOT EXISTS concept (
+    model TEXT PRIMARY KEY,
     changed_at TEXT NOT NULL
 );
 -- Samples an operator quarantined (SamplesQuarantined): deleted, and never stored again.
@@ -269,12 +274,23 @@ class DatasetStore:
                                    " ORDER BY received_at LIMIT 1", (model,)).fetchone()
         return (row[0], row[1], _when(row[2])) if row else None
 
+    def set_concept_change(self, model: str, changed_at: datetime) -> None:
+        """Follow the monitor's latest concept change of the model (the latest ``changed_at`` wins)."""
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO concept (model, changed_at) VALUES (?, ?) ON CONFLICT (model) DO UPDATE"
+                " SET changed_at = excluded.changed_at WHERE excluded.changed_at > concept.changed_at",
+                (model, changed_at.astimezone(UTC).isoformat()))
+
     def window_start(self, model: str) -> datetime | None:
-        """Where every training of the model starts: the latest concept change a request named (the
-        safeguard judges on the rows after it too), or None when none did."""
+        """Where every training of the model starts: the latest concept change the monitor recorded
+        (``ConceptChanged``) or a request named (the safeguard judges on the rows after it too), or None
+        when there was none."""
         with self._lock:
             row = self._db.execute("SELECT MAX(since) FROM requests WHERE model = ?", (model,)).fetchone()
-        return _when(row[0])
+            changed = self._db.execute("SELECT changed_at FROM concept WHERE model = ?", (model,)).fetchone()
+        starts = [when for when in (_when(row[0]), _when(changed[0]) if changed else None) if when is not None]
+        return max(starts) if starts else None
 
     def finish_requests(self, model: str, outcome: str, now: datetime) -> None:
         """Mark the model's requests pending when a training run started (``now``) as answered by it.

@@ -123,7 +123,14 @@ def drive(stack: Stack) -> dict[str, int]:
         configured = client.put(f"{monitor}/v1/models/diabetes/config/safeguard", headers=TOKEN,
                                 json={**safeguard, "min_holdout": 40})
         assert configured.status_code == 200, configured.text
-    return {topics.SAMPLES: len(digits) + len(diabetes) + len(BAD_RECORDS), topics.RETRAIN_REQUESTS: 4 + 2 * 3 + 2,
+        # New scans of digits labelled by another convention: the champion is wrong on each, a detector on its
+        # live error finds the change, and the monitor publishes it for the trainer (ConceptChanged).
+        shifted = [{**r, "label": str((int(r["label"]) + 1) % 10)} for r in digits_waves(3)[1][:300]]
+        post_rows(client, ingest, "digits", shifted)
+        wait_until("the monitor records the change of concept", lambda: client.get(
+            f"{monitor}/v1/models/digits/triggers").json()["changes"] != [], timeout_s=60)
+    return {topics.SAMPLES: len(digits) + len(diabetes) + len(shifted) + len(BAD_RECORDS),
+            topics.RETRAIN_REQUESTS: 4 + 2 * 3 + 2 + 1,
             topics.CANDIDATES: 3 + 1, topics.DECISIONS: 4, topics.PREDICTIONS: 1 + len(bodies) + 2,
             topics.DEAD_LETTERS: 2 * len(BAD_RECORDS)}  # trainer and monitor each dead-letter each
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +20,11 @@ from skl2onnx import to_onnx
 from skl2onnx.common.data_types import FloatTensorType
 from sklearn.linear_model import Ridge
 
+from refit import topics
 from refit.core.split import is_holdout
 from refit.datasets import sample_rows
-from refit.events import (ArtifactRef, CandidateTrained, ConversionCheck, InputSignature, SampleIngested,
-                          TrainingStats)
+from refit.events import (ArtifactRef, CandidateTrained, ConceptChanged, ConversionCheck, InputSignature,
+                          SampleIngested, TrainingStats, parse_event)
 from refit.kafka import Incoming
 from refit.metrics import Metrics
 from refit.onnx_model import META_FEATURES, META_INPUT_KIND, META_TASK
@@ -38,6 +39,7 @@ from tests.support.fakes import RecordingPublisher
 
 AUTH = {"authorization": f"Bearer {LOCAL_API_TOKEN}", "content-type": "application/json"}
 SPEC = load_specs(SPECS).get("diabetes")
+T0 = datetime(2026, 12, 1, tzinfo=UTC)
 ROWS = sample_rows("diabetes")
 TRAINING, HOLDOUT = ROWS[:300], ROWS[300:]  # 142 holdout rows: above the spec's min_holdout of 40
 
@@ -456,22 +458,27 @@ async def test_the_champion_is_served_signed_with_the_monitors_current_key(monit
 # -- recording a concept change ------------------------------------------------------------------------------------
 
 
-def test_a_change_located_fewer_than_min_holdout_rows_after_the_latest_is_that_change_again(monitor: Monitor) -> None:
+async def test_a_change_located_fewer_than_min_holdout_rows_after_the_latest_is_that_change_again(monitor: Monitor) -> None:
     """ADWIN alarms more than once after a change (and a regression's CUSUM may alarm on it too), each alarm
     located a few rows from the last: one change is recorded, not one per alarm; a change located a full
-    ``min_holdout`` rows later is a new one."""
+    ``min_holdout`` rows later is a new one. Each recorded change is published for the trainer (ConceptChanged)."""
     fraction, top = SPEC.training.holdout_fraction, monitor.registry.holdout_top_seq("diabetes")
     held = [i for i in range(len(HOLDOUT)) if is_holdout(f"h{i}", fraction, "diabetes")]
 
-    def located_at(i: int) -> bool:  # the change began with holdout row h{i}
-        return monitor.triggers._record_change(SPEC, [(f"h{i}", datetime.now(UTC))], "ADWIN")  # noqa: SLF001
+    async def located_at(i: int) -> bool:  # the change began with holdout row h{i}
+        return await monitor.triggers._record_change(SPEC, [(f"h{i}", T0 + timedelta(seconds=i))],  # noqa: SLF001
+                                                     "ADWIN")
 
     first = held[0]
     near = next(i for i in held if 0 < i - first < SPEC.safeguard.min_holdout)
     far = next(i for i in held if i - first >= SPEC.safeguard.min_holdout)
-    assert located_at(first)
-    assert not located_at(near) and not located_at(first)  # the same change, located again
-    assert located_at(far)
-    assert not located_at(near)  # before the latest
+    assert await located_at(first)
+    assert not await located_at(near) and not await located_at(first)  # the same change, located again
+    assert await located_at(far)
+    assert not await located_at(near)  # before the latest
     assert [c.after_seq for c in monitor.registry.changes("diabetes")] == [
         top - len(HOLDOUT) + far, top - len(HOLDOUT) + first]
+    published = [parse_event(value) for topic, value in monitor.publisher.sent  # type: ignore[attr-defined]
+                 if topic == topics.RETRAIN_REQUESTS]
+    assert [(type(e), e.changed_at) for e in published] == [(ConceptChanged, T0 + timedelta(seconds=i))  # type: ignore[attr-defined]
+                                                            for i in (first, far)]

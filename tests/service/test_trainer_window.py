@@ -198,3 +198,20 @@ def test_every_training_after_a_detected_change_starts_at_it(make_store) -> None
     store.add_request(RetrainRequested(model="m", kind="drift", reason="inputs",
                                        evidence={"change": {"changed_at": later.isoformat()}}))
     assert store.window_start("m") == later
+
+
+def test_a_concept_change_the_monitor_recorded_moves_the_window_without_a_request(make_store) -> None:
+    """ConceptChanged: a change no request named (the trigger was held, or the trainer's own count of new
+    samples trains first) still starts every training after it; the latest change wins, by either path."""
+    store = make_store(300, "concept")
+    changed = T0 + timedelta(minutes=120)
+    store.set_concept_change("m", changed)
+    store.set_concept_change("m", changed - timedelta(minutes=60))  # an older one, redelivered: no effect
+    assert store.window_start("m") == changed
+    assert store.read_window("m", FEATURES, 200_000, since=store.window_start("m")).first_at == changed
+    later = changed + timedelta(minutes=30)
+    store.add_request(RetrainRequested(model="m", kind="drift", reason="inputs",
+                                       evidence={"change": {"changed_at": later.isoformat()}}))
+    assert store.window_start("m") == later
+    store.set_concept_change("m", later + timedelta(minutes=30))
+    assert store.window_start("m") == later + timedelta(minutes=30)

@@ -20,6 +20,7 @@ from refit.events import (
     CandidateRejected,
     CandidateTrained,
     Check,
+    ConceptChanged,
     ConversionCheck,
     DeadLettered,
     DifferenceInterval,
@@ -76,6 +77,7 @@ BUILDERS: dict[type[Event], Callable[[], dict[str, Any]]] = {
         "sample_id": "s-1", "features": {"a": 1.5, "b": -2.0}, "label": "setosa", "confidence": 0.9,
         "source": "test", "idempotency_key": "k-1", "event_time": WHEN,
     },
+    ConceptChanged: lambda: {"changed_at": WHEN, "detector": "ADWIN on the champion's live error"},
     RetrainRequested: lambda: {
         "kind": "drift", "reason": "feature a drifted", "evidence": {"p_value": 0.001, "feature": "a"},
         "requested_by": "monitor",
@@ -146,6 +148,7 @@ def test_every_event_class_is_registered_and_has_a_builder():
         (RetrainRequested, topics.RETRAIN_REQUESTS),
         (RetrainingPaused, topics.RETRAIN_REQUESTS),
         (RetrainingResumed, topics.RETRAIN_REQUESTS),
+        (ConceptChanged, topics.RETRAIN_REQUESTS),
         (SamplesQuarantined, topics.RETRAIN_REQUESTS),
         (ModelConfigured, topics.RETRAIN_REQUESTS),
         (CandidateTrained, topics.CANDIDATES),
