@@ -181,7 +181,7 @@ def test_adwin_window_statistics_are_those_of_the_newest_values() -> None:
 
 
 @pytest.mark.parametrize("heavy", [False, True])
-def test_cusum_finds_a_regression_error_rise_several_times_sooner_than_adwin_with_no_more_false_alarms(
+def test_cusum_finds_a_regression_error_rise_several_times_sooner_than_adwin_at_a_measured_false_alarm_rate(
         heavy: bool) -> None:
     """What the monitor runs it beside ADWIN for (measured with these seeds, ``docs/drift.md``): on
     100 x 10,000 stationary signals 16 false alarms with normal errors, 29 with Student-t(3) ones (ADWIN
