@@ -41,8 +41,8 @@ def signal(model: object, xs: np.ndarray, ys: np.ndarray, rmse: float) -> np.nda
     return np.minimum(np.abs(model.predict(xs) - ys) / (3 * rmse), 1.0)  # type: ignore[attr-defined]
 
 
-def first_alarm(make: Callable[[], ChangeDetector], prime: Sequence[float], live: Sequence[float],
-                every: bool = False) -> list[int]:
+def alarms(make: Callable[[], ChangeDetector], prime: Sequence[float], live: Sequence[float]) -> list[int]:
+    """Where a fresh detector, first fed ``prime``, alarms in ``live``."""
     detector, found = make(), []
     for value in prime:
         detector.update(value)
@@ -50,8 +50,6 @@ def first_alarm(make: Callable[[], ChangeDetector], prime: Sequence[float], live
         detector.update(value)
         if detector.drift_detected:
             found.append(i)
-            if not every:
-                break
     return found
 
 
@@ -68,7 +66,7 @@ def false_alarms(detectors: dict[str, Callable[[], ChangeDetector]], models: int
         rmse = float(np.sqrt(np.mean((model.predict(x[400:500]) - y[400:500]) ** 2)))
         values = signal(model, x[400:], y[400:], rmse)
         for name, make in detectors.items():
-            counts[name] += len(first_alarm(make, values[:100], values[100:], every=True))
+            counts[name] += len(alarms(make, values[:100], values[100:]))
     return counts
 
 
@@ -85,7 +83,7 @@ def first_change_delays(detectors: dict[str, Callable[[], ChangeDetector]], spli
         prime = signal(model, xs[:first][held], ys[:first][held], rmse)
         live = signal(model, xs[first:], ys[first:], rmse)
         for name, make in detectors.items():
-            found = [i - change for i in first_alarm(make, prime, live, every=True) if i >= change]
+            found = [i - change for i in alarms(make, prime, live) if i >= change]
             delays[name].append(found[0] if found else None)
     return delays
 
@@ -111,7 +109,7 @@ def classification_false_alarms(models: int = 40, samples: int = 10_000) -> tupl
         errors = (model.fit(x[:400], y[:400]).predict(x[400:]) != y[400:]).astype(float)
         rates.append(float(errors.mean()))
         for name, make in detectors.items():
-            counts[name] += len(first_alarm(make, [], errors.tolist(), every=True))
+            counts[name] += len(alarms(make, [], errors.tolist()))
     return counts, rates
 
 
@@ -122,14 +120,14 @@ def main() -> None:
     detectors: dict[str, Callable[[], ChangeDetector]] = {"ADWIN": ADWIN}
     for h in args.h.split(","):
         detectors[f"CUSUM h={h}"] = lambda h=float(h): CUSUM(h=h)  # type: ignore[misc]
-    alarms = false_alarms(detectors)
+    raised = false_alarms(detectors)
     delays = first_change_delays(detectors)
     print("| detector | false alarms in 1,000,000 samples | first change of the abrupt regression: delay per split "
           "| median |\n|---|---|---|---|")
     for name in detectors:
         found = [d for d in delays[name] if d is not None]
         median = f"{np.median(found):.0f}" if len(found) == len(delays[name]) else "not all found"
-        print(f"| {name} | {alarms[name]} | {', '.join(str(d) for d in sorted(found))} | {median} |")
+        print(f"| {name} | {raised[name]} | {', '.join(str(d) for d in sorted(found))} | {median} |")
     counts, rates = classification_false_alarms()
     print(f"\nClassifications, {len(rates)} models x 10,000 samples (error rates {min(rates):.3f} to {max(rates):.3f}):")
     print("| detector | false alarms |\n|---|---|")

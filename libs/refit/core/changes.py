@@ -14,8 +14,10 @@ numbers), so the same stream always alarms at the same positions.
   false-alarm probability bounded by ``delta`` per check.
 * :class:`CUSUM` — Page's CUSUM on values standardised by the mean and spread of those before
   them (self-starting); tuned to a rise of a quarter of a standard deviation, which it finds
-  several times sooner than ADWIN on continuous values (a regression's errors). Not for 0/1 streams with
-  rare errors: one error is then many standard deviations, and a few close together alarm.
+  several times sooner than ADWIN on continuous values (a regression's errors).
+* :class:`BernoulliCUSUM` — the same CUSUM on the likelihood ratio of a doubled error rate, for
+  0/1 errors (standardised, one rare error is many standard deviations, and a few close
+  together would alarm).
 
 Defaults fit 0/1 error streams; ``docs/drift.md`` gives their measured false-alarm counts
 and detection delays.
@@ -246,10 +248,10 @@ class CUSUM:
     detector then starts afresh (baseline too: the values after a change are the new normal).
     Nothing is tested before ``warmup`` values have set the baseline. ``k`` is half the rise it
     is tuned to (0.125: a rise of a quarter of a standard deviation, about what a 20 % rise of a
-    regression's RMSE does to its absolute errors); ``h`` trades delay for false alarms. The defaults were measured on the
-    monitor's regression signals (absolute errors over three times the holdout RMSE, capped at 1):
-    16 false alarms in 1,000,000 stationary values (ADWIN: 0), a 40 % rise of the RMSE found after a
-    median of 71 values (ADWIN: 248; ``docs/drift.md``).
+    regression's RMSE does to its absolute errors); ``h`` trades delay for false alarms. The defaults
+    were measured on the monitor's regression signals (absolute errors over three times the holdout
+    RMSE, capped at 1): 16 false alarms in 1,000,000 stationary values (ADWIN: 0), a 40 % rise of the
+    RMSE found after a median of 71 values (ADWIN: 248; ``docs/drift.md``).
     """
 
     kind = "normal"
